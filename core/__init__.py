@@ -1,0 +1,1 @@
+"""What every app shares: roles and permissions, runs (jobs) and their state machine, metrics, artifacts."""

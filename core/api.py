@@ -1,0 +1,231 @@
+"""Core REST API: auth token, who-am-I, users, run kinds, runs (list, create, detail, cancel).
+
+Views parse input with a small serializer, call one service or selector, and render the output.
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from core import run_kinds, selectors, services
+from core.models import Artifact, Run, RunKindName
+from core.permissions import EngineerWritesStaffReads, IsAuthenticatedUser, IsEngineer
+from core.roles import Role, user_roles
+from core.run_states import RunState
+from core.validation import StrictSerializer
+
+# --- Auth ------------------------------------------------------------------------------------------
+
+
+class TokenInputSerializer(StrictSerializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class AuthTokenView(APIView):
+    """Exchange a username and password for an API token (for scripts and simulated annotators)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(
+        request=TokenInputSerializer,
+        responses={200: inline_serializer("TokenOutput", {"token": serializers.CharField()})},
+        auth=[],
+    )
+    def post(self, request):
+        TokenInputSerializer(data=request.data).is_valid(raise_exception=True)
+        credentials = AuthTokenSerializer(data=request.data, context={"request": request})
+        credentials.is_valid(raise_exception=True)
+        token, _ = Token.objects.get_or_create(user=credentials.validated_data["user"])
+        return Response({"token": token.key})
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=[r.value for r in Role]))
+
+
+def _roles_of(user) -> list[str]:
+    return sorted(role.value for role in user_roles(user))
+
+
+class MeView(APIView):
+    """The caller's identity and roles."""
+
+    permission_classes = [IsAuthenticatedUser]
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request):
+        user = request.user
+        return Response(MeSerializer({"id": user.pk, "username": user.username, "roles": _roles_of(user)}).data)
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_active = serializers.BooleanField()
+    roles = serializers.SerializerMethodField()
+
+    def get_roles(self, user) -> list[str]:
+        return _roles_of(user)
+
+
+class UserListView(generics.ListAPIView):
+    """Users and their roles (engineers and admins)."""
+
+    permission_classes = [IsEngineer]
+    serializer_class = UserSerializer
+
+    def get_queryset(self):
+        return selectors.users_with_roles()
+
+
+# --- Runs ------------------------------------------------------------------------------------------
+
+
+class RunKindSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    queue = serializers.CharField()
+    description = serializers.CharField()
+    config_fields = serializers.ListField(child=serializers.CharField())
+
+
+class RunKindListView(APIView):
+    """The run kinds this installation can execute, with their config fields."""
+
+    permission_classes = [EngineerWritesStaffReads]
+
+    @extend_schema(responses=RunKindSerializer(many=True))
+    def get(self, request):
+        kinds = [
+            {
+                "name": k.name,
+                "queue": k.queue,
+                "description": k.description,
+                "config_fields": sorted(k.config_serializer().fields),
+            }
+            for k in run_kinds.available()
+        ]
+        return Response(RunKindSerializer(kinds, many=True).data)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "kind",
+            "state",
+            "progress",
+            "progress_message",
+            "attempts",
+            "queue",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["id", "name", "kind", "size", "sha256", "metadata", "updated_at"]
+
+
+class RunDetailSerializer(RunSerializer):
+    metrics = serializers.SerializerMethodField()
+    artifacts = ArtifactSerializer(many=True, read_only=True)
+
+    class Meta(RunSerializer.Meta):
+        fields = [
+            *RunSerializer.Meta.fields,
+            "config",
+            "result",
+            "error",
+            "state_history",
+            "max_attempts",
+            "worker",
+            "heartbeat_at",
+            "celery_task_id",
+            "metrics",
+            "artifacts",
+        ]
+
+    def get_metrics(self, run) -> dict[str, list[list[float]]]:
+        return selectors.run_metric_series(run=run)
+
+
+class RunCreateSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=RunKindName.choices)
+    config = serializers.DictField(required=False, default=dict)
+    max_attempts = serializers.IntegerField(min_value=1, max_value=10, default=3)
+
+
+class RunFilter(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=RunKindName.choices)
+    state = django_filters.ChoiceFilter(choices=RunState.choices)
+    created_by = django_filters.CharFilter(field_name="created_by__username")
+
+    class Meta:
+        model = Run
+        fields = ["kind", "state", "created_by"]
+
+
+class RunListCreateView(generics.ListAPIView):
+    """List runs (engineers, reviewers; filter by kind, state, created_by) or start one (engineers)."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = RunSerializer
+    filterset_class = RunFilter
+
+    def get_queryset(self):
+        return selectors.runs_visible_to(self.request.user)
+
+    @extend_schema(request=RunCreateSerializer, responses={201: RunDetailSerializer})
+    def post(self, request):
+        data = RunCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            run = services.run_create(created_by=request.user, **data.validated_data)
+        except ValidationError as exc:
+            raise ValidationError({"config": exc.detail}) from exc
+        return Response(RunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailView(generics.RetrieveAPIView):
+    """One run with its config, state history, every metric series and its artifacts."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = RunDetailSerializer
+
+    def get_queryset(self):
+        return selectors.runs_visible_to(self.request.user).prefetch_related("artifacts")
+
+
+class RunCancelView(APIView):
+    """Ask a run to stop: a queued run is cancelled at once, a running one goes through cancelling."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=None, responses={202: RunDetailSerializer, 409: None})
+    def post(self, request, pk: int):
+        run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+        run = services.run_request_cancel(run_id=run.pk, requested_by=request.user)
+        return Response(RunDetailSerializer(run).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,61 @@
+"""DRF permission classes per role. Every API view names the roles it admits; the default denies."""
+
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+
+from core.roles import Role, has_role
+
+
+class DenyAll(BasePermission):
+    """The project default: a view that does not say who may call it admits nobody."""
+
+    message = "This endpoint admits nobody by default."
+
+    def has_permission(self, request, view) -> bool:
+        return False
+
+
+class _RolePermission(BasePermission):
+    roles: tuple[Role, ...] = ()
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, *self.roles)
+
+
+class IsAnnotator(_RolePermission):
+    roles = (Role.ANNOTATOR,)
+    message = "Only annotators may do this."
+
+
+class IsEngineer(_RolePermission):
+    roles = (Role.ENGINEER,)
+    message = "Only ML engineers may do this."
+
+
+class IsReviewer(_RolePermission):
+    roles = (Role.REVIEWER,)
+    message = "Only reviewers may do this."
+
+
+class IsAdmin(_RolePermission):
+    roles = (Role.ADMIN,)
+    message = "Only admins may do this."
+
+
+class IsAuthenticatedUser(BasePermission):
+    """Any logged-in user with any role (used for 'who am I')."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated)
+
+
+class EngineerWritesStaffReads(BasePermission):
+    """Engineers read and write; reviewers read only (runs, models, prompt sets)."""
+
+    message = "Reviewers may read this; only ML engineers may change it."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
+        return has_role(request.user, Role.ENGINEER)

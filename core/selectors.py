@@ -1,0 +1,37 @@
+"""Reads of runs, their metrics and artifacts."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+
+from core.models import MetricPoint, Run
+from core.roles import Role, has_role
+
+
+def runs_visible_to(user) -> QuerySet[Run]:
+    """Runs a user may see: engineers, reviewers and admins see all; anybody else none."""
+    if not has_role(user, Role.ENGINEER, Role.REVIEWER):
+        return Run.objects.none()
+    return Run.objects.select_related("created_by")
+
+
+def run_metric_series(*, run: Run, since_step: int | None = None) -> dict[str, list[list[float | None]]]:
+    """Every metric series of ``run`` as ``{key: [[step, value], ...]}`` ordered by step.
+
+    Non-finite values (a loss that went NaN) are returned as null so that JSON stays valid.
+    """
+    points = MetricPoint.objects.filter(run=run)
+    if since_step is not None:
+        points = points.filter(step__gt=since_step)
+    series: dict[str, list[list[float | None]]] = defaultdict(list)
+    for key, step, value in points.order_by("key", "step").values_list("key", "step", "value"):
+        series[key].append([step, value if math.isfinite(value) else None])
+    return dict(series)
+
+
+def users_with_roles() -> QuerySet:
+    return get_user_model().objects.prefetch_related("groups").order_by("username")

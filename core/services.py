@@ -1,0 +1,321 @@
+"""Every write to runs, metrics and artifacts. Keyword-only functions named ``<entity>_<verb>``.
+
+Writes made on behalf of a worker are *fenced* by the attempt number: once a run has been claimed
+again by another worker, the old worker's progress, results and state changes are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core import run_kinds
+from core.models import Artifact, MetricPoint, Run
+from core.run_states import RunState, check_transition
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint"
+
+
+class LeaseLost(Exception):
+    """The worker's attempt was superseded (another worker claimed the run); it must stop writing."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: Run
+    attempt: int
+
+    @property
+    def resumed(self) -> bool:
+        return self.attempt > 1
+
+
+def _record(run: Run, state: str, note: str = "") -> None:
+    """Move ``run`` to ``state`` (checked) and append the change to its history (caller saves)."""
+    if state != run.state:
+        check_transition(run.pk, run.state, state)
+    run.state = state
+    run.state_history = [
+        *run.state_history,
+        {"state": state, "at": timezone.now().isoformat(), "attempt": run.attempts, "note": note},
+    ]
+
+
+# --- Creating and dispatching --------------------------------------------------------------------
+
+
+def run_create(*, kind: str, config: Mapping[str, Any] | None, created_by=None, max_attempts: int = 3) -> Run:
+    """Validate ``config`` for ``kind``, store a queued run and dispatch it once the transaction commits."""
+    run_kind = run_kinds.get(kind)
+    validated = run_kind.validate_config(dict(config or {}))
+    with transaction.atomic():
+        run = Run(kind=kind, config=validated, queue=run_kind.queue, created_by=created_by, max_attempts=max_attempts)
+        _record(run, RunState.QUEUED, note=f"created by {created_by}" if created_by else "created")
+        run.save()
+        run_dispatch(run=run)
+    return run
+
+
+def run_dispatch(*, run: Run) -> str:
+    """Send the run's id to its queue after the current transaction commits; returns the task id."""
+    from core.tasks import execute_run
+
+    task_id = str(uuid.uuid4())
+    Run.objects.filter(pk=run.pk).update(celery_task_id=task_id)
+    run.celery_task_id = task_id
+    transaction.on_commit(lambda: execute_run.apply_async(args=[run.pk], queue=run.queue, task_id=task_id))
+    return task_id
+
+
+# --- Claiming (the worker side) ------------------------------------------------------------------
+
+
+def _is_stale(run: Run, now) -> bool:
+    limit = timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    return run.heartbeat_at is None or now - run.heartbeat_at > limit
+
+
+def run_claim(*, run_id: int, worker: str) -> Claim | None:
+    """Take a run for execution, or return None when there is nothing to do.
+
+    A queued run starts its first attempt. A running run whose heartbeat went stale (its worker
+    died) is taken over as a new attempt; a running run with a live heartbeat belongs to another
+    worker and a duplicate delivery is dropped. Finished runs are never run again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            log.warning("run %s does not exist; dropping its task", run_id)
+            return None
+        if run.state == RunState.QUEUED:
+            _record(run, RunState.RUNNING, note=f"claimed by {worker}")
+            run.started_at = now
+        elif run.state in (RunState.RUNNING, RunState.CANCELLING):
+            if not _is_stale(run, now):
+                log.info("run %s is live on %s; dropping duplicate delivery", run_id, run.worker)
+                return None
+            lost = f"worker {run.worker or '?'} stopped responding during attempt {run.attempts}"
+            if run.state == RunState.CANCELLING:
+                _record(run, RunState.CANCELLED, note=f"{lost}; the cancel is complete")
+                run.finished_at = now
+                run.save()
+                return None
+            if run.attempts >= run.max_attempts:
+                _record(run, RunState.FAILED, note=lost)
+                run.error = f"Gave up after {run.attempts} attempts: {lost}."
+                run.finished_at = now
+                run.save()
+                return None
+            run.state_history = [
+                *run.state_history,
+                {
+                    "state": run.state,
+                    "at": now.isoformat(),
+                    "attempt": run.attempts + 1,
+                    "note": f"{lost}; resumed by {worker}",
+                },
+            ]
+        else:
+            log.info("run %s is %s; nothing to do", run_id, run.state)
+            return None
+        run.attempts += 1
+        run.worker = worker
+        run.heartbeat_at = now
+        run.save()
+    return Claim(run=run, attempt=run.attempts)
+
+
+def _fenced(run_id: int, attempt: int):
+    return Run.objects.filter(pk=run_id, attempts=attempt, state__in=(RunState.RUNNING, RunState.CANCELLING))
+
+
+def run_heartbeat(*, run_id: int, attempt: int) -> str | None:
+    """Mark the attempt alive; returns the run's state, or None when the attempt lost its lease."""
+    if not _fenced(run_id, attempt).update(heartbeat_at=timezone.now()):
+        return None
+    return Run.objects.filter(pk=run_id).values_list("state", flat=True).first()
+
+
+def run_report_progress(*, run_id: int, attempt: int, fraction: float, message: str = "") -> None:
+    """Record progress (clamped to 0..1) and refresh the heartbeat."""
+    fraction = min(1.0, max(0.0, float(fraction))) if math.isfinite(fraction) else 0.0
+    updated = _fenced(run_id, attempt).update(
+        progress=fraction, progress_message=message[:200], heartbeat_at=timezone.now()
+    )
+    if not updated:
+        raise LeaseLost(f"run {run_id}: attempt {attempt} no longer holds the run")
+
+
+def metrics_log(*, run_id: int, step: int, values: Mapping[str, float]) -> None:
+    """Upsert metric points: (run, key, step) is unique, so a retried step overwrites, never duplicates."""
+    points = [
+        MetricPoint(run_id=run_id, key=str(key)[:100], step=int(step), value=float(value))
+        for key, value in values.items()
+    ]
+    if points:
+        MetricPoint.objects.bulk_create(
+            points,
+            update_conflicts=True,
+            unique_fields=["run", "key", "step"],
+            update_fields=["value", "recorded_at"],
+        )
+
+
+# --- Artifacts and checkpoints -------------------------------------------------------------------
+
+
+def artifact_save(
+    *, run: Run, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None
+) -> Artifact:
+    """Store ``data`` as the run's artifact ``name``; saving the same name again replaces it.
+
+    The new file is written under a content-addressed path before the row is switched to it, and
+    the old file is removed only after the switch commits, so a crash never leaves a row pointing at
+    a missing or half-written file. Saving identical bytes again changes nothing.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    existing = Artifact.objects.filter(run=run, name=name).first()
+    if existing is not None and existing.sha256 == digest:
+        return existing
+    path = f"runs/{run.pk}/{digest[:16]}-{name}"
+    if not default_storage.exists(path):  # content-addressed: an existing file already holds these bytes
+        path = default_storage.save(path, ContentFile(data))
+    with transaction.atomic():
+        artifact, created = Artifact.objects.select_for_update().get_or_create(
+            run=run,
+            name=name,
+            defaults={
+                "kind": kind,
+                "file": path,
+                "sha256": digest,
+                "size": len(data),
+                "metadata": dict(metadata or {}),
+            },
+        )
+        old_path = None if created else artifact.file.name
+        if not created:
+            artifact.kind, artifact.file, artifact.sha256 = kind, path, digest
+            artifact.size, artifact.metadata = len(data), dict(metadata or {})
+            artifact.save()
+        if old_path and old_path != path:
+            transaction.on_commit(lambda: default_storage.delete(old_path))
+    return artifact
+
+
+def checkpoint_save(*, run: Run, payload: bytes) -> Artifact:
+    return artifact_save(run=run, name=CHECKPOINT_NAME, data=payload, kind="checkpoint")
+
+
+def checkpoint_load(*, run_id: int) -> bytes | None:
+    artifact = Artifact.objects.filter(run_id=run_id, name=CHECKPOINT_NAME).first()
+    if artifact is None:
+        return None
+    with artifact.file.open("rb") as handle:
+        return handle.read()
+
+
+# --- Finishing -----------------------------------------------------------------------------------
+
+
+def _lock_for_attempt(run_id: int, attempt: int) -> Run:
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.attempts != attempt:
+        raise LeaseLost(f"run {run_id}: attempt {attempt} was superseded by attempt {run.attempts}")
+    return run
+
+
+def run_succeed(*, run_id: int, attempt: int, result: Mapping[str, Any]) -> Run:
+    """The atomic switch to ``succeeded``; artifacts must already be written."""
+    with transaction.atomic():
+        run = _lock_for_attempt(run_id, attempt)
+        _record(run, RunState.SUCCEEDED)
+        run.result, run.progress, run.finished_at = dict(result), 1.0, timezone.now()
+        run.save()
+    return run
+
+
+def run_fail(*, run_id: int, attempt: int | None, error: str) -> Run:
+    """Mark the run failed with a readable error (``attempt`` None: not fenced, e.g. a dispatch failure)."""
+    with transaction.atomic():
+        run = (
+            _lock_for_attempt(run_id, attempt)
+            if attempt is not None
+            else Run.objects.select_for_update().get(pk=run_id)
+        )
+        _record(run, RunState.FAILED, note=error.splitlines()[0][:200] if error else "")
+        run.error, run.finished_at = error, timezone.now()
+        run.save()
+    return run
+
+
+def run_mark_cancelled(*, run_id: int, attempt: int, note: str = "") -> Run:
+    """The worker stopped at a cancel request: ``cancelling`` → ``cancelled``."""
+    with transaction.atomic():
+        run = _lock_for_attempt(run_id, attempt)
+        _record(run, RunState.CANCELLED, note=note)
+        run.finished_at = timezone.now()
+        run.save()
+    return run
+
+
+def run_request_cancel(*, run_id: int, requested_by=None) -> Run:
+    """Ask a run to stop. Queued runs are cancelled at once; running ones move to ``cancelling``
+    and stop at the job's next check. Asking again while cancelling changes nothing.
+    """
+    who = f"requested by {requested_by}" if requested_by else "requested"
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.state == RunState.CANCELLING:
+            return run
+        if run.state == RunState.QUEUED:
+            _record(run, RunState.CANCELLED, note=f"cancel {who} before start")
+            run.finished_at = timezone.now()
+        else:
+            _record(run, RunState.CANCELLING, note=f"cancel {who}")
+        run.save()
+    return run
+
+
+def runs_requeue_stale() -> list[int]:
+    """Re-dispatch runs whose worker went silent (crash, SIGKILL, lost machine).
+
+    Every worker calls this periodically (see ``core.signals``), and so can an operator
+    (``manage.py runs_requeue_stale``). A conditional update on ``redispatched_at`` lets only one
+    caller per stale period send the run again; the broker may also redeliver it, and
+    :func:`run_claim` makes any duplicate harmless.
+    """
+    now = timezone.now()
+    limit = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    candidates = Run.objects.filter(state__in=(RunState.RUNNING, RunState.CANCELLING), heartbeat_at__lt=limit).filter(
+        Q(redispatched_at__isnull=True) | Q(redispatched_at__lt=limit)
+    )
+    requeued = []
+    for run in candidates:
+        with transaction.atomic():
+            won = (
+                Run.objects.filter(pk=run.pk, heartbeat_at__lt=limit)
+                .filter(Q(redispatched_at__isnull=True) | Q(redispatched_at__lt=limit))
+                .update(redispatched_at=now)
+            )
+            if won:
+                run_dispatch(run=run)
+                requeued.append(run.pk)
+        if won:
+            log.warning("re-dispatched stale run %s (last heartbeat %s on %s)", run.pk, run.heartbeat_at, run.worker)
+    return requeued

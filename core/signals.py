@@ -1,0 +1,52 @@
+"""Worker hooks: every worker watches for runs whose worker died and sends them out again.
+
+A daemon thread in the worker's main process (which never touches CUDA) calls
+:func:`core.services.runs_requeue_stale` at start-up and then every ``RUN_REQUEUE_INTERVAL_SECONDS``,
+so a run left behind by a SIGKILLed or lost worker is resumed as long as any worker is alive, on
+any broker (the filesystem transport cannot redeliver unacknowledged messages itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def _watch_stale_runs(interval: float) -> None:
+    from django.db import connection
+
+    from core import services
+
+    try:
+        while True:
+            try:
+                requeued = services.runs_requeue_stale()
+                if requeued:
+                    log.warning("re-dispatched stale runs: %s", requeued)
+            except Exception:  # never let the watcher die on a database hiccup
+                log.exception("stale-run check failed")
+            if _stop.wait(interval):
+                return
+    finally:
+        connection.close()
+
+
+@worker_ready.connect
+def start_stale_run_watcher(sender=None, **kwargs) -> None:
+    from django.conf import settings
+
+    _stop.clear()
+    thread = threading.Thread(
+        target=_watch_stale_runs, args=(settings.RUN_REQUEUE_INTERVAL_SECONDS,), name="stale-run-watcher", daemon=True
+    )
+    thread.start()
+
+
+@worker_shutdown.connect
+def stop_stale_run_watcher(sender=None, **kwargs) -> None:
+    _stop.set()

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from core import api
+
+urlpatterns = [
+    path("auth/token/", api.AuthTokenView.as_view(), name="api-auth-token"),
+    path("me/", api.MeView.as_view(), name="api-me"),
+    path("users/", api.UserListView.as_view(), name="api-users"),
+    path("run-kinds/", api.RunKindListView.as_view(), name="api-run-kinds"),
+    path("runs/", api.RunListCreateView.as_view(), name="api-runs"),
+    path("runs/<int:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
+    path("runs/<int:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
+]

@@ -1,0 +1,1 @@
+"""Campaigns, comparison pairs, assignments, votes, annotator quality, dataset export/import (issue: feedback)."""

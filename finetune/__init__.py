@@ -1,0 +1,1 @@
+"""Fine-tuning: DDPO with LoRA, the trainer, checkpoints and resume (issue: fine-tune)."""

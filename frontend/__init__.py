@@ -1,0 +1,1 @@
+"""Templates and static assets for the pages of the three roles; no business logic."""

@@ -1,0 +1,52 @@
+"""Pages. They render templates and read through selectors; data changes go through the REST API."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+
+from core import run_kinds, selectors
+from core.models import RunKindName
+from core.roles import Role, has_role
+from core.run_states import LIVE_STATES, RunState
+from frontend.access import role_required
+
+
+@login_required
+def home(request):
+    """Send each role to its start page."""
+    if has_role(request.user, Role.ENGINEER, Role.REVIEWER):
+        return redirect("runs")
+    return render(request, "frontend/annotator_home.html")
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def run_list(request):
+    runs = selectors.runs_visible_to(request.user)
+    kind, state = request.GET.get("kind", ""), request.GET.get("state", "")
+    if kind in RunKindName.values:
+        runs = runs.filter(kind=kind)
+    if state in RunState.values:
+        runs = runs.filter(state=state)
+    runs = list(runs[:200])
+    return render(
+        request,
+        "frontend/run_list.html",
+        {
+            "runs": runs,
+            "now": timezone.now(),
+            "kinds": RunKindName.values,
+            "states": RunState.values,
+            "selected_kind": kind,
+            "selected_state": state,
+            "any_live": any(run.state in LIVE_STATES for run in runs),
+            "startable_kinds": [k.name for k in run_kinds.available()],
+        },
+    )
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def run_detail(request, pk: int):
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    return render(request, "frontend/run_detail.html", {"run": run, "is_live": run.state in LIVE_STATES})

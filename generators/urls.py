@@ -1,0 +1,9 @@
+from django.urls import path
+
+from generators import api
+
+urlpatterns = [
+    path("base-models/", api.BaseModelListView.as_view(), name="api-base-models"),
+    path("model-versions/", api.ModelVersionListView.as_view(), name="api-model-versions"),
+    path("prompt-sets/", api.PromptSetListView.as_view(), name="api-prompt-sets"),
+]

@@ -1,0 +1,1 @@
+"""Reward models: architecture, loss, training loop, evaluation, scoring (issue: rewards)."""

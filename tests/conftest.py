@@ -1,0 +1,47 @@
+"""Fixtures shared by every test: one user per role, API clients for them, run helpers."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from core.roles import Role
+
+ROLE_NAMES = ("annotator", "engineer", "reviewer", "admin")
+
+
+def make_user(django_user_model, role: str, username: str | None = None):
+    user = django_user_model.objects.create_user(username=username or role, password=f"{role}-pass-123")
+    if role == Role.ADMIN:
+        user.is_staff = user.is_superuser = True
+        user.save()
+    elif role in (Role.ANNOTATOR, Role.ENGINEER, Role.REVIEWER):
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def users(db, django_user_model) -> dict:
+    """One user per role, plus ``norole``: logged in but in no group."""
+    created = {role: make_user(django_user_model, role) for role in ROLE_NAMES}
+    created["norole"] = make_user(django_user_model, "norole")
+    return created
+
+
+@pytest.fixture
+def client_for(users):
+    """``client_for("engineer")`` → an APIClient authenticated by token as that role (None: anonymous)."""
+
+    def build(role: str | None) -> APIClient:
+        client = APIClient()
+        if role is not None:
+            client.force_authenticate(users[role])
+        return client
+
+    return build
+
+
+@pytest.fixture
+def engineer_client(client_for) -> APIClient:
+    return client_for("engineer")
