@@ -66,12 +66,15 @@ class Run(models.Model):
 
 
 class MetricPoint(models.Model):
-    """One value of one metric series at one step. (run, key, step) is unique: a retried step overwrites."""
+    """One value of one metric series at one step. (run, key, step) is unique: a retried step overwrites.
+
+    A non-finite value (a loss that diverged) is stored as null, which every database and JSON can hold.
+    """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points")
     key = models.CharField(max_length=100)
     step = models.IntegerField()
-    value = models.FloatField()
+    value = models.FloatField(null=True, help_text="null when the value was not finite (NaN or infinite)")
     recorded_at = models.DateTimeField(auto_now=True)
 
     class Meta:

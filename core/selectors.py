@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 from django.contrib.auth import get_user_model
@@ -22,14 +21,14 @@ def runs_visible_to(user) -> QuerySet[Run]:
 def run_metric_series(*, run: Run, since_step: int | None = None) -> dict[str, list[list[float | None]]]:
     """Every metric series of ``run`` as ``{key: [[step, value], ...]}`` ordered by step.
 
-    Non-finite values (a loss that went NaN) are returned as null so that JSON stays valid.
+    Non-finite values (a loss that went NaN) are stored and returned as null.
     """
     points = MetricPoint.objects.filter(run=run)
     if since_step is not None:
         points = points.filter(step__gt=since_step)
     series: dict[str, list[list[float | None]]] = defaultdict(list)
     for key, step, value in points.order_by("key", "step").values_list("key", "step", "value"):
-        series[key].append([step, value if math.isfinite(value) else None])
+        series[key].append([step, value])
     return dict(series)
 
 

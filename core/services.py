@@ -104,6 +104,7 @@ def run_claim(*, run_id: int, worker: str) -> Claim | None:
             log.warning("run %s does not exist; dropping its task", run_id)
             return None
         if run.state == RunState.QUEUED:
+            run.attempts += 1
             _record(run, RunState.RUNNING, note=f"claimed by {worker}")
             run.started_at = now
         elif run.state in (RunState.RUNNING, RunState.CANCELLING):
@@ -122,19 +123,11 @@ def run_claim(*, run_id: int, worker: str) -> Claim | None:
                 run.finished_at = now
                 run.save()
                 return None
-            run.state_history = [
-                *run.state_history,
-                {
-                    "state": run.state,
-                    "at": now.isoformat(),
-                    "attempt": run.attempts + 1,
-                    "note": f"{lost}; resumed by {worker}",
-                },
-            ]
+            run.attempts += 1
+            _record(run, RunState.RUNNING, note=f"{lost}; resumed by {worker}")
         else:
             log.info("run %s is %s; nothing to do", run_id, run.state)
             return None
-        run.attempts += 1
         run.worker = worker
         run.heartbeat_at = now
         run.save()
@@ -162,10 +155,15 @@ def run_report_progress(*, run_id: int, attempt: int, fraction: float, message: 
         raise LeaseLost(f"run {run_id}: attempt {attempt} no longer holds the run")
 
 
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def metrics_log(*, run_id: int, step: int, values: Mapping[str, float]) -> None:
     """Upsert metric points: (run, key, step) is unique, so a retried step overwrites, never duplicates."""
     points = [
-        MetricPoint(run_id=run_id, key=str(key)[:100], step=int(step), value=float(value))
+        MetricPoint(run_id=run_id, key=str(key)[:100], step=int(step), value=_finite_or_none(value))
         for key, value in values.items()
     ]
     if points:

@@ -8,7 +8,17 @@ from rest_framework.test import APIClient
 
 from core.roles import Role
 
+pytest_plugins = ["tests.support.worker_fixtures"]
+
 ROLE_NAMES = ("annotator", "engineer", "reviewer", "admin")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing():
+    """Tests create many users; the production hasher (PBKDF2) would dominate their run time."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def make_user(django_user_model, role: str, username: str | None = None):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from django.core.files.storage import default_storage
 
 from core import services
 from core.models import Artifact, MetricPoint, Run
-from tests.support.workers import wait_until
+from tests.support.workers import ROOT, WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -98,3 +102,42 @@ def test_cancel_of_a_running_run_goes_through_cancelling(start_worker, engineer_
     assert done.state == "cancelled"
     assert [h["state"] for h in done.state_history] == ["queued", "running", "cancelling", "cancelled"]
     assert MetricPoint.objects.filter(run_id=run_id, key="matmul_gflops").count() < 200
+
+
+@pytest.mark.parametrize("broker", ["filesystem"], indirect=True)
+def test_diagnostic_command_waits_and_prints_a_json_summary_last(start_worker):
+    worker = start_worker()
+    command = [
+        sys.executable,
+        "manage.py",
+        "diagnostic",
+        "--steps",
+        "3",
+        "--step-seconds",
+        "0.1",
+        "--wait",
+        "--timeout",
+        "90",
+    ]
+
+    result = subprocess.run(command, cwd=ROOT, env=worker.env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["state"] == "succeeded" and summary["result"]["steps"] == 3
+    assert "100%" in result.stderr  # the progress bar reached the end
+
+
+@pytest.mark.parametrize("broker", ["filesystem"], indirect=True)
+def test_diagnostic_command_rejects_bad_input(start_worker):
+    worker = WorkerProcess(broker_url="filesystem://", var_dir=ROOT / "var")  # env only; not started
+    result = subprocess.run(
+        [sys.executable, "manage.py", "diagnostic", "--steps", "0"],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Invalid diagnostic config" in result.stderr and "steps" in result.stderr

@@ -1,4 +1,4 @@
-"""Fixtures for tests that run real Celery worker processes."""
+"""Fixtures for tests that run real Celery worker processes (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 

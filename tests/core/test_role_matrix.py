@@ -1,0 +1,103 @@
+"""Every API endpoint × every role (and anonymous) answers the expected status; nothing escapes the matrix."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from core import services
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "norole", "annotator", "reviewer", "engineer", "admin")
+ANY_USER = {"anonymous": 401, "norole": 200, "annotator": 200, "reviewer": 200, "engineer": 200, "admin": 200}
+STAFF_READ = {"anonymous": 401, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200}
+ENGINEER_ONLY = {"anonymous": 401, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200}
+
+# (url name, method, path template, body, expected status per role)
+MATRIX = [
+    ("api-me", "get", "/api/v1/me/", None, ANY_USER),
+    ("api-users", "get", "/api/v1/users/", None, ENGINEER_ONLY),
+    ("api-run-kinds", "get", "/api/v1/run-kinds/", None, STAFF_READ),
+    ("api-runs", "get", "/api/v1/runs/", None, STAFF_READ),
+    (
+        "api-runs",
+        "post",
+        "/api/v1/runs/",
+        {"kind": "diagnostic", "config": {"steps": 1}},
+        {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
+    ),
+    ("api-run-detail", "get", "/api/v1/runs/{run}/", None, STAFF_READ),
+    ("api-run-cancel", "post", "/api/v1/runs/{run}/cancel/", None, {**ENGINEER_ONLY, "engineer": 202, "admin": 202}),
+    ("api-base-models", "get", "/api/v1/base-models/", None, STAFF_READ),
+    ("api-model-versions", "get", "/api/v1/model-versions/", None, STAFF_READ),
+    ("api-prompt-sets", "get", "/api/v1/prompt-sets/", None, STAFF_READ),
+    ("api-schema", "get", "/api/schema/", None, ANY_USER),
+    ("api-docs", "get", "/api/docs/", None, ANY_USER),
+]
+# The token endpoint admits everybody by design (it is how scripts log in); tested in test_auth.py.
+OPEN_BY_DESIGN = {"api-auth-token"}
+
+
+def _api_url_names(patterns, prefix: str = "") -> set[str]:
+    names: set[str] = set()
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            names |= _api_url_names(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern) and (prefix + str(pattern.pattern)).startswith("api/") and pattern.name:
+            names.add(pattern.name)
+    return names
+
+
+def test_every_api_endpoint_is_in_the_matrix():
+    covered = {name for name, *_ in MATRIX} | OPEN_BY_DESIGN
+    assert _api_url_names(get_resolver().url_patterns) == covered
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("name", "method", "path", "body", "expected"), MATRIX, ids=[f"{m[1]} {m[0]}" for m in MATRIX])
+def test_role_matrix(client_for, users, role, name, method, path, body, expected):
+    run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
+    client = client_for(None if role == "anonymous" else role)
+
+    response = getattr(client, method)(path.format(run=run.pk), body, format="json")
+
+    assert response.status_code == expected[role], response.content[:300]
+
+
+def test_annotators_can_never_list_runs_or_users(client_for):
+    annotator = client_for("annotator")
+    assert annotator.get("/api/v1/runs/").status_code == 403
+    assert annotator.get("/api/v1/users/").status_code == 403
+
+
+def test_anonymous_is_told_how_to_authenticate(client_for):
+    response = client_for(None).get("/api/v1/runs/")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+PAGES = [
+    ("/runs/", {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200}),
+    (
+        "/runs/{run}/",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200},
+    ),
+    ("/", {"anonymous": 302, "norole": 200, "annotator": 200, "reviewer": 302, "engineer": 302, "admin": 302}),
+    ("/admin/", {"anonymous": 302, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 200}),
+    ("/login/", {"anonymous": 200, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 302}),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("path", "expected"), PAGES, ids=[p for p, _ in PAGES])
+def test_page_matrix(client, users, role, path, expected):
+    run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
+    if role != "anonymous":
+        client.force_login(users[role])
+
+    response = client.get(path.format(run=run.pk))
+
+    assert response.status_code == expected[role]
+    if response.status_code == 302 and role == "anonymous":
+        assert "/login/" in response["Location"]

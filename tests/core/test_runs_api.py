@@ -1,0 +1,114 @@
+"""Runs over REST: validated configs, filters, detail with metrics, cancel, 404s, 409s."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import services
+
+pytestmark = pytest.mark.django_db
+
+
+def _create(client, body):
+    return client.post("/api/v1/runs/", body, format="json")
+
+
+def test_create_returns_the_queued_run_with_validated_defaults(engineer_client):
+    response = _create(engineer_client, {"kind": "diagnostic", "config": {"steps": 4}})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["state"] == "queued"
+    assert body["queue"] == "gpu"
+    assert body["created_by"] == "engineer"
+    assert body["config"] == {
+        "steps": 4,
+        "step_seconds": 0.2,
+        "matrix_size": 256,
+        "device": "auto",
+        "fail_at_step": None,
+    }
+    assert [h["state"] for h in body["state_history"]] == ["queued"]
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"kind": "diagnostic", "config": {"steps": 0}}, ("config", "steps")),
+        ({"kind": "diagnostic", "config": {"steps": "many"}}, ("config", "steps")),
+        ({"kind": "diagnostic", "config": {"device": "tpu"}}, ("config", "device")),
+        ({"kind": "diagnostic", "config": {"stpes": 3}}, ("config", "stpes")),
+        ({"kind": "diagnostic", "config": [1, 2]}, ("config",)),
+        ({"kind": "nonsense"}, ("kind",)),
+        ({"kind": "finetune", "config": {}}, ("kind",)),
+        ({"config": {}}, ("kind",)),
+        ({"kind": "diagnostic", "max_attempts": 0}, ("max_attempts",)),
+        ({"kind": "diagnostic", "priority": 1}, ("priority",)),
+    ],
+)
+def test_invalid_input_is_400_naming_the_field(engineer_client, body, path):
+    response = _create(engineer_client, body)
+
+    assert response.status_code == 400
+    errors = response.json()
+    for key in path:
+        assert key in errors, errors
+        errors = errors[key]
+
+
+def test_unknown_config_key_error_lists_known_fields(engineer_client):
+    errors = _create(engineer_client, {"kind": "diagnostic", "config": {"stpes": 3}}).json()
+    assert "Known fields" in errors["config"]["stpes"][0]
+    assert "steps" in errors["config"]["stpes"][0]
+
+
+def test_unregistered_kind_says_which_kinds_exist(engineer_client):
+    errors = _create(engineer_client, {"kind": "finetune"}).json()
+    assert "Available kinds: diagnostic" in errors["kind"][0]
+
+
+def test_list_filters_by_kind_state_and_creator(client_for, users):
+    first = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
+    services.run_create(kind="diagnostic", config={}, created_by=users["admin"])
+    services.run_request_cancel(run_id=first.pk)
+    reviewer = client_for("reviewer")
+
+    assert reviewer.get("/api/v1/runs/").json()["count"] == 2
+    assert [r["id"] for r in reviewer.get("/api/v1/runs/?state=cancelled").json()["results"]] == [first.pk]
+    assert reviewer.get("/api/v1/runs/?created_by=admin").json()["count"] == 1
+    assert reviewer.get("/api/v1/runs/?kind=diagnostic").json()["count"] == 2
+    assert reviewer.get("/api/v1/runs/?state=exploded").status_code == 400
+
+
+def test_detail_has_every_metric_series_in_step_order(client_for, users):
+    run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
+    services.metrics_log(run_id=run.pk, step=2, values={"loss": 0.5, "lr": 1e-3})
+    services.metrics_log(run_id=run.pk, step=1, values={"loss": 0.9})
+    services.metrics_log(run_id=run.pk, step=3, values={"loss": float("nan")})
+
+    body = client_for("reviewer").get(f"/api/v1/runs/{run.pk}/").json()
+
+    assert body["metrics"] == {"loss": [[1, 0.9], [2, 0.5], [3, None]], "lr": [[2, 0.001]]}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/runs/999999/", "/api/v1/runs/999999/cancel/"])
+def test_unknown_run_is_404(engineer_client, path):
+    method = engineer_client.post if path.endswith("cancel/") else engineer_client.get
+    assert method(path).status_code == 404
+
+
+def test_cancel_queued_run_is_immediate_and_cancel_of_finished_run_is_409(engineer_client, users):
+    run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
+
+    first = engineer_client.post(f"/api/v1/runs/{run.pk}/cancel/")
+    second = engineer_client.post(f"/api/v1/runs/{run.pk}/cancel/")
+
+    assert first.status_code == 202 and first.json()["state"] == "cancelled"
+    assert second.status_code == 409
+    assert "cannot become cancelling" in second.json()["detail"]
+
+
+def test_run_kinds_lists_config_fields(client_for):
+    kinds = client_for("reviewer").get("/api/v1/run-kinds/").json()
+    assert kinds[0]["name"] == "diagnostic"
+    assert "steps" in kinds[0]["config_fields"]
