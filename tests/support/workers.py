@@ -33,8 +33,13 @@ def database_url() -> str:
 
 
 def use_broker(url: str, transport_options: dict) -> None:
-    """Point this (test) process's Celery producer at ``url``."""
+    """Point this (test) process's Celery producer at ``url``.
+
+    The write URL is set too: Celery lets a CELERY_BROKER_URL environment variable win over
+    ``broker_url``, but not over ``broker_write_url``.
+    """
     celery_app.conf.broker_url = url
+    celery_app.conf.broker_write_url = url
     celery_app.conf.broker_transport_options = transport_options
     celery_app.pool.force_close_all()
     kombu.pools.reset()
