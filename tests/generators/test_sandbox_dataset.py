@@ -1,0 +1,88 @@
+"""Sandbox dataset, caption parser, tokenizer and pixel oracles (no models needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generators.sandbox import oracles
+from generators.sandbox.dataset import (
+    COLOUR_NAMES,
+    COLOURS,
+    SHAPES,
+    SandboxDataset,
+    all_captions,
+    make_caption,
+    parse_caption,
+    render,
+)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return SandboxDataset(400, seed=7).arrays()[1]
+
+
+def test_dataset_is_deterministic_from_seed():
+    a, b, c = SandboxDataset(20, seed=3), SandboxDataset(20, seed=3), SandboxDataset(20, seed=4)
+    assert all(np.array_equal(a[i].image, b[i].image) and a[i].caption == b[i].caption for i in range(20))
+    assert any(not np.array_equal(a[i].image, c[i].image) for i in range(20))
+
+
+def test_samples_are_small_rgb_images_with_parsable_captions(samples):
+    for s in samples[:50]:
+        assert s.image.shape == (32, 32, 3) and s.image.dtype == np.uint8
+        parsed = parse_caption(s.caption)
+        assert (parsed.colour, parsed.shape) == (s.colour, s.shape)
+        assert parsed.size in (None, s.size_class)
+    assert {s.colour for s in samples} == set(COLOUR_NAMES)
+    assert {s.shape for s in samples} == set(SHAPES)
+
+
+def test_captions_and_parser():
+    assert make_caption("red", "circle") == "a red circle"
+    assert make_caption("orange", "cross") == "an orange cross"
+    assert make_caption("blue", "triangle", "large") == "a large blue triangle"
+    parsed = parse_caption("A Small CYAN square.")
+    assert (parsed.colour, parsed.shape, parsed.size) == ("cyan", "square", "small")
+    assert parse_caption("a pink dog").colour is None
+    assert len(all_captions()) == len(COLOUR_NAMES) * len(SHAPES)
+
+
+def test_oracles_are_accurate_on_dataset_images(samples):
+    colour = np.mean([oracles.dominant_shape_colour(s.image) == s.colour for s in samples])
+    shape = np.mean([oracles.shape_of(s.image) == s.shape for s in samples])
+    assert colour >= 0.95
+    assert shape >= 0.95
+    assert all(oracles.colour_matches(s.caption, s.image) for s in samples[:20])
+    assert np.mean([oracles.shape_matches(s.caption, s.image) for s in samples]) >= 0.95
+
+
+def test_oracles_accept_pil_images(samples):
+    s = samples[0]
+    pil = Image.fromarray(s.image)
+    assert oracles.dominant_shape_colour(pil) == oracles.dominant_shape_colour(s.image)
+    assert oracles.shape_area_fraction(pil) == oracles.shape_area_fraction(s.image)
+
+
+def test_area_grows_with_size(samples):
+    by_size = {
+        size: np.mean([oracles.shape_area_fraction(s.image) for s in samples if s.size_class == size])
+        for size in ("small", "medium", "large")
+    }
+    assert 0 < by_size["small"] < by_size["medium"] < by_size["large"] <= 1
+    small, large = render("square", COLOURS["red"], 10), render("square", COLOURS["red"], 22)
+    assert oracles.area_reward("a red square", small) < oracles.area_reward("a red square", large) <= 1
+
+
+def test_rewards_and_empty_image():
+    image = render("circle", COLOURS["green"], 16)
+    assert oracles.colour_reward("a green circle", image) > 0.9
+    assert oracles.colour_reward("a red circle", image) < 0.5
+    assert oracles.shape_reward("a green circle", image) > oracles.shape_reward("a green square", image)
+    blank = np.full((32, 32, 3), 16, dtype=np.uint8)
+    assert oracles.dominant_shape_colour(blank) is None
+    assert oracles.shape_of(blank) is None
+    assert oracles.shape_area_fraction(blank) == 0.0
+    assert not oracles.colour_matches("a green circle", blank)
