@@ -1,28 +1,68 @@
-"""Read API for base models, model versions and prompt sets (engineers and reviewers)."""
+"""REST API for base models, model versions, prompt sets and generated images.
 
-from rest_framework import generics, serializers
+Engineers register checkpoints and prompt sets; engineers and reviewers read everything and fetch
+image files. Generation itself is a run: ``POST /api/v1/runs/ {"kind": "generate", ...}``.
+"""
+
+from __future__ import annotations
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.permissions import EngineerWritesStaffReads
-from generators import selectors
-from generators.models import BaseModel, ModelVersion, PromptSet
+from core.validation import StrictSerializer
+from generators import selectors, services
+from generators.models import BaseModel, GeneratedImage, ModelVersion, PromptSet, Split
+from generators.pipeline import SCHEDULERS
 
 
 class BaseModelSerializer(serializers.ModelSerializer):
-    version_count = serializers.IntegerField(read_only=True)
+    version_count = serializers.IntegerField(read_only=True, default=1)
 
     class Meta:
         model = BaseModel
-        fields = [
-            "id",
-            "name",
-            "source",
-            "revision",
-            "pipeline_class",
-            "default_settings",
-            "description",
-            "version_count",
-            "created_at",
-        ]
+        fields = ["id", "name", "source", "revision", "pipeline_class", "default_settings", "description",
+                  "version_count", "created_at"]
+
+
+class DefaultSettingsSerializer(StrictSerializer):
+    scheduler = serializers.ChoiceField(choices=sorted(SCHEDULERS), required=False)
+    steps = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    guidance_scale = serializers.FloatField(min_value=0.0, max_value=50.0, required=False)
+    width = serializers.IntegerField(min_value=8, max_value=2048, required=False)
+    height = serializers.IntegerField(min_value=8, max_value=2048, required=False)
+    negative_prompt = serializers.CharField(max_length=1000, allow_blank=True, required=False)
+
+
+class BaseModelCreateSerializer(StrictSerializer):
+    name = serializers.SlugField(max_length=100)
+    source = serializers.CharField(max_length=500, help_text="hub id (org/name) or local diffusers folder")
+    revision = serializers.CharField(max_length=100, required=False, default="")
+    pipeline_class = serializers.CharField(max_length=100, required=False, default="AutoPipelineForText2Image")
+    default_settings = DefaultSettingsSerializer(required=False, default=dict)
+    description = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class BaseModelListView(generics.ListAPIView):
+    """Registered base checkpoints; engineers register one (its ``base`` model version comes with it)."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = BaseModelSerializer
+
+    def get_queryset(self):
+        return selectors.base_models()
+
+    @extend_schema(request=BaseModelCreateSerializer, responses={201: BaseModelSerializer})
+    def post(self, request):
+        data = BaseModelCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        base = services.base_model_register(created_by=request.user, **data.validated_data)
+        return Response(BaseModelSerializer(base).data, status=status.HTTP_201_CREATED)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -34,22 +74,6 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         fields = ["id", "base_model", "name", "parent", "adapter", "produced_by_run", "aliases", "notes", "created_at"]
 
 
-class PromptSetSerializer(serializers.ModelSerializer):
-    prompt_count = serializers.IntegerField(read_only=True)
-
-    class Meta:
-        model = PromptSet
-        fields = ["id", "name", "split", "description", "prompt_count", "created_at"]
-
-
-class BaseModelListView(generics.ListAPIView):
-    """Registered base checkpoints."""
-
-    permission_classes = [EngineerWritesStaffReads]
-    serializer_class = BaseModelSerializer
-    queryset = selectors.base_models()
-
-
 class ModelVersionListView(generics.ListAPIView):
     """Model versions with their lineage links and aliases."""
 
@@ -59,10 +83,104 @@ class ModelVersionListView(generics.ListAPIView):
     filterset_fields = ["base_model"]
 
 
+class PromptSetSerializer(serializers.ModelSerializer):
+    prompt_count = serializers.IntegerField(read_only=True, default=0)
+
+    class Meta:
+        model = PromptSet
+        fields = ["id", "name", "split", "description", "prompt_count", "created_at"]
+
+
+class PromptInputSerializer(StrictSerializer):
+    text = serializers.CharField(max_length=2000)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
+
+
+class PromptField(serializers.Field):
+    """A prompt given as a string or as ``{"text", "tags"}``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = {"text": data}
+        serializer = PromptInputSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def to_representation(self, value):
+        return value
+
+
+class PromptSetCreateSerializer(StrictSerializer):
+    name = serializers.SlugField(max_length=100)
+    split = serializers.ChoiceField(choices=Split.choices)
+    description = serializers.CharField(required=False, default="", allow_blank=True)
+    prompts = serializers.ListField(child=PromptField(), min_length=1, max_length=100_000)
+
+
+class PromptSetDetailSerializer(PromptSetSerializer):
+    prompts = serializers.SerializerMethodField()
+
+    class Meta(PromptSetSerializer.Meta):
+        fields = [*PromptSetSerializer.Meta.fields, "prompts"]
+
+    def get_prompts(self, prompt_set) -> list[dict]:
+        return [{"id": p.pk, "text": p.text, "tags": p.tags} for p in selectors.prompts_of(prompt_set)]
+
+
 class PromptSetListView(generics.ListAPIView):
-    """Prompt sets with their split and size."""
+    """Prompt sets with their split and size; engineers create one from a list of prompts."""
 
     permission_classes = [EngineerWritesStaffReads]
     serializer_class = PromptSetSerializer
     queryset = selectors.prompt_sets()
     filterset_fields = ["split"]
+
+    @extend_schema(request=PromptSetCreateSerializer, responses={201: PromptSetDetailSerializer})
+    def post(self, request):
+        data = PromptSetCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        prompt_set = services.prompt_set_create(created_by=request.user, **data.validated_data)
+        return Response(PromptSetDetailSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
+
+
+class PromptSetDetailView(generics.RetrieveAPIView):
+    """One prompt set with its prompts in order."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = PromptSetDetailSerializer
+    queryset = selectors.prompt_sets()
+
+
+class GeneratedImageSerializer(serializers.ModelSerializer):
+    prompt = serializers.CharField(source="prompt.text")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GeneratedImage
+        fields = ["id", "model_version", "prompt", "seed", "settings", "width", "height", "sha256",
+                  "generation_run", "url", "created_at"]
+
+    def get_url(self, image) -> str:
+        return f"/api/v1/images/{image.pk}/file/"
+
+
+class GeneratedImageListView(generics.ListAPIView):
+    """Generated images; filter by model version, prompt or generation run."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = GeneratedImageSerializer
+    queryset = selectors.images()
+    filterset_fields = ["model_version", "prompt", "generation_run", "seed"]
+
+
+class GeneratedImageFileView(APIView):
+    """The PNG of one generated image (authorised users only; never a public media URL)."""
+
+    permission_classes = [EngineerWritesStaffReads]
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        image = get_object_or_404(selectors.images(), pk=pk)
+        response = FileResponse(image.file.open("rb"), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=86400, immutable"
+        return response

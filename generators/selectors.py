@@ -1,8 +1,12 @@
-"""Reads of base models, versions and prompt sets."""
+"""Reads of base models, versions, prompt sets and images, and the plain specs ML code needs."""
+
+from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from generators.models import BaseModel, ModelVersion, PromptSet
+from core.storage import artifact_local_path
+from generators.models import BaseModel, GeneratedImage, ModelVersion, Prompt, PromptSet
+from generators.pipeline import PipelineSpec
 
 
 def base_models() -> QuerySet[BaseModel]:
@@ -15,3 +19,31 @@ def model_versions() -> QuerySet[ModelVersion]:
 
 def prompt_sets() -> QuerySet[PromptSet]:
     return PromptSet.objects.annotate(prompt_count=Count("items"))
+
+
+def prompts_of(prompt_set: PromptSet | int) -> list[Prompt]:
+    """The prompts of a set in their order."""
+    set_id = prompt_set.pk if isinstance(prompt_set, PromptSet) else prompt_set
+    return [item.prompt for item in PromptSet.objects.get(pk=set_id).items.select_related("prompt").order_by("position")]
+
+
+def images() -> QuerySet[GeneratedImage]:
+    return GeneratedImage.objects.select_related("model_version__base_model", "prompt")
+
+
+def pipeline_spec_for(version: ModelVersion, *, device: str = "auto", dtype: str = "auto") -> PipelineSpec:
+    """The plain description of the pipeline that renders ``version`` (checkpoint + adapter file)."""
+    base = version.base_model
+    adapter_path = adapter_weight_name = None
+    if version.adapter_id is not None:
+        local = artifact_local_path(version.adapter)
+        adapter_path, adapter_weight_name = str(local.parent), local.name
+    return PipelineSpec(
+        source=base.source,
+        revision=base.revision or None,
+        pipeline_class=base.pipeline_class,
+        adapter_path=adapter_path,
+        adapter_weight_name=adapter_weight_name,
+        device=device,
+        dtype=dtype,
+    )

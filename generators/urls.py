@@ -6,4 +6,7 @@ urlpatterns = [
     path("base-models/", api.BaseModelListView.as_view(), name="api-base-models"),
     path("model-versions/", api.ModelVersionListView.as_view(), name="api-model-versions"),
     path("prompt-sets/", api.PromptSetListView.as_view(), name="api-prompt-sets"),
+    path("prompt-sets/<int:pk>/", api.PromptSetDetailView.as_view(), name="api-prompt-set-detail"),
+    path("images/", api.GeneratedImageListView.as_view(), name="api-images"),
+    path("images/<int:pk>/file/", api.GeneratedImageFileView.as_view(), name="api-image-file"),
 ]

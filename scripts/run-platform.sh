@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole platform on the embedded default: SQLite, a filesystem Celery broker, media under
-# var/. Installs into .venv, migrates, creates demo users (printing their logins), starts a Celery
-# worker (queues default and gpu) and serves
-# http://127.0.0.1:${PORT:-8000}. Ctrl-C stops both.
+# var/. Installs into .venv, migrates, creates demo users (printing their logins), registers the
+# bundled sandbox model and its prompt sets, starts a Celery worker (queues default and gpu) and
+# serves http://127.0.0.1:${PORT:-8000}. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -15,6 +15,7 @@ PY="$VENV/bin/python"
 "$PY" manage.py migrate --no-input
 "$PY" manage.py collectstatic --no-input --verbosity 0
 "$PY" manage.py demo_setup
+"$PY" manage.py sandbox_setup
 
 "$PY" -m celery -A config worker -Q default,gpu --concurrency 1 --loglevel INFO \
   >>"$PLATFORM_VAR_DIR/log/worker.log" 2>&1 &

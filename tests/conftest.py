@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from core.roles import Role
+
+# Nothing is ever downloaded from the Hugging Face Hub in tests: hub ids fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = ["tests.support.worker_fixtures"]
 

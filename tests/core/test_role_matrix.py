@@ -30,13 +30,52 @@ MATRIX = [
     ("api-run-detail", "get", "/api/v1/runs/{run}/", None, STAFF_READ),
     ("api-run-cancel", "post", "/api/v1/runs/{run}/cancel/", None, {**ENGINEER_ONLY, "engineer": 202, "admin": 202}),
     ("api-base-models", "get", "/api/v1/base-models/", None, STAFF_READ),
+    (
+        "api-base-models",
+        "post",
+        "/api/v1/base-models/",
+        {"name": "sd15", "source": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+        {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
+    ),
     ("api-model-versions", "get", "/api/v1/model-versions/", None, STAFF_READ),
     ("api-prompt-sets", "get", "/api/v1/prompt-sets/", None, STAFF_READ),
+    (
+        "api-prompt-sets",
+        "post",
+        "/api/v1/prompt-sets/",
+        {"name": "cats", "split": "eval", "prompts": ["a cat"]},
+        {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
+    ),
+    ("api-prompt-set-detail", "get", "/api/v1/prompt-sets/{prompt_set}/", None, STAFF_READ),
+    ("api-images", "get", "/api/v1/images/", None, STAFF_READ),
+    ("api-image-file", "get", "/api/v1/images/{image}/file/", None, STAFF_READ),
     ("api-schema", "get", "/api/schema/", None, ANY_USER),
     ("api-docs", "get", "/api/docs/", None, ANY_USER),
 ]
 # The token endpoint admits everybody by design (it is how scripts log in); tested in test_auth.py.
 OPEN_BY_DESIGN = {"api-auth-token"}
+
+
+@pytest.fixture
+def image(settings, tmp_path):
+    """One stored image (and the sandbox rows it belongs to)."""
+    from generators import services as generator_services
+    from generators.models import ModelVersion
+
+    settings.MEDIA_ROOT = tmp_path
+    base = generator_services.base_model_register(name="tiny", source="org/tiny")
+    prompt_set = generator_services.prompt_set_create(name="few", split="eval", prompts=["a red circle"])
+    image, _ = generator_services.generated_image_store(
+        model_version=ModelVersion.objects.get(base_model=base),
+        prompt=prompt_set.prompts.get(),
+        seed=1,
+        settings={},
+        settings_hash="0" * 64,
+        png=b"\x89PNG fake bytes",
+        width=32,
+        height=32,
+    )
+    return image
 
 
 def _api_url_names(patterns, prefix: str = "") -> set[str]:
@@ -56,11 +95,12 @@ def test_every_api_endpoint_is_in_the_matrix():
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("name", "method", "path", "body", "expected"), MATRIX, ids=[f"{m[1]} {m[0]}" for m in MATRIX])
-def test_role_matrix(client_for, users, role, name, method, path, body, expected):
+def test_role_matrix(client_for, users, image, role, name, method, path, body, expected):
     run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
     client = client_for(None if role == "anonymous" else role)
 
-    response = getattr(client, method)(path.format(run=run.pk), body, format="json")
+    url = path.format(run=run.pk, image=image.pk, prompt_set=image.prompt.prompt_sets.get().pk)
+    response = getattr(client, method)(url, body, format="json")
 
     assert response.status_code == expected[role], response.content[:300]
 

@@ -41,6 +41,7 @@ def test_create_returns_the_queued_run_with_validated_defaults(engineer_client):
         ({"kind": "diagnostic", "config": [1, 2]}, ("config",)),
         ({"kind": "nonsense"}, ("kind",)),
         ({"kind": "finetune", "config": {}}, ("kind",)),
+        ({"kind": "generate", "config": {}}, ("config", "model_versions")),
         ({"config": {}}, ("kind",)),
         ({"kind": "diagnostic", "max_attempts": 0}, ("max_attempts",)),
         ({"kind": "diagnostic", "priority": 1}, ("priority",)),
@@ -64,7 +65,7 @@ def test_unknown_config_key_error_lists_known_fields(engineer_client):
 
 def test_unregistered_kind_says_which_kinds_exist(engineer_client):
     errors = _create(engineer_client, {"kind": "finetune"}).json()
-    assert "Available kinds: diagnostic" in errors["kind"][0]
+    assert "Available kinds: diagnostic, generate" in errors["kind"][0]
 
 
 def test_list_filters_by_kind_state_and_creator(client_for, users):

@@ -1,0 +1,99 @@
+"""The ``generate`` run: N images per prompt of a prompt set for each model version.
+
+Idempotent: images that already exist for (version, prompt, seed, settings) are skipped, so a rerun
+or a redelivered task only makes what is missing (the database rows are the checkpoint). Cancel is
+checked between batches.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.jobs import JobCancelled, JobContext, JobFailed
+from core.models import Run
+from generators import selectors, services
+from generators.models import GeneratedImage, ModelVersion
+from generators.pipeline import (
+    GenerationOutOfMemory,
+    PipelineLoadError,
+    SamplerSettings,
+    default_cache,
+    generate_images_splitting_on_oom,
+    png_bytes,
+    resolve_device,
+    resolve_dtype_name,
+)
+
+SETTING_KEYS = ("scheduler", "steps", "guidance_scale", "width", "height", "negative_prompt", "eta")
+
+
+def sampler_settings(version: ModelVersion, config: dict, pipe, dtype: str) -> SamplerSettings:
+    """Run overrides, over the base model's defaults, over the pipeline's native size."""
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    merged: dict[str, Any] = {"width": native, "height": native}
+    merged |= {k: v for k, v in version.base_model.default_settings.items() if k in SETTING_KEYS}
+    merged |= {k: config[k] for k in SETTING_KEYS if config.get(k) is not None}
+    return SamplerSettings(**merged, dtype=dtype)
+
+
+def generate(run: Run, ctx: JobContext) -> dict:
+    config = run.config
+    prompts = selectors.prompts_of(config["prompt_set"])
+    seeds = [config["seed"] + k for k in range(config["images_per_prompt"])]
+    versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=config["model_versions"]).select_related("base_model")}
+    total = len(versions) * len(prompts) * len(seeds)
+    done = created = 0
+    generating_seconds = 0.0
+    batch_index = 0
+    per_version: dict[str, dict] = {}
+    for version_id in config["model_versions"]:
+        version = versions[version_id]
+        try:
+            device = resolve_device(config["device"])
+            dtype = resolve_dtype_name(config["dtype"], device)
+            pipe = default_cache.get(selectors.pipeline_spec_for(version, device=device, dtype=dtype))
+            settings = sampler_settings(version, config, pipe, dtype)
+        except (PipelineLoadError, ValueError) as exc:
+            raise JobFailed(f"Model version {version} cannot generate: {exc}") from exc
+        digest = settings.digest()
+        existing = set(
+            GeneratedImage.objects.filter(
+                model_version=version, settings_hash=digest, prompt__in=prompts, seed__in=seeds
+            ).values_list("prompt_id", "seed")
+        )
+        todo = [(prompt, seed) for prompt in prompts for seed in seeds if (prompt.pk, seed) not in existing]
+        done += len(prompts) * len(seeds) - len(todo)
+        per_version[str(version)] = {"settings": settings.as_dict(), "created": 0, "already_there": len(existing)}
+        for start in range(0, len(todo), config["batch_size"]):
+            if ctx.should_stop():
+                raise JobCancelled(f"stopped after {done} of {total} images")
+            batch = todo[start : start + config["batch_size"]]
+            began = time.perf_counter()
+            try:
+                pictures = generate_images_splitting_on_oom(
+                    pipe, [p.text for p, _ in batch], [s for _, s in batch], settings
+                )
+            except GenerationOutOfMemory as exc:
+                raise JobFailed(str(exc)) from exc
+            for (prompt, seed), picture in zip(batch, pictures, strict=True):
+                _, was_created = services.generated_image_store(
+                    model_version=version, prompt=prompt, seed=seed, settings=settings.as_dict(),
+                    settings_hash=digest, png=png_bytes(picture), width=picture.width, height=picture.height,
+                    generation_run=run,
+                )
+                created += was_created
+                per_version[str(version)]["created"] += was_created
+            elapsed = time.perf_counter() - began
+            generating_seconds += elapsed
+            done += len(batch)
+            batch_index += 1
+            ctx.log_metrics(batch_index, {"images_per_second": len(batch) / elapsed, "images_done": done})
+            ctx.report_progress(done / total, f"{done} of {total} images")
+    return {
+        "images": total,
+        "created": created,
+        "already_there": total - created,
+        "images_per_second": round(created / generating_seconds, 3) if generating_seconds else None,
+        "versions": per_version,
+    }

@@ -1,0 +1,58 @@
+"""The config schema of ``generate`` runs (validated in the web process, before anything is queued)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from core.validation import StrictSerializer
+from generators.models import ModelVersion, PromptSet, PromptSetItem
+from generators.pipeline import DTYPES, MAX_SIDE, SCHEDULERS
+
+MAX_IMAGES_PER_RUN = 100_000
+
+
+def _multiple_of_8(value: int) -> None:
+    if value % 8:
+        raise serializers.ValidationError(f"Must be a multiple of 8 (the VAE's downsampling), not {value}.")
+
+
+class GenerateConfigSerializer(StrictSerializer):
+    model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
+    prompt_set = serializers.IntegerField(min_value=1)
+    images_per_prompt = serializers.IntegerField(min_value=1, max_value=256, default=1)
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image")
+    batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
+    scheduler = serializers.ChoiceField(choices=sorted(SCHEDULERS), required=False)
+    steps = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    guidance_scale = serializers.FloatField(min_value=0.0, max_value=50.0, required=False)
+    width = serializers.IntegerField(min_value=8, max_value=MAX_SIDE, required=False, validators=[_multiple_of_8])
+    height = serializers.IntegerField(min_value=8, max_value=MAX_SIDE, required=False, validators=[_multiple_of_8])
+    negative_prompt = serializers.CharField(max_length=1000, allow_blank=True, required=False)
+    eta = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    device = serializers.RegexField(r"^(auto|cpu|cuda(:\d+)?)$", default="auto", max_length=16)
+    dtype = serializers.ChoiceField(choices=DTYPES, default="auto")
+
+    def validate_model_versions(self, ids: list[int]) -> list[int]:
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("Each model version may be listed once.")
+        missing = sorted(set(ids) - set(ModelVersion.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if missing:
+            raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
+        return ids
+
+    def validate_prompt_set(self, set_id: int) -> int:
+        prompt_set = PromptSet.objects.filter(pk=set_id).first()
+        if prompt_set is None:
+            raise serializers.ValidationError(f"Unknown prompt set {set_id}.")
+        if not PromptSetItem.objects.filter(prompt_set=prompt_set).exists():
+            raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is empty: add prompts first.")
+        return set_id
+
+    def validate(self, attrs: dict) -> dict:
+        prompts = PromptSetItem.objects.filter(prompt_set_id=attrs["prompt_set"]).count()
+        total = len(attrs["model_versions"]) * prompts * attrs["images_per_prompt"]
+        if total > MAX_IMAGES_PER_RUN:
+            raise serializers.ValidationError(
+                {"images_per_prompt": [f"This run would make {total} images; at most {MAX_IMAGES_PER_RUN} per run."]}
+            )
+        return attrs

@@ -1,0 +1,144 @@
+"""Every write to base models, versions, prompt sets and generated images."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet, PromptSetItem
+
+BASE_VERSION_NAME = "base"
+
+
+def _check_source(source: str) -> None:
+    """A local source must be a diffusers folder; anything else is taken as a hub id (org/name)."""
+    looks_local = source.startswith(("/", ".", "~")) or Path(source).exists()
+    if looks_local:
+        path = Path(source).expanduser()
+        if not (path / "model_index.json").is_file():
+            raise ValidationError({"source": [f"No diffusers checkpoint at {source!r}: model_index.json is missing."]})
+    elif source.count("/") != 1 or any(not part for part in source.split("/")):
+        raise ValidationError(
+            {"source": [f"{source!r} is neither a local diffusers folder nor a hub id of the form 'org/name'."]}
+        )
+
+
+def base_model_register(
+    *,
+    name: str,
+    source: str,
+    created_by=None,
+    revision: str = "",
+    pipeline_class: str = "AutoPipelineForText2Image",
+    default_settings: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> BaseModel:
+    """Register a checkpoint and its ``base`` model version (the checkpoint with no adapter)."""
+    _check_source(source)
+    with transaction.atomic():
+        if BaseModel.objects.filter(name=name).exists():
+            raise ValidationError({"name": [f"A base model named {name!r} already exists."]})
+        base = BaseModel.objects.create(
+            name=name,
+            source=source,
+            revision=revision,
+            pipeline_class=pipeline_class,
+            default_settings=dict(default_settings or {}),
+            description=description,
+            created_by=created_by,
+        )
+        ModelVersion.objects.create(base_model=base, name=BASE_VERSION_NAME, created_by=created_by)
+    return base
+
+
+def model_alias_set(*, name: str, version: ModelVersion, updated_by=None) -> ModelAlias:
+    alias, _ = ModelAlias.objects.update_or_create(name=name, defaults={"version": version, "updated_by": updated_by})
+    return alias
+
+
+def prompt_set_create(
+    *, name: str, split: str, prompts: Iterable[str | Mapping[str, Any]], created_by=None, description: str = ""
+) -> PromptSet:
+    """Create a prompt set. A prompt text belongs to one split for ever: reusing an ``eval`` prompt in a
+    ``train`` set (or the reverse) is refused, so evaluation never sees training prompts.
+    """
+    entries = [{"text": p, "tags": []} if isinstance(p, str) else {"tags": [], **p} for p in prompts]
+    texts = [entry["text"].strip() for entry in entries]
+    if not texts:
+        raise ValidationError({"prompts": ["A prompt set needs at least one prompt."]})
+    if any(not text for text in texts):
+        raise ValidationError({"prompts": ["Prompts must not be empty."]})
+    if len(set(texts)) != len(texts):
+        raise ValidationError({"prompts": ["Each prompt may appear only once in a set."]})
+    with transaction.atomic():
+        if PromptSet.objects.filter(name=name).exists():
+            raise ValidationError({"name": [f"A prompt set named {name!r} already exists."]})
+        clashes = list(Prompt.objects.filter(text__in=texts).exclude(split=split).values_list("text", flat=True)[:5])
+        if clashes:
+            raise ValidationError(
+                {"prompts": [f"These prompts already belong to another split and cannot be {split} prompts: {clashes}"]}
+            )
+        prompt_set = PromptSet.objects.create(name=name, split=split, description=description, created_by=created_by)
+        for position, (text, entry) in enumerate(zip(texts, entries, strict=True)):
+            prompt, _ = Prompt.objects.get_or_create(text=text, defaults={"split": split, "tags": list(entry["tags"])})
+            PromptSetItem.objects.create(prompt_set=prompt_set, prompt=prompt, position=position)
+    return prompt_set
+
+
+def image_file_name(sha256: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.png"
+
+
+def generated_image_store(
+    *,
+    model_version: ModelVersion,
+    prompt: Prompt,
+    seed: int,
+    settings: Mapping[str, Any],
+    settings_hash: str,
+    png: bytes,
+    width: int,
+    height: int,
+    generation_run=None,
+) -> tuple[GeneratedImage, bool]:
+    """Store one generated PNG (content-addressed) and its row; returns (image, created).
+
+    The row is unique per (version, prompt, seed, settings), so storing the same image again, from a
+    rerun or a redelivered task, returns the existing row.
+    """
+    existing = GeneratedImage.objects.filter(
+        model_version=model_version, prompt=prompt, seed=seed, settings_hash=settings_hash
+    ).first()
+    if existing is not None:
+        return existing, False
+    digest = hashlib.sha256(png).hexdigest()
+    name = image_file_name(digest)
+    if not default_storage.exists(name):
+        default_storage.save(name, ContentFile(png))
+    try:
+        with transaction.atomic():
+            image = GeneratedImage.objects.create(
+                model_version=model_version,
+                prompt=prompt,
+                seed=seed,
+                settings=dict(settings),
+                settings_hash=settings_hash,
+                file=name,
+                sha256=digest,
+                width=width,
+                height=height,
+                generation_run=generation_run,
+            )
+    except IntegrityError:  # another worker stored the same key in the meantime
+        image = GeneratedImage.objects.get(
+            model_version=model_version, prompt=prompt, seed=seed, settings_hash=settings_hash
+        )
+        return image, False
+    return image, True
