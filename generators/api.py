@@ -26,8 +26,17 @@ class BaseModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BaseModel
-        fields = ["id", "name", "source", "revision", "pipeline_class", "default_settings", "description",
-                  "version_count", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "source",
+            "revision",
+            "pipeline_class",
+            "default_settings",
+            "description",
+            "version_count",
+            "created_at",
+        ]
 
 
 class DefaultSettingsSerializer(StrictSerializer):
@@ -157,8 +166,19 @@ class GeneratedImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GeneratedImage
-        fields = ["id", "model_version", "prompt", "seed", "settings", "width", "height", "sha256",
-                  "generation_run", "url", "created_at"]
+        fields = [
+            "id",
+            "model_version",
+            "prompt",
+            "seed",
+            "settings",
+            "width",
+            "height",
+            "sha256",
+            "generation_run",
+            "url",
+            "created_at",
+        ]
 
     def get_url(self, image) -> str:
         return f"/api/v1/images/{image.pk}/file/"

@@ -41,7 +41,9 @@ def generate(run: Run, ctx: JobContext) -> dict:
     config = run.config
     prompts = selectors.prompts_of(config["prompt_set"])
     seeds = [config["seed"] + k for k in range(config["images_per_prompt"])]
-    versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=config["model_versions"]).select_related("base_model")}
+    versions = {
+        v.pk: v for v in ModelVersion.objects.filter(pk__in=config["model_versions"]).select_related("base_model")
+    }
     total = len(versions) * len(prompts) * len(seeds)
     done = created = 0
     generating_seconds = 0.0
@@ -78,8 +80,14 @@ def generate(run: Run, ctx: JobContext) -> dict:
                 raise JobFailed(str(exc)) from exc
             for (prompt, seed), picture in zip(batch, pictures, strict=True):
                 _, was_created = services.generated_image_store(
-                    model_version=version, prompt=prompt, seed=seed, settings=settings.as_dict(),
-                    settings_hash=digest, png=png_bytes(picture), width=picture.width, height=picture.height,
+                    model_version=version,
+                    prompt=prompt,
+                    seed=seed,
+                    settings=settings.as_dict(),
+                    settings_hash=digest,
+                    png=png_bytes(picture),
+                    width=picture.width,
+                    height=picture.height,
                     generation_run=run,
                 )
                 created += was_created

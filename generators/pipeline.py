@@ -223,7 +223,9 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def generate_images_splitting_on_oom(pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplerSettings) -> list:
+def generate_images_splitting_on_oom(
+    pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplerSettings
+) -> list:
     """Like :func:`generate_images`, but a batch that runs out of device memory is split in halves
     and retried; only a single image that does not fit raises :class:`GenerationOutOfMemory`.
     """

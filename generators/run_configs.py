@@ -20,7 +20,9 @@ class GenerateConfigSerializer(StrictSerializer):
     model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
     prompt_set = serializers.IntegerField(min_value=1)
     images_per_prompt = serializers.IntegerField(min_value=1, max_value=256, default=1)
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image")
+    seed = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image"
+    )
     batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
     scheduler = serializers.ChoiceField(choices=sorted(SCHEDULERS), required=False)
     steps = serializers.IntegerField(min_value=1, max_value=500, required=False)

@@ -24,7 +24,9 @@ def prompt_sets() -> QuerySet[PromptSet]:
 def prompts_of(prompt_set: PromptSet | int) -> list[Prompt]:
     """The prompts of a set in their order."""
     set_id = prompt_set.pk if isinstance(prompt_set, PromptSet) else prompt_set
-    return [item.prompt for item in PromptSet.objects.get(pk=set_id).items.select_related("prompt").order_by("position")]
+    return [
+        item.prompt for item in PromptSet.objects.get(pk=set_id).items.select_related("prompt").order_by("position")
+    ]
 
 
 def images() -> QuerySet[GeneratedImage]:

@@ -70,3 +70,35 @@ def test_annotator_is_refused_the_runs_pages(users, page, login, live_server):
     login("annotator", "annotator-pass-123")
     response = page.goto(f"{live_server.url}/runs/")
     assert response.status == 403
+
+
+def test_generation_run_page_shows_its_images(users, page, login, live_server, settings, tmp_path):
+    import io
+
+    from django.core.management import call_command
+
+    from core import services
+    from core.run_execution import run_execute
+    from generators.models import ModelVersion, PromptSet
+
+    settings.MEDIA_ROOT = tmp_path
+    call_command("sandbox_setup", stdout=io.StringIO())
+    config = {
+        "model_versions": [ModelVersion.objects.get().pk],
+        "prompt_set": PromptSet.objects.get(name="sandbox-eval").pk,
+        "images_per_prompt": 2,
+        "steps": 20,
+    }
+    run = services.run_create(kind="generate", config=config, created_by=users["engineer"])
+    run_execute(run_id=run.pk, worker="inline")
+
+    login("reviewer", "reviewer-pass-123")
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+
+    expect(page.locator("#run-images figure")).to_have_count(48)
+    first = page.locator("#run-images img").first
+    expect(first).to_have_attribute("alt", "a red circle (seed 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#run-images img')].every(i => i.complete && i.naturalWidth === 32)"
+    )
+    page.screenshot(path=str(DOCS / "generation-run.png"), full_page=True)

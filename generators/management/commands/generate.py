@@ -1,4 +1,4 @@
-"""Start a generation run: ``manage.py generate --prompt-set sandbox-eval --versions 1 --images-per-prompt 4 --wait``."""
+"""Start a generation run: ``manage.py generate --prompt-set NAME --versions 1,2 --images-per-prompt 4 --wait``."""
 
 from __future__ import annotations
 
@@ -39,8 +39,19 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--versions must be comma-separated ids, not {options['versions']!r}.") from exc
         config = {"model_versions": versions, "prompt_set": prompt_set.pk}
-        for key in ("images_per_prompt", "seed", "batch_size", "scheduler", "negative_prompt", "device", "dtype",
-                    "steps", "width", "height", "guidance_scale"):
+        for key in (
+            "images_per_prompt",
+            "seed",
+            "batch_size",
+            "scheduler",
+            "negative_prompt",
+            "device",
+            "dtype",
+            "steps",
+            "width",
+            "height",
+            "guidance_scale",
+        ):
             if options[key] is not None:
                 config[key] = options[key]
         user = None

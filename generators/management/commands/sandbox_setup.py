@@ -6,7 +6,14 @@ from django.core.management.base import BaseCommand
 
 from generators import services
 from generators.models import BaseModel, PromptSet
-from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, SANDBOX_DEFAULTS, TRAIN_SET, sandbox_prompts, sandbox_source
+from generators.sandbox_catalog import (
+    EVAL_SET,
+    SANDBOX_BASE_MODEL,
+    SANDBOX_DEFAULTS,
+    TRAIN_SET,
+    sandbox_prompts,
+    sandbox_source,
+)
 
 
 class Command(BaseCommand):
