@@ -78,20 +78,18 @@ def generate(run: Run, ctx: JobContext) -> dict:
                 )
             except GenerationOutOfMemory as exc:
                 raise JobFailed(str(exc)) from exc
-            for (prompt, seed), picture in zip(batch, pictures, strict=True):
-                _, was_created = services.generated_image_store(
-                    model_version=version,
-                    prompt=prompt,
-                    seed=seed,
-                    settings=settings.as_dict(),
-                    settings_hash=digest,
-                    png=png_bytes(picture),
-                    width=picture.width,
-                    height=picture.height,
-                    generation_run=run,
-                )
-                created += was_created
-                per_version[str(version)]["created"] += was_created
+            made = services.generated_images_store_batch(
+                model_version=version,
+                settings=settings.as_dict(),
+                settings_hash=digest,
+                images=[
+                    (prompt, seed, png_bytes(picture), picture.width, picture.height)
+                    for (prompt, seed), picture in zip(batch, pictures, strict=True)
+                ],
+                generation_run=run,
+            )
+            created += made
+            per_version[str(version)]["created"] += made
             elapsed = time.perf_counter() - began
             generating_seconds += elapsed
             done += len(batch)

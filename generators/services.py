@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet, PromptSetItem
 
@@ -96,35 +96,28 @@ def image_file_name(sha256: str) -> str:
     return f"images/{sha256[:2]}/{sha256}.png"
 
 
-def generated_image_store(
+def generated_images_store_batch(
     *,
     model_version: ModelVersion,
-    prompt: Prompt,
-    seed: int,
     settings: Mapping[str, Any],
     settings_hash: str,
-    png: bytes,
-    width: int,
-    height: int,
+    images: Iterable[tuple[Prompt, int, bytes, int, int]],
     generation_run=None,
-) -> tuple[GeneratedImage, bool]:
-    """Store one generated PNG (content-addressed) and its row; returns (image, created).
+) -> int:
+    """Store a batch of generated PNGs of one version and settings; returns how many rows were new.
 
-    The row is unique per (version, prompt, seed, settings), so storing the same image again, from a
-    rerun or a redelivered task, returns the existing row.
+    ``images`` holds (prompt, seed, png, width, height). Files are content-addressed and rows unique per
+    (version, prompt, seed, settings): one bulk insert in one transaction, and keys that exist already
+    (a rerun, a redelivered task, another worker) are left as they are.
     """
-    existing = GeneratedImage.objects.filter(
-        model_version=model_version, prompt=prompt, seed=seed, settings_hash=settings_hash
-    ).first()
-    if existing is not None:
-        return existing, False
-    digest = hashlib.sha256(png).hexdigest()
-    name = image_file_name(digest)
-    if not default_storage.exists(name):
-        default_storage.save(name, ContentFile(png))
-    try:
-        with transaction.atomic():
-            image = GeneratedImage.objects.create(
+    rows = []
+    for prompt, seed, png, width, height in images:
+        digest = hashlib.sha256(png).hexdigest()
+        name = image_file_name(digest)
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(png))
+        rows.append(
+            GeneratedImage(
                 model_version=model_version,
                 prompt=prompt,
                 seed=seed,
@@ -136,9 +129,14 @@ def generated_image_store(
                 height=height,
                 generation_run=generation_run,
             )
-    except IntegrityError:  # another worker stored the same key in the meantime
-        image = GeneratedImage.objects.get(
-            model_version=model_version, prompt=prompt, seed=seed, settings_hash=settings_hash
         )
-        return image, False
-    return image, True
+    keys = GeneratedImage.objects.filter(
+        model_version=model_version,
+        settings_hash=settings_hash,
+        prompt__in={row.prompt_id for row in rows},
+        seed__in={row.seed for row in rows},
+    )
+    with transaction.atomic():
+        before = keys.count()
+        GeneratedImage.objects.bulk_create(rows, ignore_conflicts=True)
+        return keys.count() - before

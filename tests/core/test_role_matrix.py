@@ -65,16 +65,14 @@ def image(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     base = generator_services.base_model_register(name="tiny", source="org/tiny")
     prompt_set = generator_services.prompt_set_create(name="few", split="eval", prompts=["a red circle"])
-    image, _ = generator_services.generated_image_store(
-        model_version=ModelVersion.objects.get(base_model=base),
-        prompt=prompt_set.prompts.get(),
-        seed=1,
+    version = ModelVersion.objects.get(base_model=base)
+    generator_services.generated_images_store_batch(
+        model_version=version,
         settings={},
         settings_hash="0" * 64,
-        png=b"\x89PNG fake bytes",
-        width=32,
-        height=32,
+        images=[(prompt_set.prompts.get(), 1, b"\x89PNG fake bytes", 32, 32)],
     )
+    image = version.images.get()
     return image
 
 
