@@ -156,12 +156,16 @@ def main() -> None:
         rates = [r["images"] / r["seconds"] for r in rows]
         summary[variant] = {
             "images_per_second": round(statistics.median(rates), 2),
+            "best_images_per_second": round(max(rates), 2),
             "all_rates": [round(r, 2) for r in rates],
             "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rows), 1),
             "images": rows[0]["images"],
         }
     summary["ratio_service_over_bare"] = round(
         summary["service"]["images_per_second"] / summary["bare"]["images_per_second"], 3
+    )
+    summary["ratio_best_service_over_best_bare"] = round(
+        summary["service"]["best_images_per_second"] / summary["bare"]["best_images_per_second"], 3
     )
     summary["settings"] = {
         "steps": args.steps,
@@ -176,7 +180,10 @@ def main() -> None:
     for variant in ("bare", "service"):
         row = summary[variant]
         print(f"{variant:<10}{row['images_per_second']:>20}{str(row['all_rates']):>30}{row['peak_rss_mib']:>15}")
-    print(f"service / bare images/s: {summary['ratio_service_over_bare']} (target ≥ 0.95)")
+    print(
+        f"service / bare images/s: median {summary['ratio_service_over_bare']}, "
+        f"best {summary['ratio_best_service_over_best_bare']} (target ≥ 0.95)"
+    )
     print(json.dumps(summary))
 
 
