@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -105,6 +105,18 @@ class PromptInputSerializer(StrictSerializer):
     tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {"text": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+                "required": ["text"],
+            },
+        ]
+    }
+)
 class PromptField(serializers.Field):
     """A prompt given as a string or as ``{"text", "tags"}``."""
 
