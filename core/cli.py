@@ -15,7 +15,9 @@ from core.models import Run
 from core.run_states import TERMINAL_STATES, RunState
 
 
-def add_wait_arguments(parser) -> None:
+def add_run_arguments(parser) -> None:
+    """``--user`` (recorded as the run's creator) and the waiting options."""
+    parser.add_argument("--user", default=None, help="username recorded as the run's creator")
     parser.add_argument("--wait", action="store_true", help="block until the run finishes; print a JSON summary last")
     parser.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     parser.add_argument("--poll", type=float, default=0.5, help="with --wait: seconds between checks")
@@ -56,6 +58,26 @@ def wait_for_run(run_id: int, *, timeout: float | None = None, poll: float = 0.5
             if deadline is not None and time.monotonic() > deadline:
                 raise CommandError(f"Run {run_id} is still {run.state} after {timeout} s (it keeps running).")
             time.sleep(poll)
+
+
+def start_run(command, *, kind: str, config: dict, options: dict) -> None:
+    """Create a run of ``kind`` as ``--user``, then wait and print its summary as the options ask."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.exceptions import ValidationError
+
+    from core import services
+
+    user = None
+    if options["user"]:
+        user = get_user_model().objects.filter(username=options["user"]).first()
+        if user is None:
+            raise CommandError(f"No user named {options['user']!r}.")
+    try:
+        run = services.run_create(kind=kind, config=config, created_by=user)
+    except ValidationError as exc:
+        raise CommandError(f"Invalid {kind} config: {exc.detail}") from exc
+    command.stderr.write(f"started {kind} run {run.pk} on queue {run.queue}")
+    finish_command(command, run, wait=options["wait"], timeout=options["timeout"], poll=options["poll"])
 
 
 def finish_command(command, run: Run, *, wait: bool, timeout: float | None, poll: float) -> None:

@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 
+from core import devices
 from core.jobs import JobCancelled, JobContext, JobFailed
 
 
@@ -56,13 +57,10 @@ def environment_report(device: str = "auto") -> dict:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise JobFailed(f"Device {device!r} was asked for but this worker has no CUDA device.")
-    return device
+    try:
+        return devices.resolve_device(device)
+    except devices.DeviceUnavailable as exc:
+        raise JobFailed(str(exc)) from exc
 
 
 def matmul_gflops(device: str, size: int) -> float:

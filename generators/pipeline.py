@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import devices
+
 log = logging.getLogger(__name__)
 
 SCHEDULERS = {
@@ -88,13 +90,10 @@ class PipelineSpec:
 
 
 def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineLoadError(f"Device {device!r} was asked for, but this worker has no CUDA device.")
-    return device
+    try:
+        return devices.resolve_device(device)
+    except devices.DeviceUnavailable as exc:
+        raise PipelineLoadError(str(exc)) from exc
 
 
 def resolve_dtype_name(dtype: str, device: str) -> str:

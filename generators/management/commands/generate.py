@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.exceptions import ValidationError
 
-from core import services
-from core.cli import add_wait_arguments, finish_command
+from core.cli import add_run_arguments, start_run
 from generators.models import PromptSet
 
 
@@ -25,8 +22,7 @@ class Command(BaseCommand):
         for option in ("--steps", "--width", "--height"):
             parser.add_argument(option, type=int, default=None)
         parser.add_argument("--guidance-scale", type=float, default=None)
-        parser.add_argument("--user", default=None, help="username recorded as the run's creator")
-        add_wait_arguments(parser)
+        add_run_arguments(parser)
 
     def handle(self, *args, **options) -> None:
         prompt_set = PromptSet.objects.filter(name=options["prompt_set"]).first()
@@ -54,14 +50,4 @@ class Command(BaseCommand):
         ):
             if options[key] is not None:
                 config[key] = options[key]
-        user = None
-        if options["user"]:
-            user = get_user_model().objects.filter(username=options["user"]).first()
-            if user is None:
-                raise CommandError(f"No user named {options['user']!r}.")
-        try:
-            run = services.run_create(kind="generate", config=config, created_by=user)
-        except ValidationError as exc:
-            raise CommandError(f"Invalid generation config: {exc.detail}") from exc
-        self.stderr.write(f"started generation run {run.pk} on queue {run.queue}")
-        finish_command(self, run, wait=options["wait"], timeout=options["timeout"], poll=options["poll"])
+        start_run(self, kind="generate", config=config, options=options)
