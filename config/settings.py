@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,12 +34,16 @@ def _embedded_secret_key() -> str:
 
 # --- Core -----------------------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env("DJANGO_SECRET_KEY", default=None) or _embedded_secret_key()
+# Behind TLS in production: every cookie secure, HSTS, redirect to https.
+SECURE_HTTPS = env.bool("DJANGO_SECURE_HTTPS", default=False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=None)
+if not SECRET_KEY:
+    if SECURE_HTTPS:  # several web processes on several machines must share one key
+        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production (DJANGO_SECURE_HTTPS=true) needs a shared key.")
+    SECRET_KEY = _embedded_secret_key()
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
-# Behind TLS in production: every cookie secure, HSTS, redirect to https.
-SECURE_HTTPS = env.bool("DJANGO_SECURE_HTTPS", default=False)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
 SECURE_SSL_REDIRECT = SECURE_HTTPS

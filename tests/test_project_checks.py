@@ -67,3 +67,11 @@ def test_web_process_does_not_import_torch(tmp_path):
         timeout=120,
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_production_without_a_secret_key_refuses_to_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    env |= {"PLATFORM_VAR_DIR": str(tmp_path), "DJANGO_SECURE_HTTPS": "true"}
+    result = _manage(["check"], env)
+    assert result.returncode != 0
+    assert "Set DJANGO_SECRET_KEY" in result.stderr
