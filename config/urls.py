@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 api_v1 = [
     path("", include("core.urls")),
     path("", include("generators.urls")),
+    path("", include("feedback.urls")),
 ]
 
 urlpatterns = [

@@ -48,12 +48,59 @@ MATRIX = [
     ),
     ("api-prompt-set-detail", "get", "/api/v1/prompt-sets/{prompt_set}/", None, STAFF_READ),
     ("api-images", "get", "/api/v1/images/", None, STAFF_READ),
-    ("api-image-file", "get", "/api/v1/images/{image}/file/", None, STAFF_READ),
+    (
+        "api-image-file",
+        "get",
+        "/api/v1/images/{image}/file/",
+        None,
+        {**STAFF_READ, "annotator": 403},  # annotators: only images of pairs assigned to them
+    ),
+    (
+        "api-campaigns",
+        "get",
+        "/api/v1/campaigns/",
+        None,
+        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 200, "engineer": 200, "admin": 200},
+    ),
+    (
+        "api-campaigns",
+        "post",
+        "/api/v1/campaigns/",
+        {"name": "new", "purpose": "collect", "prompt_set": 1, "model_versions": []},
+        {**ENGINEER_ONLY, "engineer": 400, "admin": 400},
+    ),
+    (
+        "api-campaign-next",
+        "get",
+        "/api/v1/campaigns/{campaign}/next/",
+        None,
+        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 403, "engineer": 403, "admin": 404},
+    ),
+    (
+        "api-votes",
+        "post",
+        "/api/v1/votes/",
+        {"assignment": 1, "choice": "sideways"},
+        {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
+    ),
     ("api-schema", "get", "/api/schema/", None, ANY_USER),
     ("api-docs", "get", "/api/docs/", None, ANY_USER),
 ]
 # The token endpoint admits everybody by design (it is how scripts log in); tested in test_auth.py.
 OPEN_BY_DESIGN = {"api-auth-token"}
+
+
+@pytest.fixture
+def campaign(image, users):
+    from feedback import services as feedback_services
+
+    return feedback_services.campaign_create(
+        name="matrix",
+        purpose="collect",
+        prompt_set=image.prompt.prompt_sets.get(),
+        model_versions=[image.model_version],
+        annotators=[users["annotator"]],
+    )
 
 
 @pytest.fixture
@@ -70,9 +117,9 @@ def image(settings, tmp_path):
         model_version=version,
         settings={},
         settings_hash="0" * 64,
-        images=[(prompt_set.prompts.get(), 1, b"\x89PNG fake bytes", 32, 32)],
+        images=[(prompt_set.prompts.get(), seed, b"\x89PNG fake bytes %d" % seed, 32, 32) for seed in (1, 2)],
     )
-    image = version.images.get()
+    image = version.images.first()
     return image
 
 
@@ -93,11 +140,11 @@ def test_every_api_endpoint_is_in_the_matrix():
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("name", "method", "path", "body", "expected"), MATRIX, ids=[f"{m[1]} {m[0]}" for m in MATRIX])
-def test_role_matrix(client_for, users, image, role, name, method, path, body, expected):
+def test_role_matrix(client_for, users, image, campaign, role, name, method, path, body, expected):
     run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
     client = client_for(None if role == "anonymous" else role)
 
-    url = path.format(run=run.pk, image=image.pk, prompt_set=image.prompt.prompt_sets.get().pk)
+    url = path.format(run=run.pk, image=image.pk, prompt_set=image.prompt.prompt_sets.get().pk, campaign=campaign.pk)
     response = getattr(client, method)(url, body, format="json")
 
     assert response.status_code == expected[role], response.content[:300]

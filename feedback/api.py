@@ -1,0 +1,172 @@
+"""Feedback REST contract: campaigns (with progress), the next pair to rate, votes."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.roles import Role, has_role
+from core.validation import StrictSerializer
+from feedback import handout, selectors, services
+from feedback.models import Campaign, CampaignStatus, Purpose
+from feedback.services import SUBMITTED_CHOICES
+from generators.models import ModelVersion, PromptSet
+
+
+class CampaignAccess(BasePermission):
+    """Annotators, engineers and reviewers read campaigns; engineers create them."""
+
+    message = "Only ML engineers may create campaigns."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return has_role(request.user, Role.ANNOTATOR, Role.ENGINEER, Role.REVIEWER)
+        return has_role(request.user, Role.ENGINEER)
+
+
+class AnnotatorsOnly(BasePermission):
+    message = "Only annotators rate pairs."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.ANNOTATOR)
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    prompt_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "purpose",
+            "status",
+            "prompt_set",
+            "votes_per_pair",
+            "gold_rate",
+            "lease_seconds",
+            "progress",
+            "created_at",
+        ]
+
+    def get_progress(self, campaign) -> dict:
+        return selectors.campaign_progress(campaign, self.context["request"].user)
+
+
+class CampaignCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
+    prompt_set = serializers.PrimaryKeyRelatedField(queryset=PromptSet.objects.all())
+    model_versions = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all(), many=True)
+    annotators = serializers.SlugRelatedField(
+        slug_field="username",
+        many=True,
+        required=False,
+        default=list,
+        queryset=get_user_model().objects.filter(groups__name=Role.ANNOTATOR),
+    )
+    votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
+    gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
+    lease_seconds = serializers.IntegerField(min_value=10, max_value=86_400, default=300)
+    open_now = serializers.BooleanField(default=True)
+
+
+class CampaignListView(APIView):
+    """Campaigns the caller may annotate (annotators) or all campaigns (staff), with progress."""
+
+    permission_classes = [CampaignAccess]
+
+    @extend_schema(responses=CampaignSerializer(many=True))
+    def get(self, request):
+        campaigns = selectors.campaigns_for(request.user)
+        return Response(CampaignSerializer(campaigns, many=True, context={"request": request}).data)
+
+    @extend_schema(request=CampaignCreateSerializer, responses={201: CampaignSerializer})
+    def post(self, request):
+        data = CampaignCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        campaign = services.campaign_create(created_by=request.user, **data.validated_data)
+        return Response(CampaignSerializer(campaign, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class ShownImageSerializer(serializers.Serializer):
+    image = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class NextPairSerializer(serializers.Serializer):
+    assignment = serializers.IntegerField()
+    pair = serializers.IntegerField()
+    prompt = serializers.CharField()
+    left = ShownImageSerializer()
+    right = ShownImageSerializer()
+    expires_at = serializers.DateTimeField()
+
+
+def _shown(image_id: int) -> dict:
+    return {"image": image_id, "url": f"/api/v1/images/{image_id}/file/"}
+
+
+class CampaignNextView(APIView):
+    """Lease the next pair to rate: 200 with the pair, or 204 when nothing is left for the caller."""
+
+    permission_classes = [AnnotatorsOnly]
+
+    @extend_schema(responses={200: NextPairSerializer, 204: None})
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(
+            Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=request.user), pk=pk
+        )
+        assignment = handout.next_assignment(annotator=request.user, campaign=campaign)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        pair = assignment.pair
+        left, right = (pair.image_a_id, pair.image_b_id) if assignment.a_on_left else (pair.image_b_id, pair.image_a_id)
+        body = {
+            "assignment": assignment.pk,
+            "pair": pair.pk,
+            "prompt": pair.image_a.prompt.text,
+            "left": _shown(left),
+            "right": _shown(right),
+            "expires_at": assignment.expires_at,
+        }
+        return Response(NextPairSerializer(body).data)
+
+
+class VoteInputSerializer(StrictSerializer):
+    assignment = serializers.IntegerField(min_value=1)
+    choice = serializers.ChoiceField(choices=SUBMITTED_CHOICES)
+    seconds = serializers.FloatField(min_value=0.0, max_value=86_400.0, required=False, allow_null=True, default=None)
+
+
+class VoteSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    assignment = serializers.IntegerField(source="assignment_id")
+    pair = serializers.IntegerField(source="pair_id")
+    choice = serializers.CharField(source="submitted")
+    seconds = serializers.FloatField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class VoteCreateView(APIView):
+    """Vote on your assignment: 201 new, 200 the same vote again, 409 a different vote or a lost lease."""
+
+    permission_classes = [AnnotatorsOnly]
+
+    @extend_schema(request=VoteInputSerializer, responses={201: VoteSerializer, 200: VoteSerializer, 409: None})
+    def post(self, request):
+        data = VoteInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        vote, created = services.vote_submit(
+            annotator=request.user,
+            assignment_id=data.validated_data["assignment"],
+            submitted=data.validated_data["choice"],
+            seconds=data.validated_data["seconds"],
+        )
+        return Response(VoteSerializer(vote).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

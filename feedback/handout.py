@@ -1,0 +1,88 @@
+"""The hand-out policy: which pair an annotator rates next. The whole policy lives here.
+
+For an annotator in an open campaign they may annotate:
+
+1. A live lease they already hold is returned again (reloading the page does not burn a pair).
+2. Otherwise a pair is leased that
+   - they have never been assigned (an annotator sees a pair at most once),
+   - still needs votes: ``valid_votes + live leases of others < k`` (so the campaign never overshoots k),
+   - is not being handed to someone else at this instant: rows are locked with
+     ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent annotators take different pairs
+     instead of queueing on the same row; SQLite serialises write transactions, which is correct but slower.
+   Among those, pairs closest to completion go first (finish pairs rather than spread votes thinly),
+   then the oldest. With probability ``gold_rate`` a gold pair the annotator has not seen is offered
+   instead (gold pairs have no k: everybody may get them).
+3. Leases expire after ``campaign.lease_seconds``; an expired lease no longer counts, so its pair
+   returns to the pool (for other annotators).
+4. Which image is shown on the left is drawn at random per assignment and recorded (``a_on_left``).
+
+"Nothing left" (None, the API's 204) means nothing for this annotator *now*: a pair that another
+annotator is leasing at this instant, or one whose votes are all leased, can come back when a lease
+lapses or ends in a skip. Clients poll again after a while; the campaign is complete when every
+regular pair has k valid votes.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from feedback.models import Assignment, AssignmentStatus, Campaign, Pair
+
+
+def _live_leases(now) -> Subquery:
+    leases = (
+        Assignment.objects.filter(pair=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now)
+        .values("pair")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(leases, output_field=IntegerField()), Value(0))
+
+
+def _lock_first(pairs):
+    if connection.features.has_select_for_update_skip_locked:
+        pairs = pairs.select_for_update(skip_locked=True, of=("self",))
+    return pairs.first()
+
+
+def next_assignment(*, annotator, campaign: Campaign, rng: random.Random | None = None) -> Assignment | None:
+    """Lease the next pair for ``annotator`` (see the module docstring), or None when nothing is left."""
+    rng = rng or random.SystemRandom()
+    now = timezone.now()
+    with transaction.atomic():
+        live = Assignment.objects.filter(
+            annotator=annotator, pair__campaign=campaign, status=AssignmentStatus.LEASED, expires_at__gt=now
+        ).first()
+        if live is not None:
+            return live
+        unseen = Pair.objects.filter(campaign=campaign).exclude(assignments__annotator=annotator)
+        gold = unseen.filter(is_gold=True).order_by("id")
+        regular = (
+            unseen.filter(is_gold=False)
+            .alias(live_leases=_live_leases(now))
+            .filter(valid_votes__lt=Value(campaign.votes_per_pair) - F("live_leases"))
+            .order_by("-valid_votes", "id")
+        )
+        pair = None
+        if campaign.gold_rate and rng.random() < campaign.gold_rate:
+            pair = _lock_first(gold)
+        if pair is None:
+            pair = _lock_first(regular)
+        if pair is None:
+            return None
+        try:
+            with transaction.atomic():
+                return Assignment.objects.create(
+                    pair=pair,
+                    annotator=annotator,
+                    a_on_left=rng.random() < 0.5,
+                    expires_at=now + timedelta(seconds=campaign.lease_seconds),
+                )
+        except IntegrityError:  # this annotator's other request leased it a moment ago
+            return Assignment.objects.filter(annotator=annotator, pair=pair).first()

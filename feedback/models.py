@@ -1,0 +1,130 @@
+"""Campaigns, comparison pairs, assignments (leases) and votes.
+
+Invariants live in the database: one vote per (annotator, pair), one assignment per (annotator,
+pair), a pair's two images differ, choices and purposes are from their lists.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Purpose(models.TextChoices):
+    COLLECT = "collect", "collect votes for reward training"
+    ARENA = "arena", "compare versions blind"
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+    prompt_set = models.ForeignKey("generators.PromptSet", on_delete=models.PROTECT, related_name="campaigns")
+    model_versions = models.ManyToManyField("generators.ModelVersion", related_name="campaigns")
+    votes_per_pair = models.PositiveIntegerField(default=3, help_text="k: valid (non-skip) votes wanted per pair")
+    gold_rate = models.FloatField(default=0.0, help_text="share of hand-outs that are gold pairs")
+    lease_seconds = models.PositiveIntegerField(default=300)
+    annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="campaign_gold_rate_0_1"),
+            models.CheckConstraint(condition=Q(votes_per_pair__gte=1), name="campaign_k_positive"),
+            models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="campaign_purpose_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Choice(models.TextChoices):
+    """A vote against the pair's images: ``a`` is ``Pair.image_a`` whichever side it was shown on."""
+
+    A = "a"
+    B = "b"
+    TIE = "tie"
+    BOTH_BAD = "both_bad"
+    SKIP = "skip"
+
+
+class Pair(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="pairs")
+    image_a = models.ForeignKey("generators.GeneratedImage", on_delete=models.PROTECT, related_name="+")
+    image_b = models.ForeignKey("generators.GeneratedImage", on_delete=models.PROTECT, related_name="+")
+    is_gold = models.BooleanField(default=False)
+    gold_choice = models.CharField(max_length=16, choices=Choice.choices, blank=True, default="")
+    valid_votes = models.PositiveIntegerField(
+        default=0, help_text="non-skip votes so far (kept in the vote's transaction)"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(image_a=F("image_b")), name="pair_images_differ"),
+            models.UniqueConstraint(fields=["campaign", "image_a", "image_b"], name="pair_unique_per_campaign"),
+            models.CheckConstraint(condition=Q(is_gold=False) | ~Q(gold_choice=""), name="gold_pair_has_answer"),
+        ]
+        indexes = [models.Index(fields=["campaign", "is_gold", "valid_votes"])]
+
+    def __str__(self) -> str:
+        return f"pair {self.pk} ({self.image_a_id} vs {self.image_b_id})"
+
+
+class AssignmentStatus(models.TextChoices):
+    LEASED = "leased"
+    VOTED = "voted"
+
+
+class Assignment(models.Model):
+    """A pair leased to one annotator until ``expires_at``; ``a_on_left`` records the random side."""
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    a_on_left = models.BooleanField()
+    status = models.CharField(max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED)
+    leased_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "annotator"], name="assignment_one_per_annotator_pair"),
+        ]
+        indexes = [models.Index(fields=["pair", "status", "expires_at"]), models.Index(fields=["annotator", "status"])]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} of pair {self.pair_id} to {self.annotator_id}"
+
+
+class Vote(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="vote")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="votes")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="votes")
+    choice = models.CharField(max_length=16, choices=Choice.choices)
+    submitted = models.CharField(
+        max_length=16, help_text="what the annotator pressed: left, right, tie, both_bad, skip"
+    )
+    seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "pair"], name="vote_one_per_annotator_pair"),
+            models.CheckConstraint(condition=Q(choice__in=Choice.values), name="vote_choice_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} on pair {self.pair_id}: {self.choice}"

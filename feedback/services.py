@@ -1,0 +1,161 @@
+"""Every write of the feedback app: campaigns, their pairs, votes."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.api_errors import Conflict
+from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
+from generators.models import GeneratedImage, ModelVersion, PromptSet
+
+SUBMITTED_CHOICES = ("left", "right", "tie", "both_bad", "skip")
+
+
+def campaign_create(
+    *,
+    name: str,
+    purpose: str,
+    prompt_set: PromptSet,
+    model_versions: Iterable[ModelVersion],
+    annotators: Iterable = (),
+    votes_per_pair: int = 3,
+    gold_rate: float = 0.0,
+    lease_seconds: int = 300,
+    created_by=None,
+    open_now: bool = True,
+) -> Campaign:
+    """Create a campaign and, with ``open_now``, build its pairs from existing images and open it."""
+    versions = list(model_versions)
+    if purpose == Purpose.ARENA and len(versions) < 2:
+        raise ValidationError({"model_versions": ["An arena campaign compares at least two model versions."]})
+    if not versions:
+        raise ValidationError({"model_versions": ["Choose at least one model version."]})
+    with transaction.atomic():
+        if Campaign.objects.filter(name=name).exists():
+            raise ValidationError({"name": [f"A campaign named {name!r} already exists."]})
+        campaign = Campaign.objects.create(
+            name=name,
+            purpose=purpose,
+            prompt_set=prompt_set,
+            votes_per_pair=votes_per_pair,
+            gold_rate=gold_rate,
+            lease_seconds=lease_seconds,
+            created_by=created_by,
+        )
+        campaign.model_versions.set(versions)
+        campaign.annotators.set(list(annotators))
+        if open_now:
+            campaign_open(campaign=campaign)
+    return campaign
+
+
+def _pairs_for(campaign: Campaign) -> list[tuple[int, int]]:
+    """Image pairs: across versions for the same prompt and seed, or two seeds of one version."""
+    versions = list(campaign.model_versions.order_by("id"))
+    images = GeneratedImage.objects.filter(
+        model_version__in=versions, prompt__prompt_sets=campaign.prompt_set
+    ).order_by("prompt_id", "seed", "model_version_id", "id")
+    by_prompt_seed: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
+    for image in images.values("id", "prompt_id", "seed", "model_version_id"):
+        by_prompt_seed[(image["prompt_id"], image["seed"])].setdefault(image["model_version_id"], image["id"])
+    if len(versions) == 1:
+        by_prompt: dict[int, list[int]] = defaultdict(list)
+        for (prompt_id, _seed), per_version in sorted(by_prompt_seed.items()):
+            by_prompt[prompt_id].append(per_version[versions[0].pk])
+        return [(ids[i], ids[i + 1]) for ids in by_prompt.values() for i in range(0, len(ids) - 1, 2)]
+    return [
+        (per_version[a.pk], per_version[b.pk])
+        for per_version in by_prompt_seed.values()
+        for a, b in itertools.combinations(versions, 2)
+        if a.pk in per_version and b.pk in per_version
+    ]
+
+
+def campaign_open(*, campaign: Campaign) -> Campaign:
+    """Build the campaign's pairs from the images already generated, then open it for annotators."""
+    if not campaign.pairs.exists():
+        pairs = _pairs_for(campaign)
+        if not pairs:
+            raise ValidationError(
+                {"model_versions": ["No images to pair yet for these versions and prompts: run a generation first."]}
+            )
+        Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in pairs])
+    campaign.status = CampaignStatus.OPEN
+    campaign.save(update_fields=["status"])
+    return campaign
+
+
+def pair_mark_gold(*, pair: Pair, choice: str) -> Pair:
+    if choice not in (Choice.A, Choice.B, Choice.TIE):
+        raise ValidationError({"choice": ["A gold answer is a, b or tie."]})
+    pair.is_gold, pair.gold_choice = True, choice
+    pair.save(update_fields=["is_gold", "gold_choice"])
+    return pair
+
+
+def _to_image_choice(submitted: str, a_on_left: bool) -> str:
+    if submitted == "left":
+        return Choice.A if a_on_left else Choice.B
+    if submitted == "right":
+        return Choice.B if a_on_left else Choice.A
+    return submitted
+
+
+def vote_submit(*, annotator, assignment_id: int, submitted: str, seconds: float | None = None) -> tuple[Vote, bool]:
+    """Record the annotator's vote on their assignment; returns (vote, created).
+
+    The same vote sent again returns the stored one (created False); a different vote on the same
+    assignment is a :class:`Conflict`. The vote is stored against the images (``a``/``b``), not the
+    sides. Skips never count toward the pair's k. A vote on a lease that expired is still taken while
+    the pair needs votes; once others completed it, it is a Conflict.
+    """
+    if submitted not in SUBMITTED_CHOICES:
+        raise ValidationError({"choice": [f"Choose one of {', '.join(SUBMITTED_CHOICES)}."]})
+    with transaction.atomic():
+        assignment = (
+            Assignment.objects.select_for_update()
+            .select_related("pair__campaign")
+            .filter(pk=assignment_id, annotator=annotator)
+            .first()
+        )
+        if assignment is None:
+            raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
+        choice = _to_image_choice(submitted, assignment.a_on_left)
+        existing = Vote.objects.filter(assignment=assignment).first()
+        if existing is not None:
+            if existing.choice == choice:
+                return existing, False
+            raise Conflict(f"You already voted {existing.submitted!r} on this pair; a different vote is not accepted.")
+        pair = Pair.objects.select_for_update().get(pk=assignment.pair_id)
+        if (
+            assignment.expires_at < timezone.now()
+            and pair.valid_votes >= pair.campaign.votes_per_pair
+            and not pair.is_gold
+        ):
+            raise Conflict(
+                "Your lease on this pair expired and the pair already has all its votes; fetch the next one."
+            )
+        try:
+            with transaction.atomic():
+                vote = Vote.objects.create(
+                    assignment=assignment,
+                    pair=pair,
+                    annotator=annotator,
+                    choice=choice,
+                    submitted=submitted,
+                    seconds=seconds,
+                )
+        except IntegrityError as exc:  # pragma: no cover - guarded by the checks above
+            raise Conflict("You already voted on this pair.") from exc
+        assignment.status = AssignmentStatus.VOTED
+        assignment.save(update_fields=["status"])
+        if choice != Choice.SKIP:
+            Pair.objects.filter(pk=pair.pk).update(valid_votes=F("valid_votes") + 1)
+    return vote, True
