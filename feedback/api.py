@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -118,12 +119,20 @@ class CampaignNextView(APIView):
 
     permission_classes = [AnnotatorsOnly]
 
-    @extend_schema(responses={200: NextPairSerializer, 204: None})
+    @extend_schema(
+        parameters=[OpenApiParameter("after", int, description="the assignment on screen: lease the one after it")],
+        responses={200: NextPairSerializer, 204: None},
+    )
     def get(self, request, pk: int):
         campaign = get_object_or_404(
             Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=request.user), pk=pk
         )
-        assignment = handout.next_assignment(annotator=request.user, campaign=campaign)
+        after = request.query_params.get("after")
+        if after is not None and not after.isdigit():
+            raise ValidationError({"after": ["An assignment id."]})
+        assignment = handout.next_assignment(
+            annotator=request.user, campaign=campaign, after=int(after) if after else None
+        )
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pair = assignment.pair

@@ -2,7 +2,8 @@
 
 For an annotator in an open campaign they may annotate:
 
-1. A live lease they already hold is returned again (reloading the page does not burn a pair).
+1. A live lease they already hold is returned again (reloading the page does not burn a pair); the
+   page may hold a second one, the pair after the one on screen, so its images are preloaded.
 2. Otherwise a pair is leased that
    - they have never been assigned (an annotator sees a pair at most once),
    - still needs votes: ``valid_votes + live leases of others < k`` (so the campaign never overshoots k),
@@ -51,16 +52,23 @@ def _lock_first(pairs):
     return pairs.first()
 
 
-def next_assignment(*, annotator, campaign: Campaign, rng: random.Random | None = None) -> Assignment | None:
-    """Lease the next pair for ``annotator`` (see the module docstring), or None when nothing is left."""
+def next_assignment(
+    *, annotator, campaign: Campaign, after: int | None = None, rng: random.Random | None = None
+) -> Assignment | None:
+    """Lease the next pair for ``annotator`` (see the module docstring), or None when nothing is left.
+
+    ``after`` is the assignment the annotator is looking at now: the page asks for the pair after it
+    so that it can preload the next images. An annotator holds at most two live leases per campaign.
+    """
     rng = rng or random.SystemRandom()
     now = timezone.now()
     with transaction.atomic():
         live = Assignment.objects.filter(
             annotator=annotator, pair__campaign=campaign, status=AssignmentStatus.LEASED, expires_at__gt=now
-        ).first()
-        if live is not None:
-            return live
+        ).order_by("id")
+        reusable = live.exclude(pk=after).first() if after else live.first()
+        if reusable is not None:
+            return reusable
         unseen = Pair.objects.filter(campaign=campaign).exclude(assignments__annotator=annotator)
         gold = unseen.filter(is_gold=True).order_by("id")
         regular = (

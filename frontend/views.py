@@ -10,6 +10,7 @@ from core import run_kinds, selectors
 from core.models import RunKindName
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
+from feedback import selectors as feedback_selectors
 from frontend.access import role_required
 
 
@@ -18,7 +19,16 @@ def home(request):
     """Send each role to its start page."""
     if has_role(request.user, Role.ENGINEER, Role.REVIEWER):
         return redirect("runs")
-    return render(request, "frontend/annotator_home.html")
+    campaigns = feedback_selectors.campaigns_for(request.user)
+    rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns]
+    return render(request, "frontend/annotator_home.html", {"campaigns": rows})
+
+
+@role_required(Role.ANNOTATOR)
+def annotate(request, pk: int):
+    """The rating page: two images, keyboard first; everything after load goes through the REST API."""
+    campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user).filter(annotators=request.user), pk=pk)
+    return render(request, "frontend/annotate.html", {"campaign": campaign})
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)

@@ -153,3 +153,25 @@ def test_arena_needs_two_versions_and_campaigns_need_images(campaign, engineer_c
     }
     response = engineer_client.post("/api/v1/campaigns/", body, format="json")
     assert response.status_code == 400 and "run a generation first" in response.json()["model_versions"][0]
+
+
+def test_rating_page_is_for_assigned_annotators_only(campaign, client, users, django_user_model):
+    url = f"/annotate/{campaign.pk}/"
+    assert client.get(url).status_code == 302
+    client.force_login(users["engineer"])
+    assert client.get(url).status_code == 403
+    client.force_login(make_user(django_user_model, "annotator", "unassigned"))
+    assert client.get(url).status_code == 404
+    client.force_login(users["annotator"])
+    assert client.get(url).status_code == 200
+    assert "shapes" not in client.get("/").content.decode() and campaign.name in client.get("/").content.decode()
+
+
+def test_next_after_the_pair_on_screen_leases_a_second_one(campaign, client_for):
+    annotator = client_for("annotator")
+    first = _next(annotator, campaign).json()
+    second = annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after={first['assignment']}").json()
+    again = annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after={first['assignment']}").json()
+
+    assert second["assignment"] != first["assignment"] and again["assignment"] == second["assignment"]
+    assert annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after=abc").status_code == 400

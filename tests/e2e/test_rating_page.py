@@ -1,0 +1,97 @@
+"""An annotator rates pairs with the keyboard and the mouse; the votes land on the right images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from feedback import services
+from feedback.models import Pair, Vote
+from generators.models import ModelVersion
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def campaign(users, settings, tmp_path):
+    import io
+
+    from django.core.management import call_command
+
+    from core import services as run_services
+    from core.run_execution import run_execute
+    from generators.models import PromptSet
+
+    settings.MEDIA_ROOT = tmp_path
+    call_command("sandbox_setup", stdout=io.StringIO())
+    version = ModelVersion.objects.get()
+    prompt_set = PromptSet.objects.get(name="sandbox-train")
+    run = run_services.run_create(
+        kind="generate",
+        config={"model_versions": [version.pk], "prompt_set": prompt_set.pk, "images_per_prompt": 2, "steps": 10},
+    )
+    run_execute(run_id=run.pk, worker="inline")
+    return services.campaign_create(
+        name="shapes",
+        purpose="collect",
+        prompt_set=prompt_set,
+        model_versions=[version],
+        annotators=[users["annotator"]],
+        votes_per_pair=1,
+    )
+
+
+def _shown(page) -> tuple[int, int, int]:
+    images = page.locator("#images")
+    assignment = int(images.get_attribute("data-assignment"))
+    return (
+        assignment,
+        int(page.locator("#left-image").get_attribute("data-image")),
+        int(page.locator("#right-image").get_attribute("data-image")),
+    )
+
+
+def test_annotator_rates_with_keyboard_and_mouse(campaign, users, page, login, live_server):
+    login("annotator", "annotator-pass-123")
+    page.get_by_role("link", name="Rate").click()
+    expect(page.locator("#buttons")).to_be_visible()
+
+    expected = []
+    for key, choice in (("1", "left"), ("ArrowRight", "right"), ("3", "tie")):
+        assignment, left, right = _shown(page)
+        page.keyboard.press(key)
+        expected.append((assignment, choice, left, right))
+        expect(page.locator("#images")).not_to_have_attribute("data-assignment", str(assignment))
+    for button, choice in (("Left is better (1 / ←)", "left"), ("Both bad (4)", "both_bad"), ("Skip (0)", "skip")):
+        assignment, left, right = _shown(page)
+        page.get_by_role("button", name=button).click()
+        expected.append((assignment, choice, left, right))
+        expect(page.locator("#images")).not_to_have_attribute("data-assignment", str(assignment))
+    expect(page.locator("#progress")).to_contain_text("You rated 5 pairs")
+    DOCS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS / "rating-page.png"), full_page=True)
+
+    for assignment, choice, left, right in expected:
+        vote = Vote.objects.get(assignment_id=assignment)
+        pair = Pair.objects.get(pk=vote.pair_id)
+        assert vote.submitted == choice and vote.annotator == users["annotator"]
+        assert {left, right} == {pair.image_a_id, pair.image_b_id}
+        if choice in ("left", "right"):
+            chosen = left if choice == "left" else right
+            assert vote.choice == ("a" if chosen == pair.image_a_id else "b")
+        else:
+            assert vote.choice == choice
+        assert vote.seconds is not None and vote.seconds >= 0
+    assert Vote.objects.count() == 6
+
+
+def test_a_finished_campaign_says_so(campaign, users, page, login, live_server):
+    for pair in campaign.pairs.all():
+        Pair.objects.filter(pk=pair.pk).update(valid_votes=1)
+    login("annotator", "annotator-pass-123")
+    page.goto(f"{live_server.url}/annotate/{campaign.pk}/")
+    expect(page.locator("#prompt")).to_have_text("Nothing left to rate in this campaign for now. Thank you!")
+    expect(page.locator("#buttons")).to_be_hidden()
