@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -11,6 +12,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.permissions import IsEngineer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, selectors, services
@@ -179,3 +181,51 @@ class VoteCreateView(APIView):
             seconds=data.validated_data["seconds"],
         )
         return Response(VoteSerializer(vote).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class StaffReads(BasePermission):
+    message = "Only ML engineers and reviewers may see annotator quality."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
+
+
+class CampaignQualityView(APIView):
+    """Annotator quality and agreement for a campaign (``?threshold=0.7&min_gold=5`` flag annotators)."""
+
+    permission_classes = [StaffReads]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("threshold", float), OpenApiParameter("min_gold", int)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        params = QualityParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(selectors.campaign_quality(campaign, **params.validated_data))
+
+
+class QualityParamsSerializer(serializers.Serializer):
+    threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
+    min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+
+
+class GoldInputSerializer(StrictSerializer):
+    pair = serializers.IntegerField(min_value=1)
+    choice = serializers.ChoiceField(choices=["a", "b", "tie"])
+
+
+class CampaignGoldView(APIView):
+    """Mark a pair of the campaign as gold with its known answer (against images a/b)."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=GoldInputSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        data = GoldInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        pair = get_object_or_404(campaign.pairs, pk=data.validated_data["pair"])
+        pair = services.pair_mark_gold(pair=pair, choice=data.validated_data["choice"])
+        return Response({"pair": pair.pk, "is_gold": pair.is_gold, "gold_choice": pair.gold_choice})

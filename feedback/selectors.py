@@ -36,3 +36,49 @@ def annotator_may_see_image(user, image_id: int) -> bool:
         .filter(Q(pair__image_a_id=image_id) | Q(pair__image_b_id=image_id))
         .exists()
     )
+
+
+def vote_records(campaign: Campaign) -> list[dict]:
+    """The campaign's votes as plain records for ``feedback.agreement`` (choices against images)."""
+    rows = Vote.objects.filter(pair__campaign=campaign).values(
+        "annotator__username", "pair_id", "choice", "assignment__a_on_left", "seconds"
+    )
+    return [
+        {
+            "annotator": row["annotator__username"],
+            "pair": row["pair_id"],
+            "choice": row["choice"],
+            "first_side": "left" if row["assignment__a_on_left"] else "right",
+            "seconds": row["seconds"],
+        }
+        for row in rows.order_by("id")
+    ]
+
+
+def gold_answers(campaign: Campaign) -> dict[int, str]:
+    return dict(campaign.pairs.filter(is_gold=True).values_list("id", "gold_choice"))
+
+
+def campaign_quality(campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5) -> dict:
+    """Per-annotator quality (gold accuracy, majority agreement, position bias, speed, flag) and
+    Krippendorff's alpha over the pairs with overlapping votes.
+    """
+    from feedback import agreement
+
+    records = vote_records(campaign)
+    return {
+        "annotators": agreement.annotator_quality_table(
+            records, gold_answers(campaign), threshold=threshold, min_gold=min_gold
+        ),
+        "krippendorff_alpha": agreement.krippendorff_alpha(agreement.units_from_votes(records)),
+        "votes": len(records),
+        "gold_threshold": threshold,
+    }
+
+
+def flagged_annotators(campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5) -> set[str]:
+    return {
+        row["annotator"]
+        for row in campaign_quality(campaign, threshold=threshold, min_gold=min_gold)["annotators"]
+        if row["flagged"]
+    }

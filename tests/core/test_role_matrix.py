@@ -83,6 +83,14 @@ MATRIX = [
         {"assignment": 1, "choice": "sideways"},
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
     ),
+    ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
+    (
+        "api-campaign-gold",
+        "post",
+        "/api/v1/campaigns/{campaign}/gold/",
+        {"pair": 999999, "choice": "a"},
+        {**ENGINEER_ONLY, "engineer": 404, "admin": 404},
+    ),
     ("api-schema", "get", "/api/schema/", None, ANY_USER),
     ("api-docs", "get", "/api/docs/", None, ANY_USER),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,14 @@ from generators.models import ModelVersion
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
+
+
+def _png(shade: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade % 256, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -30,7 +39,7 @@ def campaign(users, settings, tmp_path):
             model_version=version,
             settings={},
             settings_hash="0" * 64,
-            images=[(prompt, seed, f"png {prompt.pk} {seed}".encode(), 8, 8) for seed in (0, 1)],
+            images=[(prompt, seed, _png(prompt.pk * 10 + seed), 8, 8) for seed in (0, 1)],
         )
     return services.campaign_create(
         name="c",
@@ -175,3 +184,64 @@ def test_next_after_the_pair_on_screen_leases_a_second_one(campaign, client_for)
 
     assert second["assignment"] != first["assignment"] and again["assignment"] == second["assignment"]
     assert annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after=abc").status_code == 400
+
+
+def _rate_everything(client, campaign, choose) -> None:
+    while (response := _next(client, campaign)).status_code == 200:
+        body = response.json()
+        pair = Pair.objects.get(pk=body["pair"])
+        _vote(client, body["assignment"], choose(pair, body))
+
+
+def test_gold_quality_flagging_and_export_leave_out_flagged_annotators(
+    campaign, client_for, users, django_user_model, tmp_path
+):
+    from django.core.management import call_command
+
+    from feedback.pickapic import read_parquet
+
+    engineer = client_for("engineer")
+    campaign.gold_rate = 1.0  # offer the gold pair first
+    campaign.save(update_fields=["gold_rate"])
+    gold_pair = campaign.pairs.first()
+    assert (
+        engineer.post(
+            f"/api/v1/campaigns/{campaign.pk}/gold/", {"pair": gold_pair.pk, "choice": "a"}, format="json"
+        ).status_code
+        == 200
+    )
+    assert (
+        engineer.post(
+            f"/api/v1/campaigns/{campaign.pk}/gold/", {"pair": gold_pair.pk, "choice": "left"}, format="json"
+        ).status_code
+        == 400
+    )
+    sloppy = make_user(django_user_model, "annotator", "sloppy")
+    campaign.annotators.add(sloppy)
+    sloppy_client = client_for("annotator")
+    sloppy_client.force_authenticate(sloppy)
+
+    def image_a_side(pair, body):  # always picks image a, which is right on the gold pair
+        return "left" if body["left"]["image"] == pair.image_a_id else "right"
+
+    def image_b_side(pair, body):
+        return "right" if body["left"]["image"] == pair.image_a_id else "left"
+
+    _rate_everything(client_for("annotator"), campaign, image_a_side)
+    _rate_everything(sloppy_client, campaign, image_b_side)
+
+    quality = engineer.get(f"/api/v1/campaigns/{campaign.pk}/quality/?min_gold=1").json()
+    rows = {row["annotator"]: row for row in quality["annotators"]}
+    assert rows["annotator"]["gold_accuracy"] == 1.0 and not rows["annotator"]["flagged"]
+    assert rows["sloppy"]["gold_accuracy"] == 0.0 and rows["sloppy"]["flagged"]
+    assert quality["krippendorff_alpha"] < 0  # the two always disagree
+    assert engineer.get(f"/api/v1/campaigns/{campaign.pk}/quality/?threshold=2").status_code == 400
+
+    out = tmp_path / "votes.parquet"
+    call_command(
+        "export_votes", campaign=campaign.pk, out=str(out), gold_threshold=0.7, min_gold=1, stdout=io.StringIO()
+    )
+    rows_out = read_parquet(out, check_images=False)
+    assert len(rows_out) == 3  # the annotator's votes on the 3 regular pairs; sloppy is flagged, gold left out
+    assert {(r.label_0, r.label_1) for r in rows_out} == {(1.0, 0.0)}
+    assert Vote.objects.filter(annotator=sloppy).count() == 4  # flagged votes are kept, only not exported
