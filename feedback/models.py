@@ -76,7 +76,8 @@ class Pair(models.Model):
             models.UniqueConstraint(fields=["campaign", "image_a", "image_b"], name="pair_unique_per_campaign"),
             models.CheckConstraint(condition=Q(is_gold=False) | ~Q(gold_choice=""), name="gold_pair_has_answer"),
         ]
-        indexes = [models.Index(fields=["campaign", "is_gold", "valid_votes"])]
+        # Matches the hand-out's ORDER BY, so "the next pair" stops at the first row that qualifies.
+        indexes = [models.Index(fields=["campaign", "is_gold", "-valid_votes", "id"], name="pair_handout_order")]
 
     def __str__(self) -> str:
         return f"pair {self.pk} ({self.image_a_id} vs {self.image_b_id})"
