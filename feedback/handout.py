@@ -10,6 +10,8 @@ For an annotator in an open campaign they may annotate:
    - is not being handed to someone else at this instant: rows are locked with
      ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent annotators take different pairs
      instead of queueing on the same row; SQLite serialises write transactions, which is correct but slower.
+     Once a candidate's row lock is held its votes and leases are counted again in a new statement,
+     because the candidate query's snapshot can predate a lease another annotator committed since.
    Among those, pairs closest to completion go first (finish pairs rather than spread votes thinly),
    then the oldest. With probability ``gold_rate`` a gold pair the annotator has not seen is offered
    instead (gold pairs have no k: everybody may get them).
@@ -52,6 +54,30 @@ def _lock_first(pairs):
     return pairs.first()
 
 
+MAX_CANDIDATES = 20
+
+
+def _has_room(pair: Pair, campaign: Campaign, now) -> bool:
+    """Re-count, in a new statement, the pair's votes and live leases once its row lock is held.
+
+    Every leaser locks the pair row first, so nobody else is leasing this pair now, and a new statement
+    sees every lease committed before the lock was granted (the candidate query's snapshot may not).
+    """
+    votes = Pair.objects.filter(pk=pair.pk).values_list("valid_votes", flat=True).get()
+    leases = Assignment.objects.filter(pair=pair, status=AssignmentStatus.LEASED, expires_at__gt=now).count()
+    return votes + leases < campaign.votes_per_pair
+
+
+def _lock_first_with_room(candidates, campaign: Campaign, now) -> Pair | None:
+    tried: list[int] = []
+    for _ in range(MAX_CANDIDATES):
+        pair = _lock_first(candidates.exclude(pk__in=tried))
+        if pair is None or _has_room(pair, campaign, now):
+            return pair
+        tried.append(pair.pk)
+    return None
+
+
 def next_assignment(
     *, annotator, campaign: Campaign, after: int | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
@@ -81,7 +107,7 @@ def next_assignment(
         if campaign.gold_rate and rng.random() < campaign.gold_rate:
             pair = _lock_first(gold)
         if pair is None:
-            pair = _lock_first(regular)
+            pair = _lock_first_with_room(regular, campaign, now)
         if pair is None:
             return None
         try:
