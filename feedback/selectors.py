@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet, Sum
 
 from core.roles import Role, has_role
+from feedback import agreement
 from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Vote
 
 
@@ -63,8 +64,6 @@ def campaign_quality(campaign: Campaign, *, threshold: float = 0.7, min_gold: in
     """Per-annotator quality (gold accuracy, majority agreement, position bias, speed, flag) and
     Krippendorff's alpha over the pairs with overlapping votes.
     """
-    from feedback import agreement
-
     records = vote_records(campaign)
     return {
         "annotators": agreement.annotator_quality_table(
@@ -77,8 +76,6 @@ def campaign_quality(campaign: Campaign, *, threshold: float = 0.7, min_gold: in
 
 
 def flagged_annotators(campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5) -> set[str]:
-    return {
-        row["annotator"]
-        for row in campaign_quality(campaign, threshold=threshold, min_gold=min_gold)["annotators"]
-        if row["flagged"]
-    }
+    """Annotators whose gold accuracy is below ``threshold`` (after ``min_gold`` gold votes)."""
+    accuracy = agreement.gold_accuracy(vote_records(campaign), gold_answers(campaign))
+    return set(agreement.flag_annotators(accuracy, threshold=threshold, min_gold=min_gold))
