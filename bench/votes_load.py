@@ -84,27 +84,74 @@ print(json.dumps({{"campaign": campaign.pk, "tokens": [Token.objects.create(user
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def client(base: str, campaign: int, token: str, until: float, latencies: list, errors: list) -> None:
-    import requests
+def client(port: int, campaign: int, token: str, until: float, latencies: list, errors: list) -> None:
+    """One simulated annotator: next → vote over a keep-alive connection until ``until``."""
+    import http.client
 
-    session = requests.Session()
-    session.headers["Authorization"] = f"Token {token}"
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     while time.perf_counter() < until:
         began = time.perf_counter()
         try:
-            response = session.get(f"{base}/api/v1/campaigns/{campaign}/next/", timeout=30)
-            if response.status_code == 204:
+            conn.request("GET", f"/api/v1/campaigns/{campaign}/next/", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 204:
                 return
-            response.raise_for_status()
-            body = response.json()
-            vote = session.post(
-                f"{base}/api/v1/votes/", json={"assignment": body["assignment"], "choice": "left"}, timeout=30
-            )
-            vote.raise_for_status()
+            if response.status != 200:
+                raise RuntimeError(f"next: {response.status} {body[:200]!r}")
+            vote = json.dumps({"assignment": json.loads(body)["assignment"], "choice": "left"})
+            conn.request("POST", "/api/v1/votes/", body=vote, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status not in (200, 201):
+                raise RuntimeError(f"vote: {response.status} {body[:200]!r}")
         except Exception as exc:  # counted and reported
             errors.append(repr(exc))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             continue
         latencies.append(time.perf_counter() - began)
+
+
+def client_process(port: int, campaign: int, tokens: list[str], until: float, queue) -> None:
+    """A process of client threads (several processes, so the clients are not bound to one GIL)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=client, args=(port, campaign, token, until, latencies, errors)) for token in tokens
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put((latencies, errors))
+
+
+def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, processes: int):
+    """Run the clients; returns (latencies, errors, elapsed seconds, CPU seconds the clients used)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    until = time.perf_counter() + seconds
+    before = os.times()
+    began = time.perf_counter()
+    workers = [
+        context.Process(target=client_process, args=(port, campaign, tokens[i::processes], until, queue))
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - began
+    after = os.times()
+    client_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    latencies = [value for lat, _ in results for value in lat]
+    errors = [value for _, err in results for value in err]
+    return latencies, errors, elapsed, client_cpu
 
 
 def main() -> None:
@@ -113,6 +160,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     args = parser.parse_args()
 
@@ -145,7 +194,7 @@ def main() -> None:
             "--worker-class",
             "gthread",
             "--threads",
-            "8",
+            str(args.web_threads),
             "--log-level",
             "warning",
         ],
@@ -162,19 +211,9 @@ def main() -> None:
                 break
             except requests.RequestException:
                 time.sleep(0.2)
-        latencies: list[float] = []
-        errors: list[str] = []
-        until = time.perf_counter() + args.seconds
-        threads = [
-            threading.Thread(target=client, args=(base, world["campaign"], token, until, latencies, errors))
-            for token in world["tokens"]
-        ]
-        began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
+        latencies, errors, elapsed, client_cpu = run_clients(
+            port, world["campaign"], world["tokens"], args.seconds, args.client_processes
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -191,6 +230,9 @@ def main() -> None:
         "first_errors": errors[:3],
         "postgres_single_row_inserts_per_second": round(insert_rate, 1),
         "web_workers": args.web_workers,
+        "web_threads": args.web_threads,
+        "client_processes": args.client_processes,
+        "client_cpu_share_of_machine": round(client_cpu / (elapsed * (os.cpu_count() or 1)), 2),
     }
     print(f"{'clients':>8}{'cycles/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'PG inserts/s':>14}")
     print(

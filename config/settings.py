@@ -165,7 +165,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     # Token first, so that anonymous requests get 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "core.authentication.TokenWithRolesAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Deny by default: every view names the roles it admits.

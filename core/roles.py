@@ -29,7 +29,12 @@ def user_roles(user: AbstractBaseUser | AnonymousUser | None) -> frozenset[Role]
     if cached is not None:
         return cached
     names = set(user.groups.values_list("name", flat=True))
-    roles = {role for role in GROUP_ROLES if role.value in names}
+    return remember_roles(user, {role for role in GROUP_ROLES if role.value in names})
+
+
+def remember_roles(user: AbstractBaseUser, group_roles: set[Role]) -> frozenset[Role]:
+    """Cache the roles of ``user`` given its group roles (staff adds admin); returns them."""
+    roles = set(group_roles)
     if user.is_staff or user.is_superuser:
         roles.add(Role.ADMIN)
     user._platform_roles = frozenset(roles)

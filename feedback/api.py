@@ -142,7 +142,7 @@ class CampaignNextView(APIView):
         body = {
             "assignment": assignment.pk,
             "pair": pair.pk,
-            "prompt": pair.image_a.prompt.text,
+            "prompt": assignment.prompt_text,
             "left": _shown(left),
             "right": _shown(right),
             "expires_at": assignment.expires_at,

@@ -31,16 +31,22 @@ import random
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from feedback.models import Assignment, AssignmentStatus, Campaign, Pair
 
 
-def _live_leases(now) -> Subquery:
+def _is_live(now, prefix: str = "") -> Q:
+    """A lease that still holds at ``now`` (``prefix`` reaches assignments through a relation)."""
+    return Q(**{f"{prefix}status": AssignmentStatus.LEASED, f"{prefix}expires_at__gt": now})
+
+
+def _live_leases(now, pair=None) -> Subquery:
+    """Live leases of the pair (``pair`` given) or of the outer query's pair (a correlated count)."""
     leases = (
-        Assignment.objects.filter(pair=OuterRef("pk"), status=AssignmentStatus.LEASED, expires_at__gt=now)
+        Assignment.objects.filter(_is_live(now), pair=OuterRef("pk") if pair is None else pair)
         .values("pair")
         .annotate(n=Count("pk"))
         .values("n")
@@ -51,7 +57,7 @@ def _live_leases(now) -> Subquery:
 def _lock_first(pairs):
     if connection.features.has_select_for_update_skip_locked:
         pairs = pairs.select_for_update(skip_locked=True, of=("self",))
-    return pairs.first()
+    return pairs.annotate(prompt_text=F("image_a__prompt__text")).first()
 
 
 MAX_CANDIDATES = 20
@@ -63,8 +69,9 @@ def _has_room(pair: Pair, campaign: Campaign, now) -> bool:
     Every leaser locks the pair row first, so nobody else is leasing this pair now, and a new statement
     sees every lease committed before the lock was granted (the candidate query's snapshot may not).
     """
-    votes = Pair.objects.filter(pk=pair.pk).values_list("valid_votes", flat=True).get()
-    leases = Assignment.objects.filter(pair=pair, status=AssignmentStatus.LEASED, expires_at__gt=now).count()
+    votes, leases = (
+        Pair.objects.filter(pk=pair.pk).annotate(leases=_live_leases(now, pair.pk)).values_list("valid_votes", "leases")
+    ).get()
     return votes + leases < campaign.votes_per_pair
 
 
@@ -78,6 +85,10 @@ def _lock_first_with_room(candidates, campaign: Campaign, now) -> Pair | None:
     return None
 
 
+def _with_pair_and_prompt(assignments):
+    return assignments.select_related("pair").annotate(prompt_text=F("pair__image_a__prompt__text"))
+
+
 def next_assignment(
     *, annotator, campaign: Campaign, after: int | None = None, rng: random.Random | None = None
 ) -> Assignment | None:
@@ -85,38 +96,44 @@ def next_assignment(
 
     ``after`` is the assignment the annotator is looking at now: the page asks for the pair after it
     so that it can preload the next images. An annotator holds at most two live leases per campaign.
+    The returned assignment carries its ``pair`` and the pair's ``prompt_text``.
     """
     rng = rng or random.SystemRandom()
     now = timezone.now()
-    with transaction.atomic():
-        live = Assignment.objects.filter(
-            annotator=annotator, pair__campaign=campaign, status=AssignmentStatus.LEASED, expires_at__gt=now
-        ).order_by("id")
-        reusable = live.exclude(pk=after).first() if after else live.first()
-        if reusable is not None:
-            return reusable
-        unseen = Pair.objects.filter(campaign=campaign).exclude(assignments__annotator=annotator)
-        gold = unseen.filter(is_gold=True).order_by("id")
-        regular = (
-            unseen.filter(is_gold=False)
-            .alias(live_leases=_live_leases(now))
-            .filter(valid_votes__lt=Value(campaign.votes_per_pair) - F("live_leases"))
-            .order_by("-valid_votes", "id")
-        )
-        pair = None
-        if campaign.gold_rate and rng.random() < campaign.gold_rate:
-            pair = _lock_first(gold)
-        if pair is None:
-            pair = _lock_first_with_room(regular, campaign, now)
-        if pair is None:
-            return None
-        try:
-            with transaction.atomic():
-                return Assignment.objects.create(
-                    pair=pair,
-                    annotator=annotator,
-                    a_on_left=rng.random() < 0.5,
-                    expires_at=now + timedelta(seconds=campaign.lease_seconds),
-                )
-        except IntegrityError:  # this annotator's other request leased it a moment ago
-            return Assignment.objects.filter(annotator=annotator, pair=pair).first()
+    try:
+        with transaction.atomic():
+            live = _with_pair_and_prompt(
+                Assignment.objects.filter(_is_live(now), annotator=annotator, pair__campaign=campaign)
+            ).order_by("id")
+            reusable = live.exclude(pk=after).first() if after else live.first()
+            if reusable is not None:
+                return reusable
+            pair = _lease_candidate(annotator, campaign, now, rng)
+            if pair is None:
+                return None
+            assignment = Assignment.objects.create(
+                pair=pair,
+                annotator=annotator,
+                a_on_left=rng.random() < 0.5,
+                expires_at=now + timedelta(seconds=campaign.lease_seconds),
+            )
+            assignment.prompt_text = pair.prompt_text
+            return assignment
+    except IntegrityError:  # this annotator's other request leased the same pair a moment ago
+        return _with_pair_and_prompt(Assignment.objects.filter(annotator=annotator, pair=pair)).first()
+
+
+def _lease_candidate(annotator, campaign: Campaign, now, rng: random.Random) -> Pair | None:
+    """Lock the pair to lease (a gold pair at ``gold_rate``, else the regular one closest to done)."""
+    unseen = Pair.objects.filter(campaign=campaign).exclude(assignments__annotator=annotator)
+    if campaign.gold_rate and rng.random() < campaign.gold_rate:
+        gold = _lock_first(unseen.filter(is_gold=True).order_by("id"))
+        if gold is not None:
+            return gold
+    regular = (
+        unseen.filter(is_gold=False, valid_votes__lt=campaign.votes_per_pair)  # lets the index skip finished pairs
+        .alias(live_leases=_live_leases(now))
+        .filter(valid_votes__lt=Value(campaign.votes_per_pair) - F("live_leases"))
+        .order_by("-valid_votes", "id")
+    )
+    return _lock_first_with_room(regular, campaign, now)

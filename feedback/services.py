@@ -118,44 +118,37 @@ def vote_submit(*, annotator, assignment_id: int, submitted: str, seconds: float
     """
     if submitted not in SUBMITTED_CHOICES:
         raise ValidationError({"choice": [f"Choose one of {', '.join(SUBMITTED_CHOICES)}."]})
-    with transaction.atomic():
-        assignment = (
-            Assignment.objects.select_for_update()
-            .select_related("pair__campaign")
-            .filter(pk=assignment_id, annotator=annotator)
-            .first()
-        )
-        if assignment is None:
-            raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
-        choice = _to_image_choice(submitted, assignment.a_on_left)
-        existing = Vote.objects.filter(assignment=assignment).first()
-        if existing is not None:
-            if existing.choice == choice:
-                return existing, False
-            raise Conflict(f"You already voted {existing.submitted!r} on this pair; a different vote is not accepted.")
-        pair = Pair.objects.select_for_update().get(pk=assignment.pair_id)
-        if (
-            assignment.expires_at < timezone.now()
-            and pair.valid_votes >= pair.campaign.votes_per_pair
-            and not pair.is_gold
-        ):
-            raise Conflict(
-                "Your lease on this pair expired and the pair already has all its votes; fetch the next one."
-            )
-        try:
-            with transaction.atomic():
-                vote = Vote.objects.create(
-                    assignment=assignment,
-                    pair=pair,
-                    annotator=annotator,
-                    choice=choice,
-                    submitted=submitted,
-                    seconds=seconds,
-                )
-        except IntegrityError as exc:  # pragma: no cover - guarded by the checks above
-            raise Conflict("You already voted on this pair.") from exc
-        assignment.status = AssignmentStatus.VOTED
-        assignment.save(update_fields=["status"])
-        if choice != Choice.SKIP:
-            Pair.objects.filter(pk=pair.pk).update(valid_votes=F("valid_votes") + 1)
+    try:
+        with transaction.atomic():
+            return _record_vote(annotator, assignment_id, submitted, seconds)
+    except IntegrityError as exc:  # pragma: no cover - guarded by the checks under the row locks
+        raise Conflict("You already voted on this pair.") from exc
+
+
+def _record_vote(annotator, assignment_id: int, submitted: str, seconds: float | None) -> tuple[Vote, bool]:
+    # Lock the assignment and its pair (not the campaign: that would serialise every vote of a campaign).
+    assignment = (
+        Assignment.objects.select_for_update(of=("self", "pair"))
+        .select_related("pair__campaign")
+        .annotate(existing_vote=F("vote__id"))
+        .filter(pk=assignment_id, annotator=annotator)
+        .first()
+    )
+    if assignment is None:
+        raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
+    choice = _to_image_choice(submitted, assignment.a_on_left)
+    if assignment.existing_vote is not None:
+        existing = Vote.objects.get(pk=assignment.existing_vote)
+        if existing.choice == choice:
+            return existing, False
+        raise Conflict(f"You already voted {existing.submitted!r} on this pair; a different vote is not accepted.")
+    pair = assignment.pair
+    if assignment.expires_at < timezone.now() and pair.valid_votes >= pair.campaign.votes_per_pair and not pair.is_gold:
+        raise Conflict("Your lease on this pair expired and the pair already has all its votes; fetch the next one.")
+    vote = Vote.objects.create(
+        assignment=assignment, pair=pair, annotator=annotator, choice=choice, submitted=submitted, seconds=seconds
+    )
+    Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.VOTED)
+    if choice != Choice.SKIP:
+        Pair.objects.filter(pk=pair.pk).update(valid_votes=F("valid_votes") + 1)
     return vote, True

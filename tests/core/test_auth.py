@@ -56,3 +56,36 @@ def test_session_api_writes_require_csrf(users):
     response = browser.post("/api/v1/runs/", {"kind": "diagnostic"}, content_type="application/json")
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("role", ["annotator", "engineer", "reviewer", "admin", "norole"])
+def test_token_auth_reads_user_and_roles_in_one_query(role, users, django_assert_num_queries):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from core.authentication import TokenWithRolesAuthentication
+    from core.roles import user_roles
+
+    token = Token.objects.create(user=users[role])
+    request = APIClient().get("/").wsgi_request
+    request.META["HTTP_AUTHORIZATION"] = f"Token {token.key}"
+    with django_assert_num_queries(1):
+        user, auth = TokenWithRolesAuthentication().authenticate(request)
+        roles = user_roles(user)
+    assert user.pk == users[role].pk and auth.key == token.key
+    expected = {"norole": set(), "admin": {"admin"}}.get(role, {role})
+    assert {str(r) for r in roles} == expected
+
+
+def test_unknown_token_and_inactive_user_are_401(client_for, users):
+    from rest_framework.authtoken.models import Token
+
+    client = client_for(None)
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert client.get("/api/v1/me/").status_code == 401
+    token = Token.objects.create(user=users["engineer"])
+    users["engineer"].is_active = False
+    users["engineer"].save()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 401 and "inactive" in response.json()["detail"]
