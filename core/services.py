@@ -23,8 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import run_kinds
+from core.events import send_run_finished
 from core.models import Artifact, MetricPoint, Run
-from core.run_states import RunState, check_transition
+from core.run_states import TERMINAL_STATES, RunState, check_transition
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def _record(run: Run, state: str, note: str = "") -> None:
     if state != run.state:
         check_transition(run.pk, run.state, state)
     run.state = state
+    if state in TERMINAL_STATES:
+        transaction.on_commit(lambda: send_run_finished(run, state))
     run.state_history = [
         *run.state_history,
         {"state": state, "at": timezone.now().isoformat(), "attempt": run.attempts, "note": note},

@@ -54,6 +54,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "votes_per_pair",
             "gold_rate",
             "lease_seconds",
+            "images_per_prompt",
+            "preparing_run",
             "progress",
             "created_at",
         ]
@@ -77,6 +79,12 @@ class CampaignCreateSerializer(StrictSerializer):
     votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     lease_seconds = serializers.IntegerField(min_value=10, max_value=86_400, default=300)
+    images_per_prompt = serializers.IntegerField(
+        min_value=1,
+        max_value=64,
+        required=False,
+        help_text="images per version and prompt to pair (generated when missing); default 2 for one version, else 1",
+    )
     open_now = serializers.BooleanField(default=True)
 
 

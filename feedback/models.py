@@ -18,6 +18,7 @@ class Purpose(models.TextChoices):
 
 class CampaignStatus(models.TextChoices):
     DRAFT = "draft"
+    PREPARING = "preparing", "preparing (generating its images)"
     OPEN = "open"
     CLOSED = "closed"
 
@@ -31,6 +32,17 @@ class Campaign(models.Model):
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="k: valid (non-skip) votes wanted per pair")
     gold_rate = models.FloatField(default=0.0, help_text="share of hand-outs that are gold pairs")
     lease_seconds = models.PositiveIntegerField(default=300)
+    images_per_prompt = models.PositiveIntegerField(
+        default=2, help_text="images of each version per prompt (seeds 0..n-1) generated if missing"
+    )
+    preparing_run = models.ForeignKey(
+        "core.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the generation run making this campaign's missing images",
+    )
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -11,9 +12,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import services as runs
 from core.api_errors import Conflict
+from core.run_states import RunState
+from core.uniqueness import create_named
 from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
 from generators.models import GeneratedImage, ModelVersion, PromptSet
+
+log = logging.getLogger(__name__)
 
 SUBMITTED_CHOICES = ("left", "right", "tie", "both_bad", "skip")
 
@@ -28,40 +34,63 @@ def campaign_create(
     votes_per_pair: int = 3,
     gold_rate: float = 0.0,
     lease_seconds: int = 300,
+    images_per_prompt: int | None = None,
     created_by=None,
     open_now: bool = True,
 ) -> Campaign:
-    """Create a campaign and, with ``open_now``, build its pairs from existing images and open it."""
+    """Create a campaign and, with ``open_now``, open it (generating its missing images first)."""
     versions = list(model_versions)
+    if images_per_prompt is None:
+        images_per_prompt = 2 if len(versions) == 1 else 1
+    if len(versions) == 1 and images_per_prompt < 2:
+        raise ValidationError(
+            {"images_per_prompt": ["With one model version, pairs are two seeds of it: use at least 2."]}
+        )
     if purpose == Purpose.ARENA and len(versions) < 2:
         raise ValidationError({"model_versions": ["An arena campaign compares at least two model versions."]})
     if not versions:
         raise ValidationError({"model_versions": ["Choose at least one model version."]})
-    with transaction.atomic():
-        if Campaign.objects.filter(name=name).exists():
-            raise ValidationError({"name": [f"A campaign named {name!r} already exists."]})
-        campaign = Campaign.objects.create(
+    return create_named(
+        Campaign,
+        name,
+        "campaign",
+        lambda: _campaign_insert(
             name=name,
             purpose=purpose,
             prompt_set=prompt_set,
+            versions=versions,
+            annotators=annotators,
             votes_per_pair=votes_per_pair,
             gold_rate=gold_rate,
             lease_seconds=lease_seconds,
+            images_per_prompt=images_per_prompt,
             created_by=created_by,
-        )
-        campaign.model_versions.set(versions)
-        campaign.annotators.set(list(annotators))
-        if open_now:
-            campaign_open(campaign=campaign)
+            open_now=open_now,
+        ),
+    )
+
+
+def _campaign_insert(*, versions, annotators, open_now: bool, **fields) -> Campaign:
+    campaign = Campaign.objects.create(**fields)
+    campaign.model_versions.set(versions)
+    campaign.annotators.set(list(annotators))
+    if open_now:
+        campaign_open(campaign=campaign, started_by=fields.get("created_by"))
     return campaign
+
+
+def _images_of(campaign: Campaign):
+    return GeneratedImage.objects.filter(
+        model_version__campaigns=campaign,
+        prompt__prompt_sets=campaign.prompt_set,
+        seed__lt=campaign.images_per_prompt,
+    )
 
 
 def _pairs_for(campaign: Campaign) -> list[tuple[int, int]]:
     """Image pairs: across versions for the same prompt and seed, or two seeds of one version."""
     versions = list(campaign.model_versions.order_by("id"))
-    images = GeneratedImage.objects.filter(
-        model_version__in=versions, prompt__prompt_sets=campaign.prompt_set
-    ).order_by("prompt_id", "seed", "model_version_id", "id")
+    images = _images_of(campaign).order_by("prompt_id", "seed", "model_version_id", "id")
     by_prompt_seed: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
     for image in images.values("id", "prompt_id", "seed", "model_version_id"):
         by_prompt_seed[(image["prompt_id"], image["seed"])].setdefault(image["model_version_id"], image["id"])
@@ -78,18 +107,63 @@ def _pairs_for(campaign: Campaign) -> list[tuple[int, int]]:
     ]
 
 
-def campaign_open(*, campaign: Campaign) -> Campaign:
-    """Build the campaign's pairs from the images already generated, then open it for annotators."""
+def _missing_image_count(campaign: Campaign) -> int:
+    """How many (version, prompt, seed < images_per_prompt) images the campaign lacks."""
+    versions = campaign.model_versions.count()
+    prompts = campaign.prompt_set.prompts.count()
+    have = _images_of(campaign).values("model_version_id", "prompt_id", "seed").distinct().count()
+    return versions * prompts * campaign.images_per_prompt - have
+
+
+def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:
+    """Open the campaign for annotators, building its pairs first.
+
+    When images are missing, a ``generate`` run for them is started instead and the campaign waits
+    in ``preparing``; it opens when that run succeeds (see :func:`campaign_preparation_finished`).
+    """
     if not campaign.pairs.exists():
+        missing = _missing_image_count(campaign)
+        if missing:
+            return _campaign_prepare(campaign, missing, started_by)
         pairs = _pairs_for(campaign)
         if not pairs:
-            raise ValidationError(
-                {"model_versions": ["No images to pair yet for these versions and prompts: run a generation first."]}
-            )
+            raise ValidationError({"model_versions": ["These versions and prompts give no pair of images to compare."]})
         Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in pairs])
     campaign.status = CampaignStatus.OPEN
     campaign.save(update_fields=["status"])
     return campaign
+
+
+def _campaign_prepare(campaign: Campaign, missing: int, started_by) -> Campaign:
+    run = runs.run_create(
+        kind="generate",
+        config={
+            "model_versions": list(campaign.model_versions.order_by("id").values_list("pk", flat=True)),
+            "prompt_set": campaign.prompt_set_id,
+            "images_per_prompt": campaign.images_per_prompt,
+            "seed": 0,
+        },
+        created_by=started_by,
+    )
+    log.info("campaign %s lacks %d images: generation run %s started", campaign.pk, missing, run.pk)
+    campaign.status, campaign.preparing_run = CampaignStatus.PREPARING, run
+    campaign.save(update_fields=["status", "preparing_run"])
+    return campaign
+
+
+def campaign_preparation_finished(*, run) -> list[Campaign]:
+    """Open the campaigns that waited for ``run``'s images; back to draft if it did not succeed."""
+    campaigns = []
+    for campaign in Campaign.objects.filter(preparing_run=run, status=CampaignStatus.PREPARING):
+        with transaction.atomic():
+            if run.state == RunState.SUCCEEDED and not _missing_image_count(campaign):
+                campaign_open(campaign=campaign)
+            else:
+                log.warning("campaign %s stays a draft: its generation run %s ended %s", campaign.pk, run.pk, run.state)
+                campaign.status = CampaignStatus.DRAFT
+                campaign.save(update_fields=["status"])
+        campaigns.append(campaign)
+    return campaigns
 
 
 def pair_mark_gold(*, pair: Pair, choice: str) -> Pair:

@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from core.uniqueness import create_named
 from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet, PromptSetItem
 
 BASE_VERSION_NAME = "base"
@@ -42,9 +43,8 @@ def base_model_register(
 ) -> BaseModel:
     """Register a checkpoint and its ``base`` model version (the checkpoint with no adapter)."""
     _check_source(source)
-    with transaction.atomic():
-        if BaseModel.objects.filter(name=name).exists():
-            raise ValidationError({"name": [f"A base model named {name!r} already exists."]})
+
+    def create() -> BaseModel:
         base = BaseModel.objects.create(
             name=name,
             source=source,
@@ -55,7 +55,9 @@ def base_model_register(
             created_by=created_by,
         )
         ModelVersion.objects.create(base_model=base, name=BASE_VERSION_NAME, created_by=created_by)
-    return base
+        return base
+
+    return create_named(BaseModel, name, "base model", create)
 
 
 def model_alias_set(*, name: str, version: ModelVersion, updated_by=None) -> ModelAlias:
@@ -77,9 +79,8 @@ def prompt_set_create(
         raise ValidationError({"prompts": ["Prompts must not be empty."]})
     if len(set(texts)) != len(texts):
         raise ValidationError({"prompts": ["Each prompt may appear only once in a set."]})
-    with transaction.atomic():
-        if PromptSet.objects.filter(name=name).exists():
-            raise ValidationError({"name": [f"A prompt set named {name!r} already exists."]})
+
+    def create() -> PromptSet:
         clashes = list(Prompt.objects.filter(text__in=texts).exclude(split=split).values_list("text", flat=True)[:5])
         if clashes:
             raise ValidationError(
@@ -89,7 +90,9 @@ def prompt_set_create(
         for position, (text, entry) in enumerate(zip(texts, entries, strict=True)):
             prompt, _ = Prompt.objects.get_or_create(text=text, defaults={"split": split, "tags": list(entry["tags"])})
             PromptSetItem.objects.create(prompt_set=prompt_set, prompt=prompt, position=position)
-    return prompt_set
+        return prompt_set
+
+    return create_named(PromptSet, name, "prompt set", create)
 
 
 def image_file_name(sha256: str) -> str:

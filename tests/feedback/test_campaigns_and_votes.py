@@ -11,7 +11,7 @@ from django.utils import timezone
 from feedback import services
 from feedback.models import Assignment, Pair, Vote
 from generators import services as generator_services
-from generators.models import ModelVersion
+from generators.models import ModelVersion, PromptSet
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -145,7 +145,7 @@ def test_only_assigned_annotators_get_pairs_and_images(campaign, client_for, dja
     assert client_for("engineer").get(f"/api/v1/campaigns/{campaign.pk}/next/").status_code == 403
 
 
-def test_arena_needs_two_versions_and_campaigns_need_images(campaign, engineer_client):
+def test_arena_needs_two_versions_and_one_version_needs_two_images_per_prompt(campaign, engineer_client):
     body = {
         "name": "a",
         "purpose": "arena",
@@ -153,15 +153,84 @@ def test_arena_needs_two_versions_and_campaigns_need_images(campaign, engineer_c
         "model_versions": [campaign.model_versions.get().pk],
     }
     assert "model_versions" in engineer_client.post("/api/v1/campaigns/", body, format="json").json()
+    body = {**body, "name": "b", "purpose": "collect", "images_per_prompt": 1}
+    response = engineer_client.post("/api/v1/campaigns/", body, format="json")
+    assert response.status_code == 400 and "at least 2" in response.json()["images_per_prompt"][0]
+
+
+def test_a_campaign_with_missing_images_generates_them_then_opens(
+    users, engineer_client, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from django.core.management import call_command
+
+    from core.models import Run
+    from core.run_execution import run_execute
+
+    settings.MEDIA_ROOT = tmp_path
+    call_command("sandbox_setup", stdout=io.StringIO())
+    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
+    texts = list(PromptSet.objects.get(name="sandbox-train").prompts.values_list("text", flat=True)[:2])
+    prompts = generator_services.prompt_set_create(name="two", split="train", prompts=texts)
+    body = {"name": "fresh", "purpose": "collect", "prompt_set": prompts.pk, "model_versions": [version.pk]}
+    body["annotators"] = ["annotator"]
+
+    created = engineer_client.post("/api/v1/campaigns/", body, format="json")
+
+    assert created.status_code == 201, created.json()
+    assert created.json()["status"] == "preparing" and created.json()["images_per_prompt"] == 2
+    run = Run.objects.get(pk=created.json()["preparing_run"])
+    assert run.kind == "generate" and run.config["images_per_prompt"] == 2
+    assert run.config["model_versions"] == [version.pk] and run.config["prompt_set"] == prompts.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_execute(run_id=run.pk, worker="inline") == "succeeded"
+    campaign = services.Campaign.objects.get(pk=created.json()["id"])
+    assert campaign.status == "open" and campaign.pairs.count() == 2
+
+
+def test_a_campaign_whose_generation_fails_returns_to_draft(campaign, users, django_capture_on_commit_callbacks):
+    from core import services as run_services
+
     empty = generator_services.base_model_register(name="empty", source="org/empty")
+    pending = services.campaign_create(
+        name="pending",
+        purpose="collect",
+        prompt_set=campaign.prompt_set,
+        model_versions=[empty.versions.get()],
+    )
+    assert pending.status == "preparing"
+    with django_capture_on_commit_callbacks(execute=True):
+        run_services.run_fail(run_id=pending.preparing_run_id, attempt=None, error="no such checkpoint")
+    pending.refresh_from_db()
+    assert pending.status == "draft" and not pending.pairs.exists()
+
+
+def test_a_taken_campaign_name_is_400_even_in_a_race(campaign, engineer_client, monkeypatch):
     body = {
-        "name": "b",
+        "name": campaign.name,
         "purpose": "collect",
         "prompt_set": campaign.prompt_set_id,
-        "model_versions": [empty.versions.get().pk],
+        "model_versions": [campaign.model_versions.get().pk],
     }
-    response = engineer_client.post("/api/v1/campaigns/", body, format="json")
-    assert response.status_code == 400 and "run a generation first" in response.json()["model_versions"][0]
+    assert "already exists" in engineer_client.post("/api/v1/campaigns/", body, format="json").json()["name"][0]
+    real_filter = services.Campaign.objects.filter
+    hidden = []
+
+    def filter_missing_the_name_once(**kwargs):
+        # The race: the first check sees no campaign of that name; the insert then hits the constraint.
+        if "name" in kwargs and not hidden:
+            hidden.append(kwargs["name"])
+            return real_filter(pk=-1)
+        return real_filter(**kwargs)
+
+    monkeypatch.setattr(services.Campaign.objects, "filter", filter_missing_the_name_once)
+    with pytest.raises(services.ValidationError, match="already exists"):
+        services.campaign_create(
+            name=campaign.name,
+            purpose="collect",
+            prompt_set=campaign.prompt_set,
+            model_versions=[campaign.model_versions.get()],
+        )
+    assert hidden == [campaign.name]
 
 
 def test_rating_page_is_for_assigned_annotators_only(campaign, client, users, django_user_model):
