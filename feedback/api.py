@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
@@ -212,6 +212,35 @@ class CampaignQualityView(APIView):
         params = QualityParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         return Response(selectors.campaign_quality(campaign, **params.validated_data))
+
+
+class ActivityPointSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    votes = serializers.IntegerField()
+    valid_votes = serializers.IntegerField()
+
+
+class CampaignActivityView(APIView):
+    """Votes over time for a campaign (cumulative, at most 120 points) with its progress."""
+
+    permission_classes = [StaffReads]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "CampaignActivity",
+                {"progress": serializers.DictField(), "points": ActivityPointSerializer(many=True)},
+            )
+        }
+    )
+    def get(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        return Response(
+            {
+                "progress": selectors.campaign_progress(campaign, request.user),
+                "points": selectors.votes_over_time(campaign),
+            }
+        )
 
 
 class QualityParamsSerializer(serializers.Serializer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db.models import Count, Q, QuerySet, Sum
 
 from core.roles import Role, has_role
@@ -79,3 +81,27 @@ def flagged_annotators(campaign: Campaign, *, threshold: float = 0.7, min_gold: 
     """Annotators whose gold accuracy is below ``threshold`` (after ``min_gold`` gold votes)."""
     accuracy = agreement.gold_accuracy(vote_records(campaign), gold_answers(campaign))
     return set(agreement.flag_annotators(accuracy, threshold=threshold, min_gold=min_gold))
+
+
+def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
+    """Cumulative votes of the campaign over time, at most ``max_points`` points (one per time bin).
+
+    Each point: ``t`` (end of the bin, ISO 8601), ``votes`` (every vote so far, skips included) and
+    ``valid_votes`` (non-skip votes so far, what counts toward k).
+    """
+    rows = list(Vote.objects.filter(pair__campaign=campaign).order_by("created_at").values_list("created_at", "choice"))
+    if not rows:
+        return []
+    first, last = rows[0][0], rows[-1][0]
+    width = max((last - first) / max_points, timedelta(seconds=1))
+    points: list[dict] = []
+    votes = valid = 0
+    bin_end = first + width
+    for created_at, choice in rows:
+        while created_at > bin_end:
+            points.append({"t": bin_end.isoformat(), "votes": votes, "valid_votes": valid})
+            bin_end += width
+        votes += 1
+        valid += choice != Choice.SKIP
+    points.append({"t": bin_end.isoformat(), "votes": votes, "valid_votes": valid})
+    return points

@@ -6,6 +6,7 @@ urlpatterns = [
     path("campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
     path("campaigns/<int:pk>/next/", api.CampaignNextView.as_view(), name="api-campaign-next"),
     path("campaigns/<int:pk>/quality/", api.CampaignQualityView.as_view(), name="api-campaign-quality"),
+    path("campaigns/<int:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
     path("campaigns/<int:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),
     path("votes/", api.VoteCreateView.as_view(), name="api-votes"),
 ]

@@ -60,3 +60,28 @@ def run_list(request):
 def run_detail(request, pk: int):
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     return render(request, "frontend/run_detail.html", {"run": run, "is_live": run.state in LIVE_STATES})
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def campaign_list(request):
+    campaigns = feedback_selectors.campaigns_for(request.user).select_related("preparing_run")
+    rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns[:200]]
+    return render(request, "frontend/campaign_list.html", {"campaigns": rows})
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def campaign_detail(request, pk: int):
+    """Progress, votes over time and the annotator quality table of one campaign."""
+    campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user).select_related("preparing_run"), pk=pk)
+    quality = feedback_selectors.campaign_quality(campaign)
+    return render(
+        request,
+        "frontend/campaign_detail.html",
+        {
+            "campaign": campaign,
+            "versions": campaign.model_versions.select_related("base_model"),
+            "progress": feedback_selectors.campaign_progress(campaign, request.user),
+            "quality": quality,
+            "activity": feedback_selectors.votes_over_time(campaign),
+        },
+    )

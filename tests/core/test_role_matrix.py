@@ -84,6 +84,7 @@ MATRIX = [
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
+    ("api-campaign-activity", "get", "/api/v1/campaigns/{campaign}/activity/", None, STAFF_READ),
     (
         "api-campaign-gold",
         "post",
@@ -125,7 +126,7 @@ def image(settings, tmp_path):
         model_version=version,
         settings={},
         settings_hash="0" * 64,
-        images=[(prompt_set.prompts.get(), seed, b"\x89PNG fake bytes %d" % seed, 32, 32) for seed in (1, 2)],
+        images=[(prompt_set.prompts.get(), seed, b"\x89PNG fake bytes %d" % seed, 32, 32) for seed in (0, 1)],
     )
     image = version.images.first()
     return image

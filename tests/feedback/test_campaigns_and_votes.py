@@ -314,3 +314,51 @@ def test_gold_quality_flagging_and_export_leave_out_flagged_annotators(
     assert len(rows_out) == 3  # the annotator's votes on the 3 regular pairs; sloppy is flagged, gold left out
     assert {(r.label_0, r.label_1) for r in rows_out} == {(1.0, 0.0)}
     assert Vote.objects.filter(annotator=sloppy).count() == 4  # flagged votes are kept, only not exported
+
+
+def test_engineer_campaign_pages_show_progress_quality_and_votes_over_time(campaign, client, users, client_for):
+    annotator = client_for("annotator")
+    for _ in range(3):
+        body = _next(annotator, campaign).json()
+        assert _vote(annotator, body["assignment"], "left").status_code == 201
+    client.force_login(users["engineer"])
+
+    listing = client.get("/campaigns/")
+    detail = client.get(f"/campaigns/{campaign.pk}/")
+
+    assert listing.status_code == 200 and campaign.name in listing.content.decode()
+    page = detail.content.decode()
+    assert detail.status_code == 200
+    assert "<strong>3</strong> of 8 valid votes on 4 pairs" in page
+    assert detail.context["quality"]["annotators"][0]["votes"] == 3
+    assert detail.context["activity"][-1] == {**detail.context["activity"][-1], "votes": 3, "valid_votes": 3}
+    assert 'id="activity-data"' in page and "chart.umd.min.js" in page
+    activity = client_for("reviewer").get(f"/api/v1/campaigns/{campaign.pk}/activity/").json()
+    assert activity["progress"]["valid_votes"] == 3 and activity["points"][-1]["valid_votes"] == 3
+
+
+def test_campaign_pages_are_for_engineers_and_reviewers(campaign, client, users):
+    assert client.get("/campaigns/").status_code == 302
+    client.force_login(users["annotator"])
+    assert client.get("/campaigns/").status_code == 403
+    assert client.get(f"/campaigns/{campaign.pk}/").status_code == 403
+    client.force_login(users["reviewer"])
+    assert client.get(f"/campaigns/{campaign.pk}/").status_code == 200
+
+
+def test_votes_over_time_bins_cumulative_counts(campaign, client_for):
+    from feedback.selectors import votes_over_time
+
+    assert votes_over_time(campaign) == []
+    annotator = client_for("annotator")
+    for choice in ("left", "skip", "right"):
+        body = _next(annotator, campaign).json()
+        _vote(annotator, body["assignment"], choice)
+    start = timezone.now() - timedelta(hours=1)
+    for offset, vote in enumerate(Vote.objects.order_by("id")):
+        Vote.objects.filter(pk=vote.pk).update(created_at=start + timedelta(minutes=30 * offset))
+
+    points = votes_over_time(campaign, max_points=4)
+
+    # Bins of 15 minutes; a vote exactly on a bin's end belongs to that bin.
+    assert [(p["votes"], p["valid_votes"]) for p in points] == [(1, 1), (2, 1), (2, 1), (3, 2)]
