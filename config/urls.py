@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("core.urls")),
     path("", include("generators.urls")),
     path("", include("feedback.urls")),
+    path("", include("rewards.urls")),
 ]
 
 urlpatterns = [

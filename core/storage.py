@@ -1,7 +1,11 @@
-"""Local access to stored artifacts for ML code that needs a file path (LoRA adapters, checkpoints)."""
+"""Local access to stored artifacts for ML code that needs a file path (LoRA adapters, model folders)."""
 
 from __future__ import annotations
 
+import io
+import os
+import shutil
+import zipfile
 from pathlib import Path
 
 from django.conf import settings
@@ -26,3 +30,33 @@ def artifact_local_path(artifact: Artifact) -> Path:
                     sink.write(chunk)
             partial.rename(target)
         return target
+
+
+def zip_directory(folder: str | Path) -> bytes:
+    """The files under ``folder`` as zip bytes, byte-identical for identical contents (sorted, fixed times)."""
+    folder = Path(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def artifact_directory(artifact: Artifact) -> Path:
+    """A local folder with the contents of a zipped-folder artifact, unpacked once per content hash."""
+    target = Path(settings.VAR_DIR) / "cache" / "folders" / artifact.sha256
+    if not target.exists():
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(artifact_local_path(artifact)) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise ValueError(f"Artifact {artifact.pk} holds an unsafe path {member!r}.")
+            archive.extractall(partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another process unpacked it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return target

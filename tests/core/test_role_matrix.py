@@ -12,6 +12,7 @@ pytestmark = pytest.mark.django_db
 ROLES = ("anonymous", "norole", "annotator", "reviewer", "engineer", "admin")
 ANY_USER = {"anonymous": 401, "norole": 200, "annotator": 200, "reviewer": 200, "engineer": 200, "admin": 200}
 STAFF_READ = {"anonymous": 401, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200}
+STAFF_READ_404 = {**STAFF_READ, "reviewer": 404, "engineer": 404, "admin": 404}
 ENGINEER_ONLY = {"anonymous": 401, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200}
 
 # (url name, method, path template, body, expected status per role)
@@ -84,6 +85,10 @@ MATRIX = [
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
+    ("api-datasets", "get", "/api/v1/datasets/", None, STAFF_READ),
+    ("api-dataset-detail", "get", "/api/v1/datasets/999/", None, STAFF_READ_404),
+    ("api-reward-models", "get", "/api/v1/reward-models/", None, STAFF_READ),
+    ("api-reward-model-detail", "get", "/api/v1/reward-models/999/", None, STAFF_READ_404),
     ("api-campaign-activity", "get", "/api/v1/campaigns/{campaign}/activity/", None, STAFF_READ),
     (
         "api-campaign-gold",

@@ -6,14 +6,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from feedback import selectors
-from feedback.models import Campaign, Choice, Vote
-from feedback.pickapic import PickapicRow, write_parquet
-
-
-def _read(image) -> bytes:
-    with image.file.open("rb") as handle:
-        return handle.read()
+from feedback.exports import pickapic_rows
+from feedback.models import Campaign
+from feedback.pickapic import write_parquet
 
 
 class Command(BaseCommand):
@@ -34,44 +29,12 @@ class Command(BaseCommand):
         campaign = Campaign.objects.filter(pk=options["campaign"]).first()
         if campaign is None:
             raise CommandError(f"No campaign {options['campaign']}.")
-        flagged = (
-            set()
-            if options["include_flagged"]
-            else selectors.flagged_annotators(
-                campaign, threshold=options["gold_threshold"], min_gold=options["min_gold"]
-            )
+        rows, excluded = pickapic_rows(
+            [campaign],
+            include_flagged=options["include_flagged"],
+            gold_threshold=options["gold_threshold"],
+            min_gold=options["min_gold"],
         )
-        votes = (
-            Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False)
-            .exclude(choice=Choice.SKIP)
-            .exclude(annotator__username__in=flagged)
-            .select_related(
-                "annotator",
-                "pair__image_a__prompt",
-                "pair__image_a__model_version__base_model",
-                "pair__image_b__model_version__base_model",
-                "pair__image_b",
-            )
-            .order_by("id")
-        )
-        rows = []
-        for vote in votes:
-            a, b = vote.pair.image_a, vote.pair.image_b
-            rows.append(
-                PickapicRow.from_choice(
-                    vote.choice,
-                    caption=a.prompt.text,
-                    jpg_0=_read(a),
-                    jpg_1=_read(b),
-                    image_0_uid=a.sha256,
-                    image_1_uid=b.sha256,
-                    model_0=str(a.model_version),
-                    model_1=str(b.model_version),
-                    user_id=vote.annotator_id,
-                    ranking_id=vote.pk,
-                    created_at=vote.created_at,
-                )
-            )
         if not rows:
             raise CommandError(f"Campaign {campaign.pk} has no votes to export.")
         write_parquet(rows, options["out"])
@@ -80,7 +43,7 @@ class Command(BaseCommand):
                 {
                     "campaign": campaign.pk,
                     "rows": len(rows),
-                    "excluded_annotators": sorted(flagged),
+                    "excluded_annotators": sorted(excluded[campaign.pk]),
                     "path": options["out"],
                 }
             )

@@ -1,0 +1,124 @@
+"""REST API of the rewards app: preference datasets and reward models.
+
+Training is a run: ``POST /api/v1/runs/ {"kind": "reward_train", "config": {...}}``; scoring a model
+version on a prompt set is a run of kind ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from core.permissions import EngineerWritesStaffReads
+from core.validation import StrictSerializer
+from feedback.models import Campaign
+from rewards import selectors, services
+from rewards.models import PreferenceDataset, RewardModel
+
+MAX_UPLOAD_BYTES = 2 * 1024**3
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    campaigns = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = PreferenceDataset
+        fields = ["id", "name", "source", "rows", "stats", "sha256", "size", "campaigns", "options"]
+        fields += ["created_by", "created_at"]
+
+
+class DatasetSnapshotSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    campaigns = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), many=True, allow_empty=False)
+    include_flagged = serializers.BooleanField(default=False)
+    gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
+    min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+
+
+class DatasetUploadSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    file = serializers.FileField(help_text="a Pick-a-Pic-schema Parquet file")
+
+    def validate_file(self, upload):
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise serializers.ValidationError("At most 2 GiB per upload; import larger files with manage.py.")
+        return upload
+
+
+class DatasetListView(generics.ListAPIView):
+    """Preference datasets. Engineers snapshot campaigns' votes (JSON) or upload a Pick-a-Pic Parquet file
+    (multipart, ``name`` and ``file``)."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = DatasetSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.datasets()
+
+    @extend_schema(request=DatasetSnapshotSerializer, responses={201: DatasetSerializer})
+    def post(self, request):
+        if "file" in request.data:
+            data = DatasetUploadSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            dataset = self._import_upload(data.validated_data, request.user)
+        else:
+            data = DatasetSnapshotSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            dataset = services.dataset_snapshot(created_by=request.user, **data.validated_data)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _import_upload(validated: dict, user) -> PreferenceDataset:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "upload.parquet"
+            with path.open("wb") as sink:
+                for chunk in validated["file"].chunks():
+                    sink.write(chunk)
+            try:
+                return services.dataset_import(name=validated["name"], path=path, created_by=user)
+            except services.ValidationError as exc:
+                if hasattr(exc, "error_dict") and "path" in exc.error_dict:
+                    raise services.ValidationError({"file": exc.error_dict["path"]}) from exc
+                raise
+
+
+class DatasetDetailView(generics.RetrieveAPIView):
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = DatasetSerializer
+
+    def get_queryset(self):
+        return selectors.datasets()
+
+
+class RewardModelSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = RewardModel
+        fields = ["id", "name", "backbone", "dataset", "training_run", "artifact", "metrics", "created_by"]
+        fields += ["created_at"]
+
+
+class RewardModelListView(generics.ListAPIView):
+    """Reward models with their dataset, training run and evaluation metrics."""
+
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = RewardModelSerializer
+
+    def get_queryset(self):
+        return selectors.reward_models()
+
+
+class RewardModelDetailView(generics.RetrieveAPIView):
+    permission_classes = [EngineerWritesStaffReads]
+    serializer_class = RewardModelSerializer
+
+    def get_queryset(self):
+        return selectors.reward_models()

@@ -1,0 +1,87 @@
+"""Preference datasets (frozen snapshots of votes, or imported Pick-a-Pic files), reward models, image scores."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class DatasetSource(models.TextChoices):
+    CAMPAIGNS = "campaigns", "snapshot of campaigns' votes"
+    PARQUET = "parquet", "imported Pick-a-Pic Parquet"
+
+
+class PreferenceDataset(models.Model):
+    """An immutable Pick-a-Pic-schema Parquet file of labelled pairs: what a reward model was trained on.
+
+    A snapshot of campaigns records every vote it holds (``ranking_id`` is the vote id), so a reward
+    model can be traced to the exact votes and retrained on them.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    source = models.CharField(max_length=16, choices=DatasetSource.choices)
+    file = models.FileField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    rows = models.PositiveIntegerField()
+    stats = models.JSONField(default=dict, blank=True, help_text="prompts, decisive rows, ties, annotators...")
+    campaigns = models.ManyToManyField("feedback.Campaign", related_name="datasets", blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="how the snapshot was taken (flagged, gold...)")
+    original_path = models.CharField(max_length=1000, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(source__in=DatasetSource.values), name="dataset_source")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RewardModel(models.Model):
+    """A trained (or zero-shot) CLIP reward model, stored as a zipped ``save_pretrained`` folder."""
+
+    name = models.CharField(max_length=200, unique=True)
+    backbone = models.CharField(max_length=500, help_text="hub id or local folder of the CLIP it started from")
+    dataset = models.ForeignKey(
+        PreferenceDataset, null=True, blank=True, on_delete=models.PROTECT, related_name="reward_models"
+    )
+    training_run = models.OneToOneField(
+        "core.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="reward_model"
+    )
+    artifact = models.ForeignKey(
+        "core.Artifact",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="zipped model folder (None: the zero-shot backbone as is)",
+    )
+    metrics = models.JSONField(default=dict, blank=True, help_text="validation/test metrics and the baseline's")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImageScore(models.Model):
+    """A reward model's score of one generated image (for its prompt); unique per (reward model, image)."""
+
+    reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="scores")
+    image = models.ForeignKey("generators.GeneratedImage", on_delete=models.CASCADE, related_name="scores")
+    score = models.FloatField()
+    run = models.ForeignKey("core.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["reward_model", "image"]
+        constraints = [models.UniqueConstraint(fields=["reward_model", "image"], name="image_score_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.reward_model_id}:{self.image_id}={self.score:.4f}"

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from rewards import api
+
+urlpatterns = [
+    path("datasets/", api.DatasetListView.as_view(), name="api-datasets"),
+    path("datasets/<int:pk>/", api.DatasetDetailView.as_view(), name="api-dataset-detail"),
+    path("reward-models/", api.RewardModelListView.as_view(), name="api-reward-models"),
+    path("reward-models/<int:pk>/", api.RewardModelDetailView.as_view(), name="api-reward-model-detail"),
+]

@@ -1,0 +1,53 @@
+"""A small voted campaign for the rewards app's Django tests."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tests.conftest import make_user
+
+
+def png(shade: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade % 256, 40, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def voted_campaign(users, settings, tmp_path, django_user_model):
+    """3 prompts × 1 pair, k=2; annotator votes left, tie, skip; a second annotator votes right on all."""
+    from feedback import handout, services
+    from generators import services as generator_services
+    from generators.models import ModelVersion
+
+    settings.MEDIA_ROOT = tmp_path
+    base = generator_services.base_model_register(name="tiny", source="org/tiny")
+    version = ModelVersion.objects.get(base_model=base)
+    prompt_set = generator_services.prompt_set_create(
+        name="p", split="train", prompts=[f"prompt {i}" for i in range(3)]
+    )
+    for prompt in prompt_set.prompts.all():
+        generator_services.generated_images_store_batch(
+            model_version=version,
+            settings={},
+            settings_hash="0" * 64,
+            images=[(prompt, seed, png(prompt.pk * 10 + seed), 8, 8) for seed in (0, 1)],
+        )
+    second = make_user(django_user_model, "annotator", "second")
+    campaign = services.campaign_create(
+        name="c",
+        purpose="collect",
+        prompt_set=prompt_set,
+        model_versions=[version],
+        annotators=[users["annotator"], second],
+        votes_per_pair=2,
+    )
+    for annotator, choices in ((users["annotator"], ["left", "tie", "skip"]), (second, ["right"] * 3)):
+        for choice in choices:
+            assignment = handout.next_assignment(annotator=annotator, campaign=campaign)
+            services.vote_submit(annotator=annotator, assignment_id=assignment.pk, submitted=choice)
+    return campaign
