@@ -10,22 +10,28 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db.models.fields.files import FieldFile
 
 from core.models import Artifact
 
 
 def artifact_local_path(artifact: Artifact) -> Path:
-    """A local file holding the artifact: the stored file itself on a filesystem storage, otherwise a
-    copy downloaded once into ``var/cache/artifacts/<sha256>/`` (S3-compatible shared storage).
+    """A local file holding the artifact (see :func:`stored_file_local_path`)."""
+    return stored_file_local_path(artifact.file, artifact.sha256)
+
+
+def stored_file_local_path(file: FieldFile, sha256: str) -> Path:
+    """A local file holding a stored file: the file itself on a filesystem storage, otherwise a copy
+    downloaded once into ``var/cache/artifacts/<sha256>/`` (S3-compatible shared storage).
     """
     try:
-        return Path(default_storage.path(artifact.file.name))
+        return Path(default_storage.path(file.name))
     except NotImplementedError:
-        target = Path(settings.VAR_DIR) / "cache" / "artifacts" / artifact.sha256 / Path(artifact.file.name).name
+        target = Path(settings.VAR_DIR) / "cache" / "artifacts" / sha256 / Path(file.name).name
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(target.suffix + ".partial")
-            with artifact.file.open("rb") as source, partial.open("wb") as sink:
+            partial = target.with_suffix(f"{target.suffix}.{os.getpid()}.partial")
+            with file.open("rb") as source, partial.open("wb") as sink:
                 for chunk in iter(lambda: source.read(1 << 20), b""):
                     sink.write(chunk)
             partial.rename(target)

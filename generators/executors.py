@@ -38,7 +38,11 @@ def sampler_settings(version: ModelVersion, config: dict, pipe, dtype: str) -> S
 
 
 def generate(run: Run, ctx: JobContext) -> dict:
-    config = run.config
+    return generate_missing_images(run.config, ctx, run)
+
+
+def generate_missing_images(config: dict, ctx: JobContext, run: Run | None = None) -> dict:
+    """Make the images of a validated ``generate`` config that do not exist yet (``run``: recorded as their maker)."""
     prompts = selectors.prompts_of(config["prompt_set"])
     seeds = [config["seed"] + k for k in range(config["images_per_prompt"])]
     versions = {

@@ -106,14 +106,27 @@ class RewardModelSerializer(serializers.ModelSerializer):
         fields += ["created_at"]
 
 
+class ZeroShotRewardSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    backbone = serializers.CharField(max_length=500, help_text="CLIP or PickScore hub id, local folder, or 'sandbox'")
+
+
 class RewardModelListView(generics.ListAPIView):
-    """Reward models with their dataset, training run and evaluation metrics."""
+    """Reward models with their dataset, training run and evaluation metrics. Engineers register a zero-shot
+    one (cold start: a CLIP or PickScore-format checkpoint scored as is); trained ones come from runs."""
 
     permission_classes = [EngineerWritesStaffReads]
     serializer_class = RewardModelSerializer
 
     def get_queryset(self):
         return selectors.reward_models()
+
+    @extend_schema(request=ZeroShotRewardSerializer, responses={201: RewardModelSerializer})
+    def post(self, request):
+        data = ZeroShotRewardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reward_model = services.reward_model_register(created_by=request.user, **data.validated_data)
+        return Response(RewardModelSerializer(reward_model).data, status=status.HTTP_201_CREATED)
 
 
 class RewardModelDetailView(generics.RetrieveAPIView):

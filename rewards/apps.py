@@ -4,3 +4,26 @@ from django.apps import AppConfig
 class RewardsConfig(AppConfig):
     name = "rewards"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core import run_kinds
+        from rewards.run_configs import EvaluateConfigSerializer, RewardTrainConfigSerializer
+
+        run_kinds.register(
+            run_kinds.RunKind(
+                name="reward_train",
+                queue="gpu",
+                config_serializer=RewardTrainConfigSerializer,
+                executor_path="rewards.executors.reward_train",
+                description="Train a CLIP reward model (PickScore loss) on a dataset or campaigns' votes.",
+            )
+        )
+        run_kinds.register(
+            run_kinds.RunKind(
+                name="evaluate",
+                queue="gpu",
+                config_serializer=EvaluateConfigSerializer,
+                executor_path="rewards.executors.evaluate",
+                description="Score versions' images of a prompt set with a reward model (generates missing ones).",
+            )
+        )

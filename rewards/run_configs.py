@@ -1,0 +1,97 @@
+"""Config schemas of the ``reward_train`` and ``evaluate`` runs (validated in the web process; no torch here)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from core.validation import StrictSerializer
+from feedback.models import Campaign
+from generators.models import ModelVersion, PromptSet
+from rewards.models import PreferenceDataset, RewardModel
+
+SANDBOX_BACKBONE = "sandbox"
+
+
+def _exists(model, pk: int, label: str) -> int:
+    if not model.objects.filter(pk=pk).exists():
+        raise serializers.ValidationError(f"Unknown {label} {pk}.")
+    return pk
+
+
+class RewardTrainConfigSerializer(StrictSerializer):
+    """Data (a dataset, or campaigns snapshotted when the run starts), backbone and the training settings."""
+
+    name = serializers.CharField(max_length=200, required=False, help_text="reward model name (default: reward-<run>)")
+    dataset = serializers.IntegerField(min_value=1, required=False)
+    campaigns = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
+    include_flagged = serializers.BooleanField(default=False)
+    gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
+    min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    both_bad_as_tie = serializers.BooleanField(default=True)
+    backbone = serializers.CharField(
+        max_length=500, default=SANDBOX_BACKBONE, help_text="CLIP hub id, local folder, or 'sandbox'"
+    )
+    trainable_layers = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
+    lr = serializers.FloatField(min_value=1e-9, max_value=0.5, default=5e-4)
+    weight_decay = serializers.FloatField(min_value=0.0, max_value=10.0, default=0.1)
+    warmup_steps = serializers.IntegerField(min_value=0, max_value=1_000_000, default=20)
+    max_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=300)
+    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
+    grad_clip = serializers.FloatField(min_value=0.0, max_value=1e6, default=1.0, allow_null=True)
+    scheduler = serializers.ChoiceField(choices=["cosine", "linear", "constant"], default="cosine")
+    eval_every = serializers.IntegerField(min_value=1, max_value=1_000_000, default=50)
+    val_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
+    test_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    mixed_precision = serializers.ChoiceField(choices=["no", "fp16", "bf16"], default="no")
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+
+    def validate_name(self, name: str) -> str:
+        if RewardModel.objects.filter(name=name).exists():
+            raise serializers.ValidationError(f"A reward model named {name!r} already exists.")
+        return name
+
+    def validate_dataset(self, pk: int) -> int:
+        return _exists(PreferenceDataset, pk, "dataset")
+
+    def validate_campaigns(self, ids: list[int]) -> list[int]:
+        missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if missing:
+            raise serializers.ValidationError(f"Unknown campaign(s): {missing}.")
+        if not ids:
+            raise serializers.ValidationError("Choose at least one campaign.")
+        return ids
+
+    def validate(self, attrs: dict) -> dict:
+        if ("dataset" in attrs) == ("campaigns" in attrs):
+            raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
+        if attrs["val_fraction"] <= 0:
+            raise serializers.ValidationError({"val_fraction": ["Validation picks the best checkpoint: use > 0."]})
+        if attrs["val_fraction"] + attrs["test_fraction"] >= 0.9:
+            raise serializers.ValidationError({"test_fraction": ["Leave at least 10% of the prompts for training."]})
+        return attrs
+
+
+class EvaluateConfigSerializer(StrictSerializer):
+    """Score model versions' images of a prompt set with a reward model (missing images are generated first)."""
+
+    reward_model = serializers.IntegerField(min_value=1)
+    model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
+    prompt_set = serializers.IntegerField(min_value=1)
+    images_per_prompt = serializers.IntegerField(min_value=1, max_value=64, default=2)
+    batch_size = serializers.IntegerField(min_value=1, max_value=1024, default=64)
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+
+    def validate_reward_model(self, pk: int) -> int:
+        return _exists(RewardModel, pk, "reward model")
+
+    def validate_prompt_set(self, pk: int) -> int:
+        return _exists(PromptSet, pk, "prompt set")
+
+    def validate_model_versions(self, ids: list[int]) -> list[int]:
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("Each model version may be listed once.")
+        missing = sorted(set(ids) - set(ModelVersion.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if missing:
+            raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
+        return ids
