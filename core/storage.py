@@ -66,3 +66,15 @@ def artifact_directory(artifact: Artifact) -> Path:
         except OSError:  # another process unpacked it first
             shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def artifact_as_file_named(artifact: Artifact, filename: str) -> Path:
+    """The artifact as ``<folder>/<filename>`` in a folder of its own (for loaders that expect a file name,
+    such as diffusers' ``load_lora_weights(folder)``), made once per content hash."""
+    target = Path(settings.VAR_DIR) / "cache" / "named" / artifact.sha256 / filename
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{filename}.{os.getpid()}.partial")
+        shutil.copyfile(artifact_local_path(artifact), partial)
+        partial.rename(target)
+    return target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from core.storage import artifact_local_path
+from core.storage import artifact_as_file_named
 from generators.models import BaseModel, GeneratedImage, ModelVersion, Prompt, PromptSet
 from generators.pipeline import PipelineSpec
 
@@ -33,12 +33,15 @@ def images() -> QuerySet[GeneratedImage]:
     return GeneratedImage.objects.select_related("model_version__base_model", "prompt")
 
 
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' load_lora_weights(folder) looks for
+
+
 def pipeline_spec_for(version: ModelVersion, *, device: str = "auto", dtype: str = "auto") -> PipelineSpec:
     """The plain description of the pipeline that renders ``version`` (checkpoint + adapter file)."""
     base = version.base_model
     adapter_path = adapter_weight_name = None
     if version.adapter_id is not None:
-        local = artifact_local_path(version.adapter)
+        local = artifact_as_file_named(version.adapter, LORA_WEIGHT_NAME)
         adapter_path, adapter_weight_name = str(local.parent), local.name
     return PipelineSpec(
         source=base.source,

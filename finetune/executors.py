@@ -1,0 +1,134 @@
+"""The ``finetune`` run: DDPO on a model version against a reward model or a pixel oracle → a new model version.
+
+The ML lives in :mod:`finetune.trainer` (no Django); this adapter loads what the config names, runs it with the
+run's JobContext (checkpoints, metrics, cancel) and records the result: the adapter as an artifact, a new
+immutable ModelVersion whose parent is the tuned version, and a FineTune row linking the reward used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from django.db import transaction
+
+from core.devices import DeviceUnavailable, resolve_device
+from core.jobs import JobContext, JobFailed
+from core.models import Artifact, Run
+from core.storage import artifact_as_file_named
+from finetune.models import FineTune
+from generators import selectors as generator_selectors
+from generators.models import ModelVersion
+from generators.pipeline import PipelineLoadError, PipelineSpec, load_pipeline
+from generators.selectors import LORA_WEIGHT_NAME
+from rewards.loading import reward_function_for
+from rewards.models import RewardModel
+
+ADAPTER_ARTIFACT = LORA_WEIGHT_NAME
+GRID_ARTIFACT = "eval_grid.png"
+
+
+def _reward_callables(config: dict, device: str):
+    from finetune.oracles import OracleError, resolve_oracle
+    from finetune.reward import per_image
+
+    try:
+        if "reward_model" in config:
+            reward_model = RewardModel.objects.get(pk=config["reward_model"])
+            reward = reward_function_for(reward_model, device=device)
+        else:
+            reward = per_image(resolve_oracle(config["oracle"]))
+        gold = per_image(resolve_oracle(config["gold_oracle"])) if config.get("gold_oracle") else None
+    except OracleError as exc:
+        raise JobFailed(str(exc)) from exc
+    except OSError as exc:
+        raise JobFailed(f"The reward model could not be loaded: {exc}") from exc
+    return reward, gold
+
+
+def _ddpo_settings(config: dict) -> dict:
+    from finetune.config import DDPOConfig
+
+    return {field.name: config[field.name] for field in dataclasses.fields(DDPOConfig) if field.name in config}
+
+
+def finetune(run: Run, ctx: JobContext) -> dict:
+    from finetune.config import ConfigError
+    from finetune.trainer import run_ddpo
+
+    config = run.config
+    parent = ModelVersion.objects.select_related("base_model", "adapter").get(pk=config["model_version"])
+    try:
+        device = resolve_device(config["device"])
+        pipe = load_pipeline(
+            PipelineSpec(
+                source=parent.base_model.source,
+                revision=parent.base_model.revision or None,
+                pipeline_class=parent.base_model.pipeline_class,
+                device=device,
+                dtype="auto",
+            )
+        )
+    except (PipelineLoadError, DeviceUnavailable) as exc:
+        raise JobFailed(f"Cannot load {parent}: {exc}") from exc
+    parent_lora = artifact_as_file_named(parent.adapter, LORA_WEIGHT_NAME).parent if parent.adapter_id else None
+    reward, gold = _reward_callables(config, device)
+    train_prompts = [p.text for p in generator_selectors.prompts_of(config["train_prompt_set"])]
+    eval_prompts = [p.text for p in generator_selectors.prompts_of(config["eval_prompt_set"])]
+    with TemporaryDirectory() as folder:
+        try:
+            result = run_ddpo(
+                pipe, _ddpo_settings(config), reward, train_prompts, eval_prompts, ctx, folder, gold, parent_lora
+            )
+        except ConfigError as exc:
+            raise JobFailed(f"Bad fine-tuning setting {exc}") from exc
+        weights = Path(folder) / LORA_WEIGHT_NAME
+        ctx.save_artifact(ADAPTER_ARTIFACT, weights.read_bytes(), kind="lora_adapter", metadata={"format": "diffusers"})
+    version = _record_version(run, parent, result.summary)
+    summary = result.summary
+    return {
+        "model_version": version.pk,
+        "version_name": version.name,
+        "parent": parent.pk,
+        "eval_reward_before": summary["eval_reward_before"],
+        "eval_reward_after": summary["eval_reward_after"],
+        "eval_gold_reward_before": summary["eval_gold_reward_before"],
+        "eval_gold_reward_after": summary["eval_gold_reward_after"],
+        "epochs": summary["epochs"],
+        "evals": summary["evals"],
+    }
+
+
+def _reward_label(config: dict) -> str:
+    if "reward_model" in config:
+        return f"reward model {config['reward_model']}"
+    return f"oracle {config['oracle']}"
+
+
+def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersion:
+    """Create the new version and its FineTune row once (a retried run finds them)."""
+    existing = FineTune.objects.filter(run=run).select_related("version").first()
+    if existing is not None:
+        return existing.version
+    config = run.config
+    name = config.get("name") or f"ddpo-{run.pk}"
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            base_model=parent.base_model,
+            name=name,
+            parent=parent,
+            adapter=Artifact.objects.get(run=run, name=ADAPTER_ARTIFACT),
+            produced_by_run=run,
+            notes=f"DDPO against {_reward_label(config)}",
+            created_by=run.created_by,
+        )
+        FineTune.objects.create(
+            run=run,
+            parent=parent,
+            version=version,
+            reward_model_id=config.get("reward_model"),
+            oracle=config.get("oracle", ""),
+            summary={k: v for k, v in summary.items() if k not in ("history", "config")},
+        )
+    return version

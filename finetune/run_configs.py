@@ -1,0 +1,105 @@
+"""Config schema of ``finetune`` runs: what to tune, against which reward, on which prompts, and the DDPO settings.
+
+The DDPO hyper-parameters are the fields of :class:`finetune.config.DDPOConfig` given at the top level of the
+config; they are checked by that class (it imports no torch), so a bad range names its field here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rest_framework import serializers
+
+from finetune.config import ConfigError, DDPOConfig
+from finetune.oracles import OracleError, check_oracle_name
+from generators.models import ModelVersion, PromptSet, Split
+from rewards.models import RewardModel
+
+DDPO_FIELDS = {field.name for field in dataclasses.fields(DDPOConfig)}
+PLATFORM_FIELDS = (
+    "model_version",
+    "reward_model",
+    "oracle",
+    "gold_oracle",
+    "train_prompt_set",
+    "eval_prompt_set",
+    "name",
+    "device",
+)
+
+
+class FinetuneConfigSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(min_value=1, help_text="the version to fine-tune (the parent)")
+    reward_model = serializers.IntegerField(min_value=1, required=False, help_text="reward model id")
+    oracle = serializers.CharField(max_length=300, required=False, help_text="or a pixel oracle (area, colour...)")
+    gold_oracle = serializers.CharField(
+        max_length=300, required=False, help_text="an oracle also measured on the eval prompts (reward hacking)"
+    )
+    train_prompt_set = serializers.IntegerField(min_value=1)
+    eval_prompt_set = serializers.IntegerField(min_value=1)
+    name = serializers.CharField(max_length=200, required=False, help_text="new version name (default ddpo-<run>)")
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"config": ["A JSON object."]})
+        unknown = sorted(set(data) - set(PLATFORM_FIELDS) - DDPO_FIELDS)
+        if unknown:
+            known = ", ".join(sorted({*PLATFORM_FIELDS, *DDPO_FIELDS}))
+            raise serializers.ValidationError({key: [f"Unknown field. Known fields: {known}."] for key in unknown})
+        platform = super().to_internal_value({k: v for k, v in data.items() if k in PLATFORM_FIELDS})
+        try:
+            ddpo = DDPOConfig.from_dict({k: v for k, v in data.items() if k in DDPO_FIELDS})
+        except ConfigError as exc:
+            raise serializers.ValidationError({exc.field_name: [str(exc)]}) from exc
+        return {**platform, **ddpo.to_dict()}
+
+    def validate_model_version(self, pk: int) -> int:
+        if not ModelVersion.objects.filter(pk=pk).exists():
+            raise serializers.ValidationError(f"Unknown model version {pk}.")
+        return pk
+
+    def validate_reward_model(self, pk: int) -> int:
+        if not RewardModel.objects.filter(pk=pk).exists():
+            raise serializers.ValidationError(f"Unknown reward model {pk}.")
+        return pk
+
+    def _oracle(self, name: str) -> str:
+        try:
+            return check_oracle_name(name)
+        except OracleError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def validate_oracle(self, name: str) -> str:
+        return self._oracle(name)
+
+    def validate_gold_oracle(self, name: str) -> str:
+        return self._oracle(name)
+
+    def validate_name(self, name: str) -> str:
+        return name.strip()
+
+    def _prompt_set(self, pk: int, split: str) -> int:
+        prompt_set = PromptSet.objects.filter(pk=pk).first()
+        if prompt_set is None:
+            raise serializers.ValidationError(f"Unknown prompt set {pk}.")
+        if prompt_set.split != split:
+            raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is {prompt_set.split}, not {split}.")
+        if not prompt_set.prompts.exists():
+            raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is empty.")
+        return pk
+
+    def validate_train_prompt_set(self, pk: int) -> int:
+        return self._prompt_set(pk, Split.TRAIN)
+
+    def validate_eval_prompt_set(self, pk: int) -> int:
+        return self._prompt_set(pk, Split.EVAL)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("reward_model" in attrs) == ("oracle" in attrs):
+            raise serializers.ValidationError({"reward_model": ["Give either a reward_model or an oracle (not both)."]})
+        if "name" in attrs:
+            base = ModelVersion.objects.get(pk=attrs["model_version"]).base_model
+            if base.versions.filter(name=attrs["name"]).exists():
+                raise serializers.ValidationError({"name": [f"{base.name} already has a version {attrs['name']!r}."]})
+        return attrs
