@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from core import run_kinds, selectors, services
 from core.models import Artifact, Run, RunKindName
-from core.permissions import EngineerWritesStaffReads, IsAuthenticatedUser, IsEngineer
+from core.permissions import EngineerWritesStaffReads, IsAuthenticatedUser, IsEngineer, RunStartAccess
 from core.roles import Role, user_roles
 from core.run_states import RunState
 from core.validation import StrictSerializer
@@ -189,9 +189,10 @@ class RunFilter(django_filters.FilterSet):
 
 
 class RunListCreateView(generics.ListAPIView):
-    """List runs (engineers, reviewers; filter by kind, state, created_by) or start one (engineers)."""
+    """List runs (engineers, reviewers; filter by kind, state, created_by) or start one (engineers; reviewers
+    only ``generate`` and ``evaluate``)."""
 
-    permission_classes = [EngineerWritesStaffReads]
+    permission_classes = [RunStartAccess]
     serializer_class = RunSerializer
     filterset_class = RunFilter
 

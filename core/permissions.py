@@ -59,3 +59,19 @@ class EngineerWritesStaffReads(BasePermission):
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
         return has_role(request.user, Role.ENGINEER)
+
+
+# Run kinds a reviewer may start: they make and score images to compare, never train anything.
+REVIEWER_RUN_KINDS = frozenset({"generate", "evaluate"})
+
+
+class RunStartAccess(EngineerWritesStaffReads):
+    """Runs: engineers start any kind; reviewers read, and start only image generation and scoring."""
+
+    message = "Reviewers may start only generate and evaluate runs; only ML engineers may start training."
+
+    def has_permission(self, request, view) -> bool:
+        if super().has_permission(request, view):
+            return True
+        kind = request.data.get("kind") if isinstance(request.data, dict) else None
+        return request.method == "POST" and kind in REVIEWER_RUN_KINDS and has_role(request.user, Role.REVIEWER)

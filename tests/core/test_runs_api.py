@@ -113,3 +113,13 @@ def test_run_kinds_lists_config_fields(client_for):
     kinds = client_for("reviewer").get("/api/v1/run-kinds/").json()
     assert kinds[0]["name"] == "diagnostic"
     assert "steps" in kinds[0]["config_fields"]
+
+
+def test_reviewers_start_only_generation_and_scoring_runs(client_for):
+    reviewer, annotator = client_for("reviewer"), client_for("annotator")
+    for kind in ("diagnostic", "reward_train", "finetune"):
+        assert reviewer.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 403
+    # generate/evaluate pass the role check and reach config validation (an empty config is a 400).
+    for kind in ("generate", "evaluate"):
+        assert reviewer.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 400
+        assert annotator.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 403
