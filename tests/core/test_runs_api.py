@@ -40,7 +40,7 @@ def test_create_returns_the_queued_run_with_validated_defaults(engineer_client):
         ({"kind": "diagnostic", "config": {"stpes": 3}}, ("config", "stpes")),
         ({"kind": "diagnostic", "config": [1, 2]}, ("config",)),
         ({"kind": "nonsense"}, ("kind",)),
-        ({"kind": "finetune", "config": {}}, ("kind",)),
+        ({"kind": "finetune", "config": {}}, ("config", "model_version")),
         ({"kind": "generate", "config": {}}, ("config", "model_versions")),
         ({"config": {}}, ("kind",)),
         ({"kind": "diagnostic", "max_attempts": 0}, ("max_attempts",)),
@@ -63,9 +63,12 @@ def test_unknown_config_key_error_lists_known_fields(engineer_client):
     assert "steps" in errors["config"]["stpes"][0]
 
 
-def test_unregistered_kind_says_which_kinds_exist(engineer_client):
+def test_unregistered_kind_says_which_kinds_exist(engineer_client, monkeypatch):
+    from core import run_kinds
+
+    monkeypatch.delitem(run_kinds._REGISTRY, "finetune")  # a worker image without the fine-tuning app
     errors = _create(engineer_client, {"kind": "finetune"}).json()
-    assert "Available kinds: diagnostic, generate" in errors["kind"][0]
+    assert "Available kinds: diagnostic, evaluate, generate, reward_train" in errors["kind"][0]
 
 
 def test_list_filters_by_kind_state_and_creator(client_for, users):
