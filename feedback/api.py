@@ -266,3 +266,39 @@ class CampaignGoldView(APIView):
         pair = get_object_or_404(campaign.pairs, pk=data.validated_data["pair"])
         pair = services.pair_mark_gold(pair=pair, choice=data.validated_data["choice"])
         return Response({"pair": pair.pk, "is_gold": pair.is_gold, "gold_choice": pair.gold_choice})
+
+
+class LeaderboardParamsSerializer(StrictSerializer):
+    campaign = serializers.IntegerField(min_value=1)
+    both_bad = serializers.ChoiceField(choices=["tie", "exclude"], default="tie")
+    resamples = serializers.IntegerField(min_value=100, max_value=10_000, default=1000)
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+
+
+class LeaderboardView(APIView):
+    """Bradley–Terry leaderboard of a campaign's model versions: ratings with bootstrap 95% intervals, ranks,
+    the pairwise win-rate matrix with counts, and per pair whether the votes so far are enough."""
+
+    permission_classes = [StaffReads]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("campaign", int, required=True),
+            OpenApiParameter("both_bad", str, enum=["tie", "exclude"]),
+            OpenApiParameter("resamples", int),
+            OpenApiParameter("seed", int),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        params = LeaderboardParamsSerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        campaign = get_object_or_404(Campaign, pk=params.validated_data["campaign"])
+        return Response(
+            selectors.campaign_leaderboard(
+                campaign,
+                both_bad=params.validated_data["both_bad"],
+                n_resamples=params.validated_data["resamples"],
+                seed=params.validated_data["seed"],
+            )
+        )

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db.models import Count, Q, QuerySet, Sum
 
 from core.roles import Role, has_role
-from feedback import agreement
+from feedback import agreement, ratings
 from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Vote
 
 
@@ -105,3 +105,39 @@ def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
         valid += choice != Choice.SKIP
     points.append({"t": bin_end.isoformat(), "votes": votes, "valid_votes": valid})
     return points
+
+
+def arena_votes(campaign: Campaign) -> list[tuple[str, str, str]]:
+    """The campaign's votes as (version of image a, version of image b, choice), versions named
+    ``base/version``; skips included (the ratings ignore them)."""
+    rows = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False).values_list(
+        "pair__image_a__model_version__base_model__name",
+        "pair__image_a__model_version__name",
+        "pair__image_b__model_version__base_model__name",
+        "pair__image_b__model_version__name",
+        "choice",
+    )
+    return [(f"{ba}/{va}", f"{bb}/{vb}", choice) for ba, va, bb, vb, choice in rows.order_by("id")]
+
+
+def campaign_leaderboard(campaign: Campaign, *, both_bad: str = "tie", n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Bradley–Terry ratings of the campaign's model versions with bootstrap intervals (see ``feedback.ratings``).
+
+    Models are named ``base/version``; ``version_ids`` maps the names to ids, and every pair says in
+    ``enough_votes`` whether the interval of its win rate excludes 50% (the verdict says it in words).
+    """
+    from generators.models import ModelVersion
+
+    versions = ModelVersion.objects.filter(campaigns=campaign).select_related("base_model")
+    board = {
+        "campaign": campaign.pk,
+        "purpose": campaign.purpose,
+        "version_ids": {str(v): v.pk for v in versions},
+    }
+    votes = arena_votes(campaign)
+    if not any(choice != Choice.SKIP for _, _, choice in votes):
+        return {**board, "models": [], "pairs": [], "matrix": None, "votes": {"used": 0}, "connected": False}
+    result = ratings.leaderboard(votes, n_resamples=n_resamples, seed=seed, both_bad=both_bad)
+    for pair in result["pairs"]:
+        pair["enough_votes"] = not pair["verdict"].startswith("not enough")
+    return {**board, **result}

@@ -9,4 +9,5 @@ urlpatterns = [
     path("campaigns/<int:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
     path("campaigns/<int:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),
     path("votes/", api.VoteCreateView.as_view(), name="api-votes"),
+    path("leaderboard/", api.LeaderboardView.as_view(), name="api-leaderboard"),
 ]

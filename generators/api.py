@@ -21,7 +21,7 @@ from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback.selectors import annotator_may_see_image
 from generators import selectors, services
-from generators.models import BaseModel, GeneratedImage, ModelVersion, PromptSet, Split
+from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, PromptSet, Split
 from generators.pipeline import SCHEDULERS
 
 
@@ -229,3 +229,54 @@ class GeneratedImageFileView(APIView):
         response = FileResponse(image.file.open("rb"), content_type="image/png")
         response["Cache-Control"] = "private, max-age=86400, immutable"
         return response
+
+
+class AliasChangeSerializer(serializers.ModelSerializer):
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = AliasChange
+        fields = ["alias", "version", "previous_version", "changed_by", "reason", "changed_at"]
+
+
+class AliasSerializer(serializers.ModelSerializer):
+    version_name = serializers.CharField(source="version.__str__", read_only=True)
+    history = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelAlias
+        fields = ["name", "version", "version_name", "updated_at", "history"]
+
+    @extend_schema_field(AliasChangeSerializer(many=True))
+    def get_history(self, alias) -> list:
+        return AliasChangeSerializer(selectors.alias_history(alias.name)[:50], many=True).data
+
+
+class AliasMoveSerializer(StrictSerializer):
+    name = serializers.SlugField(max_length=50)
+    version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    reason = serializers.CharField(min_length=3, max_length=2000, help_text="why (kept in the audit log)")
+
+
+class ReviewersAndEngineers(BasePermission):
+    message = "Only reviewers and ML engineers may see or move aliases."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
+
+
+class AliasListView(APIView):
+    """Aliases (``champion``...) with their audit log; reviewers and engineers move one (promotion)."""
+
+    permission_classes = [ReviewersAndEngineers]
+
+    @extend_schema(responses=AliasSerializer(many=True))
+    def get(self, request):
+        return Response(AliasSerializer(selectors.aliases(), many=True).data)
+
+    @extend_schema(request=AliasMoveSerializer, responses={200: AliasSerializer})
+    def post(self, request):
+        data = AliasMoveSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        alias = services.model_alias_set(updated_by=request.user, **data.validated_data)
+        return Response(AliasSerializer(alias).data)

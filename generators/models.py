@@ -84,6 +84,26 @@ class ModelAlias(models.Model):
         return f"{self.name} -> {self.version}"
 
 
+class AliasChange(models.Model):
+    """The audit log of alias moves: who pointed which alias at which version, when and why."""
+
+    alias = models.SlugField(max_length=50)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    previous_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.TextField(blank=True, default="")
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["alias", "-changed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {self.previous_version_id} -> {self.version_id}"
+
+
 class Split(models.TextChoices):
     TRAIN = "train", "train (fine-tuning)"
     EVAL = "eval", "eval (comparison)"

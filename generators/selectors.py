@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from core.storage import artifact_as_file_named
-from generators.models import BaseModel, GeneratedImage, ModelVersion, Prompt, PromptSet
+from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet
 from generators.pipeline import PipelineSpec
 
 
@@ -52,3 +52,12 @@ def pipeline_spec_for(version: ModelVersion, *, device: str = "auto", dtype: str
         device=device,
         dtype=dtype,
     )
+
+
+def aliases() -> QuerySet[ModelAlias]:
+    return ModelAlias.objects.select_related("version__base_model")
+
+
+def alias_history(name: str) -> QuerySet[AliasChange]:
+    """Moves of alias ``name``, newest first."""
+    return AliasChange.objects.filter(alias=name).select_related("changed_by")

@@ -13,7 +13,16 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from core.uniqueness import create_named
-from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet, PromptSetItem
+from generators.models import (
+    AliasChange,
+    BaseModel,
+    GeneratedImage,
+    ModelAlias,
+    ModelVersion,
+    Prompt,
+    PromptSet,
+    PromptSetItem,
+)
 
 BASE_VERSION_NAME = "base"
 
@@ -60,8 +69,20 @@ def base_model_register(
     return create_named(BaseModel, name, "base model", create)
 
 
-def model_alias_set(*, name: str, version: ModelVersion, updated_by=None) -> ModelAlias:
-    alias, _ = ModelAlias.objects.update_or_create(name=name, defaults={"version": version, "updated_by": updated_by})
+def model_alias_set(*, name: str, version: ModelVersion, updated_by=None, reason: str = "") -> ModelAlias:
+    """Point alias ``name`` at ``version`` and record the move (who, when, why) in the audit log."""
+    with transaction.atomic():
+        alias = ModelAlias.objects.select_for_update().filter(name=name).first()
+        previous = alias.version if alias is not None else None
+        if alias is None:
+            alias = ModelAlias.objects.create(name=name, version=version, updated_by=updated_by)
+        elif previous != version:
+            alias.version, alias.updated_by = version, updated_by
+            alias.save(update_fields=["version", "updated_by", "updated_at"])
+        if previous != version:
+            AliasChange.objects.create(
+                alias=name, version=version, previous_version=previous, changed_by=updated_by, reason=reason
+            )
     return alias
 
 

@@ -85,6 +85,8 @@ MATRIX = [
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
+    ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
+    ("api-leaderboard", "get", "/api/v1/leaderboard/?campaign={campaign}", None, STAFF_READ),
     ("api-datasets", "get", "/api/v1/datasets/", None, STAFF_READ),
     ("api-dataset-detail", "get", "/api/v1/datasets/999/", None, STAFF_READ_404),
     ("api-reward-models", "get", "/api/v1/reward-models/", None, STAFF_READ),

@@ -1,0 +1,130 @@
+"""The arena leaderboard API and promoting a version (moving ``champion``) with its audit log."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from feedback import handout, services
+from generators import services as generator_services
+from generators.models import AliasChange, ModelVersion
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _png(shade: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade % 256, 9, 9)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def arena(users, settings, tmp_path, django_user_model):
+    """Two versions on 12 prompts, one seed each: an arena campaign of 12 pairs, 3 votes wanted per pair."""
+    settings.MEDIA_ROOT = tmp_path
+    base = generator_services.base_model_register(name="tiny", source="org/tiny")
+    parent = ModelVersion.objects.get(base_model=base)
+    child = ModelVersion.objects.create(base_model=base, name="tuned", parent=parent)
+    prompt_set = generator_services.prompt_set_create(name="e", split="eval", prompts=[f"p {i}" for i in range(12)])
+    for version, offset in ((parent, 0), (child, 100)):
+        generator_services.generated_images_store_batch(
+            model_version=version,
+            settings={},
+            settings_hash="0" * 64,
+            images=[(prompt, 0, _png(prompt.pk + offset), 8, 8) for prompt in prompt_set.prompts.all()],
+        )
+    annotators = [make_user(django_user_model, "annotator", f"a{i}") for i in range(3)]
+    campaign = services.campaign_create(
+        name="arena",
+        purpose="arena",
+        prompt_set=prompt_set,
+        model_versions=[parent, child],
+        annotators=annotators,
+        votes_per_pair=3,
+    )
+    return {"campaign": campaign, "parent": parent, "child": child, "annotators": annotators}
+
+
+def _vote_all(arena, prefer_child_every: int) -> None:
+    """Each annotator votes every pair: the child wins except on every ``prefer_child_every``-th vote."""
+    count = 0
+    for annotator in arena["annotators"]:
+        while (assignment := handout.next_assignment(annotator=annotator, campaign=arena["campaign"])) is not None:
+            pair = assignment.pair
+            child_is_a = pair.image_a.model_version_id == arena["child"].pk
+            child_on_left = child_is_a == assignment.a_on_left
+            count += 1
+            child_wins = count % prefer_child_every != 0
+            choice = "left" if child_on_left == child_wins else "right"
+            services.vote_submit(annotator=annotator, assignment_id=assignment.pk, submitted=choice)
+
+
+def test_leaderboard_ranks_the_winner_with_intervals_and_a_verdict(arena, client_for):
+    _vote_all(arena, prefer_child_every=6)  # the child wins 30 of 36 votes
+
+    board = client_for("reviewer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}&resamples=200").json()
+
+    assert [m["model"] for m in board["models"]] == ["tiny/tuned", "tiny/base"]
+    top = board["models"][0]
+    assert top["rank"] == 1 and top["wins"] == 30 and top["losses"] == 6
+    assert top["rating_interval"][0] < top["rating"] < top["rating_interval"][1]
+    (pair,) = board["pairs"]
+    assert pair["win_rate_a"] == pytest.approx(30 / 36) and pair["p_interval"][0] > 0.5
+    assert pair["enough_votes"] and pair["verdict"] == "tiny/tuned beats tiny/base"
+    assert board["version_ids"] == {"tiny/tuned": arena["child"].pk, "tiny/base": arena["parent"].pk}
+    assert board["matrix"]["total"][0][1] == 36
+
+
+def test_leaderboard_of_a_campaign_without_votes_is_empty(arena, client_for):
+    board = client_for("engineer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}").json()
+    assert board["models"] == [] and board["votes"]["used"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("", "campaign"), ("campaign=x", "campaign"), ("both_bad=maybe&", "both_bad"), ("resamples=5&", "resamples")],
+)
+def test_bad_leaderboard_queries_are_400(arena, client_for, query, field):
+    if query.endswith("&"):
+        query += f"campaign={arena['campaign'].pk}"
+    response = client_for("reviewer").get(f"/api/v1/leaderboard/?{query}")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_unknown_campaign_is_404_and_annotators_are_403(arena, client_for):
+    assert client_for("reviewer").get("/api/v1/leaderboard/?campaign=999").status_code == 404
+    assert client_for("annotator").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}").status_code == 403
+
+
+def test_promotion_moves_the_alias_and_logs_who_when_and_why(arena, client_for, users):
+    generator_services.model_alias_set(name="champion", version=arena["parent"])
+    reviewer = client_for("reviewer")
+
+    moved = reviewer.post(
+        "/api/v1/aliases/",
+        {"name": "champion", "version": arena["child"].pk, "reason": "wins the arena 30-6"},
+        format="json",
+    )
+
+    assert moved.status_code == 200, moved.json()
+    body = moved.json()
+    assert body["version"] == arena["child"].pk and body["version_name"] == "tiny/tuned"
+    latest = body["history"][0]
+    assert latest["changed_by"] == "reviewer" and latest["reason"] == "wins the arena 30-6"
+    assert latest["previous_version"] == arena["parent"].pk
+    again = reviewer.post(
+        "/api/v1/aliases/", {"name": "champion", "version": arena["child"].pk, "reason": "again"}, format="json"
+    )
+    assert again.status_code == 200 and AliasChange.objects.filter(alias="champion").count() == 2  # no-op not logged
+
+
+def test_promotion_needs_a_reason_and_the_right_role(arena, client_for):
+    body = {"name": "champion", "version": arena["child"].pk}
+    assert "reason" in client_for("engineer").post("/api/v1/aliases/", body, format="json").json()
+    body["reason"] = "better"
+    assert client_for("annotator").post("/api/v1/aliases/", body, format="json").status_code == 403
+    assert client_for("engineer").post("/api/v1/aliases/", {**body, "version": 999}, format="json").status_code == 400
