@@ -32,11 +32,14 @@ class CampaignAccess(BasePermission):
         return has_role(request.user, Role.ENGINEER)
 
 
-class AnnotatorsOnly(BasePermission):
-    message = "Only annotators rate pairs."
+class Raters(BasePermission):
+    """Annotators rate pairs; reviewers rate too (arena campaigns they are assigned to). The campaign's list of
+    annotators decides who may rate which campaign."""
+
+    message = "Only annotators (and reviewers, in campaigns they are assigned to) rate pairs."
 
     def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ANNOTATOR)
+        return has_role(request.user, Role.ANNOTATOR, Role.REVIEWER)
 
 
 class CampaignSerializer(serializers.ModelSerializer):
@@ -74,7 +77,8 @@ class CampaignCreateSerializer(StrictSerializer):
         many=True,
         required=False,
         default=list,
-        queryset=get_user_model().objects.filter(groups__name=Role.ANNOTATOR),
+        queryset=get_user_model().objects.filter(groups__name__in=[Role.ANNOTATOR, Role.REVIEWER]).distinct(),
+        help_text="usernames of annotators (or reviewers) who may rate this campaign",
     )
     votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
@@ -127,7 +131,7 @@ def _shown(image_id: int) -> dict:
 class CampaignNextView(APIView):
     """Lease the next pair to rate: 200 with the pair, or 204 when nothing is left for the caller."""
 
-    permission_classes = [AnnotatorsOnly]
+    permission_classes = [Raters]
 
     @extend_schema(
         parameters=[OpenApiParameter("after", int, description="the assignment on screen: lease the one after it")],
@@ -171,12 +175,17 @@ class VoteSerializer(serializers.Serializer):
     choice = serializers.CharField(source="submitted")
     seconds = serializers.FloatField(allow_null=True)
     created_at = serializers.DateTimeField()
+    revealed = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="arena votes of reviewers only: which model version was shown left and right",
+    )
 
 
 class VoteCreateView(APIView):
     """Vote on your assignment: 201 new, 200 the same vote again, 409 a different vote or a lost lease."""
 
-    permission_classes = [AnnotatorsOnly]
+    permission_classes = [Raters]
 
     @extend_schema(request=VoteInputSerializer, responses={201: VoteSerializer, 200: VoteSerializer, 409: None})
     def post(self, request):
@@ -188,7 +197,12 @@ class VoteCreateView(APIView):
             submitted=data.validated_data["choice"],
             seconds=data.validated_data["seconds"],
         )
-        return Response(VoteSerializer(vote).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        body = VoteSerializer(vote).data
+        if has_role(request.user, Role.REVIEWER):
+            revealed = selectors.arena_sides_revealed(vote)
+            if revealed is not None:
+                body["revealed"] = revealed
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class StaffReads(BasePermission):

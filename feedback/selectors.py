@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from core.roles import Role, has_role
 from feedback import agreement, ratings
-from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Vote
+from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
 
 
 def campaigns_for(user) -> QuerySet[Campaign]:
@@ -19,6 +19,11 @@ def campaigns_for(user) -> QuerySet[Campaign]:
     if has_role(user, Role.ANNOTATOR):
         return campaigns.filter(status=CampaignStatus.OPEN, annotators=user)
     return campaigns.none()
+
+
+def campaigns_to_rate(user) -> QuerySet[Campaign]:
+    """Open campaigns the user is assigned to rate (annotators, and reviewers in arenas)."""
+    return Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=user)
 
 
 def campaign_progress(campaign: Campaign, user) -> dict:
@@ -141,3 +146,15 @@ def campaign_leaderboard(campaign: Campaign, *, both_bad: str = "tie", n_resampl
     for pair in result["pairs"]:
         pair["enough_votes"] = not pair["verdict"].startswith("not enough")
     return {**board, **result}
+
+
+def arena_sides_revealed(vote: Vote) -> dict[str, str] | None:
+    """After an arena vote: which model version was on the left and on the right (None for other campaigns)."""
+    pair = Pair.objects.select_related(
+        "campaign", "image_a__model_version__base_model", "image_b__model_version__base_model"
+    ).get(pk=vote.pair_id)
+    if pair.campaign.purpose != Purpose.ARENA:
+        return None
+    a, b = str(pair.image_a.model_version), str(pair.image_b.model_version)
+    a_on_left = Assignment.objects.values_list("a_on_left", flat=True).get(pk=vote.assignment_id)
+    return {"left": a, "right": b} if a_on_left else {"left": b, "right": a}

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from frontend import views
 
@@ -10,6 +10,8 @@ urlpatterns = [
     path("annotate/<int:pk>/", views.annotate, name="annotate"),
     path("campaigns/", views.campaign_list, name="campaigns"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
+    path("leaderboard/<int:pk>/", views.leaderboard, name="leaderboard"),
+    path("", include("frontend.review_urls")),
     path("runs/", views.run_list, name="runs"),
     path("runs/<int:pk>/", views.run_detail, name="run-detail"),
 ]

@@ -12,19 +12,23 @@ from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
 from feedback import selectors as feedback_selectors
 from frontend.access import role_required
+from frontend.interval_plot import interval_plot
+from generators import selectors as generator_selectors
 
 
 @login_required
 def home(request):
     """Send each role to its start page."""
-    if has_role(request.user, Role.ENGINEER, Role.REVIEWER):
+    if has_role(request.user, Role.ENGINEER):
         return redirect("runs")
+    if has_role(request.user, Role.REVIEWER):
+        return redirect("campaigns")
     campaigns = feedback_selectors.campaigns_for(request.user)
     rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns]
     return render(request, "frontend/annotator_home.html", {"campaigns": rows})
 
 
-@role_required(Role.ANNOTATOR)
+@role_required(Role.ANNOTATOR, Role.REVIEWER)
 def annotate(request, pk: int):
     """The rating page: two images, keyboard first; everything after load goes through the REST API."""
     campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user).filter(annotators=request.user), pk=pk)
@@ -66,7 +70,8 @@ def run_detail(request, pk: int):
 def campaign_list(request):
     campaigns = feedback_selectors.campaigns_for(request.user).select_related("preparing_run")
     rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns[:200]]
-    return render(request, "frontend/campaign_list.html", {"campaigns": rows})
+    ratable = set(feedback_selectors.campaigns_to_rate(request.user).values_list("pk", flat=True))
+    return render(request, "frontend/campaign_list.html", {"campaigns": rows, "ratable": ratable})
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)
@@ -84,4 +89,35 @@ def campaign_detail(request, pk: int):
             "quality": quality,
             "activity": feedback_selectors.votes_over_time(campaign),
         },
+    )
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def leaderboard(request, pk: int):
+    """An arena campaign's ratings with intervals, the win-rate matrix, verdicts, and promotion."""
+    campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user), pk=pk)
+    board = feedback_selectors.campaign_leaderboard(campaign)
+    plot = None
+    if board["models"]:
+        plot = interval_plot([(m["model"], m["rating"], *m["rating_interval"]) for m in board["models"]])
+    matrix = None
+    if board["matrix"]:
+        names = board["matrix"]["models"]
+        matrix = [
+            (name, list(zip(names, board["matrix"]["win_rate"][i], board["matrix"]["total"][i], strict=True)))
+            for i, name in enumerate(names)
+        ]
+    champion = generator_selectors.aliases().filter(name="champion").first()
+    rows = [
+        {
+            **m,
+            "version_id": board["version_ids"].get(m["model"]),
+            "is_champion": bool(champion) and champion.version_id == board["version_ids"].get(m["model"]),
+        }
+        for m in board["models"]
+    ]
+    return render(
+        request,
+        "frontend/leaderboard.html",
+        {"campaign": campaign, "board": board, "rows": rows, "plot": plot, "matrix": matrix, "champion": champion},
     )

@@ -75,14 +75,15 @@ MATRIX = [
         "get",
         "/api/v1/campaigns/{campaign}/next/",
         None,
-        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 403, "engineer": 403, "admin": 404},
+        # Reviewers rate only campaigns they are assigned to (this one lists the annotator alone): 404.
+        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 404, "engineer": 403, "admin": 404},
     ),
     (
         "api-votes",
         "post",
         "/api/v1/votes/",
         {"assignment": 1, "choice": "sideways"},
-        {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 403, "engineer": 403, "admin": 400},
+        {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 400, "engineer": 403, "admin": 400},
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),

@@ -1,0 +1,177 @@
+"""Review pages: versions and their lineage, the side-by-side gallery, a version's reward scores.
+
+Read-only: they render selectors (``generators.lineage``, ``rewards.score_selectors``); generating and scoring
+images go through ``POST /api/v1/runs/`` from the pages' scripts.
+"""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from core.roles import Role
+from frontend.access import role_required
+from generators import lineage
+from generators.models import ModelVersion, PromptSet
+from rewards import score_selectors
+from rewards.models import RewardModel
+
+GALLERY_MIN_VERSIONS, GALLERY_MAX_VERSIONS = 2, 4
+MAX_SEEDS = 8
+staff_only = role_required(Role.ENGINEER, Role.REVIEWER)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _ids(request: HttpRequest, name: str) -> list[int]:
+    """Ids from repeated (``?versions=1&versions=2``) or comma-separated (``?versions=1,2``) parameters."""
+    ids: list[int] = []
+    for raw in request.GET.getlist(name):
+        for part in raw.split(","):
+            value = _int_or_none(part.strip())
+            if value is not None and value not in ids:
+                ids.append(value)
+    return ids
+
+
+def _chosen(request: HttpRequest, name: str, model, default):
+    """The row named by ``?name=ID`` (404 if unknown), else ``default``."""
+    pk = _int_or_none(request.GET.get(name))
+    return get_object_or_404(model, pk=pk) if pk is not None else default
+
+
+@staff_only
+def version_list(request: HttpRequest) -> HttpResponse:
+    """Every model version grouped by base model, as lineage trees."""
+    return render(request, "frontend/review/version_list.html", {"trees": lineage.lineage_tree()})
+
+
+@staff_only
+def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One version: what made it, its ancestry and children, the fine-tune's before/after figures."""
+    version = get_object_or_404(ModelVersion, pk=pk)
+    info = lineage.version_info(version)
+    summary = info.finetune.summary if info.finetune is not None else {}
+    return render(
+        request,
+        "frontend/review/version_detail.html",
+        {
+            "info": info,
+            "version": info.version,
+            "ancestry": lineage.ancestry(info.version),
+            "children": lineage.children_of(info.version),
+            "grid": lineage.eval_grid_artifact(info.version),
+            "summary": summary,
+            "reward_change": _change(summary, "eval_reward"),
+            "gold_change": _change(summary, "eval_gold_reward"),
+        },
+    )
+
+
+def _change(summary: dict, key: str) -> float | None:
+    before, after = summary.get(f"{key}_before"), summary.get(f"{key}_after")
+    return after - before if isinstance(before, int | float) and isinstance(after, int | float) else None
+
+
+@staff_only
+def version_grid(request: HttpRequest, pk: int) -> FileResponse:
+    """The ``eval_grid.png`` artifact of the fine-tune run that made the version."""
+    artifact = lineage.eval_grid_artifact(get_object_or_404(ModelVersion, pk=pk))
+    if artifact is None:
+        raise Http404("This version has no evaluation grid.")
+    response = FileResponse(artifact.file.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@staff_only
+def gallery(request: HttpRequest) -> HttpResponse:
+    """The same prompts and seeds across 2–4 versions; optional per-image reward scores."""
+    chosen_ids = _ids(request, "versions")
+    by_id = ModelVersion.objects.select_related("base_model").in_bulk(chosen_ids)
+    chosen = [by_id[pk] for pk in chosen_ids if pk in by_id]
+    prompt_set = _chosen(request, "prompt_set", PromptSet, lineage.default_eval_prompt_set())
+    reward_model = _chosen(request, "reward_model", RewardModel, None)
+    seeds = min(max(_int_or_none(request.GET.get("images_per_prompt")) or 1, 1), MAX_SEEDS)
+    query, tag = request.GET.get("q", "").strip(), request.GET.get("tag", "").strip()
+    ready = prompt_set is not None and GALLERY_MIN_VERSIONS <= len(chosen) <= GALLERY_MAX_VERSIONS
+    grid = None
+    if ready:
+        grid = score_selectors.gallery(
+            versions=chosen, prompt_set=prompt_set, seeds=seeds, query=query, tag=tag, reward_model=reward_model
+        )
+    return render(
+        request,
+        "frontend/review/gallery.html",
+        {
+            "all_versions": ModelVersion.objects.select_related("base_model").order_by("base_model__name", "id"),
+            "chosen": chosen,
+            "chosen_ids": [v.pk for v in chosen],
+            "prompt_sets": PromptSet.objects.order_by("name"),
+            "prompt_set": prompt_set,
+            "tags": score_selectors.tags_of(prompt_set) if prompt_set is not None else [],
+            "reward_models": score_selectors.reward_models(),
+            "reward_model": reward_model,
+            "seeds": seeds,
+            "seed_range": range(seeds),
+            "max_seeds": MAX_SEEDS,
+            "query": query,
+            "tag": tag,
+            "ready": ready,
+            "too_many": len(chosen) > GALLERY_MAX_VERSIONS,
+            "min_versions": GALLERY_MIN_VERSIONS,
+            "max_versions": GALLERY_MAX_VERSIONS,
+            "grid": grid,
+            "columns": len(chosen) * seeds + 1,
+        },
+    )
+
+
+@staff_only
+def version_rewards(request: HttpRequest, pk: int) -> HttpResponse:
+    """A version's reward-model score distribution on a prompt set, its parent's, and per-prompt deltas."""
+    version = get_object_or_404(ModelVersion.objects.select_related("base_model", "parent__base_model"), pk=pk)
+    reward_model = _chosen(request, "reward_model", RewardModel, score_selectors.default_reward_model())
+    prompt_set = _chosen(request, "prompt_set", PromptSet, lineage.default_eval_prompt_set())
+    comparison = None
+    if reward_model is not None and prompt_set is not None:
+        comparison = score_selectors.reward_comparison(version, reward_model, prompt_set)
+    return render(
+        request,
+        "frontend/review/version_rewards.html",
+        {
+            "version": version,
+            "reward_models": score_selectors.reward_models(),
+            "reward_model": reward_model,
+            "prompt_sets": PromptSet.objects.order_by("name"),
+            "prompt_set": prompt_set,
+            "comparison": comparison,
+            "evaluate_versions": [v.pk for v in (version, version.parent) if v is not None],
+            "chart": _chart_data(comparison) if comparison is not None else None,
+            "histogram_rows": _histogram_rows(comparison) if comparison is not None else [],
+        },
+    )
+
+
+def _chart_data(comparison: score_selectors.RewardComparison) -> dict:
+    """The histogram as plain JSON for Chart.js."""
+    names = [str(comparison.version.version)]
+    if comparison.parent is not None:
+        names.append(f"{comparison.parent.version} (parent)")
+    return {
+        "labels": comparison.histogram.labels,
+        "datasets": [
+            {"label": name, "data": counts} for name, counts in zip(names, comparison.histogram.counts, strict=True)
+        ],
+    }
+
+
+def _histogram_rows(comparison: score_selectors.RewardComparison) -> list[tuple[str, list[int]]]:
+    """(bin label, count per series) rows: the histogram as a table."""
+    histogram = comparison.histogram
+    return [(label, [counts[k] for counts in histogram.counts]) for k, label in enumerate(histogram.labels)]
