@@ -166,6 +166,34 @@ def campaign_preparation_finished(*, run) -> list[Campaign]:
     return campaigns
 
 
+def campaign_from_pairs(
+    *, source: Campaign, pairs: Iterable[Pair], name: str, votes_per_pair: int = 3, created_by=None
+) -> Campaign:
+    """A new open ``collect`` campaign of exactly these image pairs (e.g. a reward model's mistakes), for the
+    source campaign's prompt set, versions and annotators."""
+    image_pairs = [(pair.image_a_id, pair.image_b_id) for pair in pairs]
+    if not image_pairs:
+        raise ValidationError({"pairs": ["No pairs to put in a campaign."]})
+
+    def create() -> Campaign:
+        campaign = Campaign.objects.create(
+            name=name,
+            purpose=Purpose.COLLECT,
+            prompt_set=source.prompt_set,
+            votes_per_pair=votes_per_pair,
+            lease_seconds=source.lease_seconds,
+            images_per_prompt=source.images_per_prompt,
+            created_by=created_by,
+            status=CampaignStatus.OPEN,
+        )
+        campaign.model_versions.set(source.model_versions.all())
+        campaign.annotators.set(source.annotators.all())
+        Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in image_pairs])
+        return campaign
+
+    return create_named(Campaign, name, "campaign", create)
+
+
 def pair_mark_gold(*, pair: Pair, choice: str) -> Pair:
     if choice not in (Choice.A, Choice.B, Choice.TIE):
         raise ValidationError({"choice": ["A gold answer is a, b or tie."]})

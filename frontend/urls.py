@@ -10,6 +10,7 @@ urlpatterns = [
     path("annotate/<int:pk>/", views.annotate, name="annotate"),
     path("campaigns/", views.campaign_list, name="campaigns"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
+    path("campaigns/<int:pk>/audit/", views.campaign_audit, name="campaign-audit"),
     path("leaderboard/<int:pk>/", views.leaderboard, name="leaderboard"),
     path("", include("frontend.review_urls")),
     path("runs/", views.run_list, name="runs"),

@@ -121,3 +121,37 @@ def leaderboard(request, pk: int):
         "frontend/leaderboard.html",
         {"campaign": campaign, "board": board, "rows": rows, "plot": plot, "matrix": matrix, "champion": champion},
     )
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def campaign_audit(request, pk: int):
+    """Reward-hacking audit: pairs where the reward model strongly prefers the image people rejected."""
+    from rewards import audit, score_selectors
+
+    campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user), pk=pk)
+    reward_models = score_selectors.reward_models()
+    chosen = next((m for m in reward_models if str(m.pk) == request.GET.get("reward_model")), None)
+    chosen = chosen or (reward_models[0] if reward_models else None)
+    try:
+        margin = min(max(float(request.GET.get("margin", 0.8)), 0.5), 1.0)
+    except ValueError:
+        margin = 0.8
+    result = audit.reward_hacking_audit(campaign, chosen, margin=margin) if chosen else None
+    evaluate_config = {
+        "reward_model": chosen.pk if chosen else None,
+        "model_versions": list(campaign.model_versions.values_list("pk", flat=True)),
+        "prompt_set": campaign.prompt_set_id,
+        "images_per_prompt": campaign.images_per_prompt,
+    }
+    return render(
+        request,
+        "frontend/campaign_audit.html",
+        {
+            "campaign": campaign,
+            "reward_models": reward_models,
+            "chosen": chosen,
+            "margin": margin,
+            "audit": result,
+            "evaluate_config": evaluate_config,
+        },
+    )

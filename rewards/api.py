@@ -9,18 +9,31 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.permissions import EngineerWritesStaffReads
+from core.roles import Role, has_role
 from core.validation import StrictSerializer
+from feedback import services as feedback_services
 from feedback.models import Campaign
-from rewards import selectors, services
+from rewards import audit, selectors, services
 from rewards.models import PreferenceDataset, RewardModel
 
 MAX_UPLOAD_BYTES = 2 * 1024**3
+
+
+class ReviewersAndEngineersWrite(BasePermission):
+    message = "Only reviewers and ML engineers may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -135,3 +148,34 @@ class RewardModelDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.reward_models()
+
+
+class AuditCampaignSerializer(StrictSerializer):
+    reward_model = serializers.PrimaryKeyRelatedField(queryset=RewardModel.objects.all())
+    margin = serializers.FloatField(min_value=0.5, max_value=1.0, default=0.8)
+    name = serializers.CharField(max_length=200)
+    votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
+
+
+class AuditCampaignView(APIView):
+    """Turn a campaign's reward-hacking audit (pairs where the reward model strongly prefers the side people
+    rejected) into a new ``collect`` campaign, so the reward model can be retrained on its own mistakes."""
+
+    permission_classes = [ReviewersAndEngineersWrite]
+
+    @extend_schema(request=AuditCampaignSerializer, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request, pk: int):
+        source = get_object_or_404(Campaign, pk=pk)
+        data = AuditCampaignSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        found = audit.reward_hacking_audit(
+            source, data.validated_data["reward_model"], margin=data.validated_data["margin"]
+        )
+        campaign = feedback_services.campaign_from_pairs(
+            source=source,
+            pairs=[d.pair for d in found.disagreements],
+            name=data.validated_data["name"],
+            votes_per_pair=data.validated_data["votes_per_pair"],
+            created_by=request.user,
+        )
+        return Response({"campaign": campaign.pk, "pairs": len(found.disagreements)}, status=status.HTTP_201_CREATED)

@@ -5,6 +5,7 @@ from rewards import api
 urlpatterns = [
     path("datasets/", api.DatasetListView.as_view(), name="api-datasets"),
     path("datasets/<int:pk>/", api.DatasetDetailView.as_view(), name="api-dataset-detail"),
+    path("campaigns/<int:pk>/audit-campaign/", api.AuditCampaignView.as_view(), name="api-audit-campaign"),
     path("reward-models/", api.RewardModelListView.as_view(), name="api-reward-models"),
     path("reward-models/<int:pk>/", api.RewardModelDetailView.as_view(), name="api-reward-model-detail"),
 ]

@@ -88,6 +88,13 @@ MATRIX = [
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
     ("api-leaderboard", "get", "/api/v1/leaderboard/?campaign={campaign}", None, STAFF_READ),
+    (
+        "api-audit-campaign",
+        "post",
+        "/api/v1/campaigns/{campaign}/audit-campaign/",
+        {},
+        {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400},
+    ),
     ("api-datasets", "get", "/api/v1/datasets/", None, STAFF_READ),
     ("api-dataset-detail", "get", "/api/v1/datasets/999/", None, STAFF_READ_404),
     ("api-reward-models", "get", "/api/v1/reward-models/", None, STAFF_READ),
