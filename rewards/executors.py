@@ -33,6 +33,7 @@ TRAIN_KEYS = (
     "seed",
     "mixed_precision",
     "device",
+    "deterministic",
 )
 
 

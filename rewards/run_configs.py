@@ -32,19 +32,20 @@ class RewardTrainConfigSerializer(StrictSerializer):
         max_length=500, default=SANDBOX_BACKBONE, help_text="CLIP hub id, local folder, or 'sandbox'"
     )
     trainable_layers = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
-    lr = serializers.FloatField(min_value=1e-9, max_value=0.5, default=5e-4)
+    lr = serializers.FloatField(min_value=1e-9, max_value=0.5, default=1e-3)
     weight_decay = serializers.FloatField(min_value=0.0, max_value=10.0, default=0.1)
-    warmup_steps = serializers.IntegerField(min_value=0, max_value=1_000_000, default=20)
-    max_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=300)
+    warmup_steps = serializers.IntegerField(min_value=0, max_value=1_000_000, default=30)
+    max_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=200)
     batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
     grad_clip = serializers.FloatField(min_value=0.0, max_value=1e6, default=1.0, allow_null=True)
     scheduler = serializers.ChoiceField(choices=["cosine", "linear", "constant"], default="cosine")
-    eval_every = serializers.IntegerField(min_value=1, max_value=1_000_000, default=50)
+    eval_every = serializers.IntegerField(min_value=1, max_value=1_000_000, default=25)
     val_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
     test_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
     mixed_precision = serializers.ChoiceField(choices=["no", "fp16", "bf16"], default="no")
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+    deterministic = serializers.BooleanField(default=False, help_text="bit-exact resume on CUDA (slower kernels)")
 
     def validate_name(self, name: str) -> str:
         if RewardModel.objects.filter(name=name).exists():

@@ -5,30 +5,62 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('core', '0002_role_groups'),
-        ('generators', '0001_initial'),
-        ('rewards', '0001_initial'),
+        ("core", "0002_role_groups"),
+        ("generators", "0001_initial"),
+        ("rewards", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FineTune',
+            name="FineTune",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('oracle', models.CharField(blank=True, default='', help_text='pixel oracle used as the reward', max_length=300)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('parent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='finetunes_from', to='generators.modelversion')),
-                ('reward_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='finetunes', to='rewards.rewardmodel')),
-                ('run', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='finetune', to='core.run')),
-                ('version', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='finetune', to='generators.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "oracle",
+                    models.CharField(
+                        blank=True, default="", help_text="pixel oracle used as the reward", max_length=300
+                    ),
+                ),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="finetunes_from",
+                        to="generators.modelversion",
+                    ),
+                ),
+                (
+                    "reward_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="finetunes",
+                        to="rewards.rewardmodel",
+                    ),
+                ),
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="finetune", to="core.run"
+                    ),
+                ),
+                (
+                    "version",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="finetune",
+                        to="generators.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]

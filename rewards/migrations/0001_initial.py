@@ -6,75 +6,158 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('core', '0002_role_groups'),
-        ('feedback', '0002_campaign_preparation'),
-        ('generators', '0001_initial'),
+        ("core", "0002_role_groups"),
+        ("feedback", "0002_campaign_preparation"),
+        ("generators", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PreferenceDataset',
+            name="PreferenceDataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('source', models.CharField(choices=[('campaigns', "snapshot of campaigns' votes"), ('parquet', 'imported Pick-a-Pic Parquet')], max_length=16)),
-                ('file', models.FileField(max_length=500, upload_to='')),
-                ('sha256', models.CharField(max_length=64)),
-                ('size', models.BigIntegerField()),
-                ('rows', models.PositiveIntegerField()),
-                ('stats', models.JSONField(blank=True, default=dict, help_text='prompts, decisive rows, ties, annotators...')),
-                ('options', models.JSONField(blank=True, default=dict, help_text='how the snapshot was taken (flagged, gold...)')),
-                ('original_path', models.CharField(blank=True, default='', max_length=1000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('campaigns', models.ManyToManyField(blank=True, related_name='datasets', to='feedback.campaign')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("campaigns", "snapshot of campaigns' votes"),
+                            ("parquet", "imported Pick-a-Pic Parquet"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("file", models.FileField(max_length=500, upload_to="")),
+                ("sha256", models.CharField(max_length=64)),
+                ("size", models.BigIntegerField()),
+                ("rows", models.PositiveIntegerField()),
+                (
+                    "stats",
+                    models.JSONField(blank=True, default=dict, help_text="prompts, decisive rows, ties, annotators..."),
+                ),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="how the snapshot was taken (flagged, gold...)"
+                    ),
+                ),
+                ("original_path", models.CharField(blank=True, default="", max_length=1000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("campaigns", models.ManyToManyField(blank=True, related_name="datasets", to="feedback.campaign")),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RewardModel',
+            name="RewardModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('backbone', models.CharField(help_text='hub id or local folder of the CLIP it started from', max_length=500)),
-                ('metrics', models.JSONField(blank=True, default=dict, help_text="validation/test metrics and the baseline's")),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('artifact', models.ForeignKey(blank=True, help_text='zipped model folder (None: the zero-shot backbone as is)', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.artifact')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('dataset', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='reward_models', to='rewards.preferencedataset')),
-                ('training_run', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='reward_model', to='core.run')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "backbone",
+                    models.CharField(help_text="hub id or local folder of the CLIP it started from", max_length=500),
+                ),
+                (
+                    "metrics",
+                    models.JSONField(blank=True, default=dict, help_text="validation/test metrics and the baseline's"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "artifact",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="zipped model folder (None: the zero-shot backbone as is)",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.artifact",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="reward_models",
+                        to="rewards.preferencedataset",
+                    ),
+                ),
+                (
+                    "training_run",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="reward_model",
+                        to="core.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ImageScore',
+            name="ImageScore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('score', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='generators.generatedimage')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='core.run')),
-                ('reward_model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='rewards.rewardmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("score", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scores",
+                        to="generators.generatedimage",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="core.run",
+                    ),
+                ),
+                (
+                    "reward_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="scores", to="rewards.rewardmodel"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['reward_model', 'image'],
+                "ordering": ["reward_model", "image"],
             },
         ),
         migrations.AddConstraint(
-            model_name='preferencedataset',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['campaigns', 'parquet'])), name='dataset_source'),
+            model_name="preferencedataset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["campaigns", "parquet"])), name="dataset_source"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='imagescore',
-            constraint=models.UniqueConstraint(fields=('reward_model', 'image'), name='image_score_unique'),
+            model_name="imagescore",
+            constraint=models.UniqueConstraint(fields=("reward_model", "image"), name="image_score_unique"),
         ),
     ]
