@@ -1,0 +1,72 @@
+"""``manage.py rlhf_cycle``: the whole RLHF loop on the sandbox with simulated annotators (see finetune/cycle.py)."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from finetune.cycle import CycleError, CycleSettings, StepReport, run_cycle
+
+
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{option} must be a JSON object, e.g. '{{\"max_steps\": 200}}'.") from exc
+    if not isinstance(value, dict):
+        raise CommandError(f"{option} must be a JSON object.")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole RLHF cycle on the sandbox: collect campaign → simulated votes → reward model → DDPO"
+        " fine-tune → arena → leaderboard. Needs the web server (--base-url) and a worker running. Prints each"
+        " step's ids and figures, and a JSON summary last."
+    )
+
+    def add_arguments(self, parser) -> None:
+        defaults = CycleSettings()
+        parser.add_argument("--base-url", default=defaults.base_url, help="the running web server")
+        parser.add_argument("--oracle", default=defaults.oracle, help="pair oracle of the simulated annotators")
+        parser.add_argument("--noise", type=float, default=defaults.noise)
+        parser.add_argument("--annotators", type=int, default=defaults.annotators)
+        parser.add_argument("--train-prompts", type=int, default=defaults.train_prompts, help="0: all")
+        parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts, help="0: all")
+        parser.add_argument("--collect-images-per-prompt", type=int, default=defaults.collect_images_per_prompt)
+        parser.add_argument("--collect-votes-per-pair", type=int, default=defaults.collect_votes_per_pair)
+        parser.add_argument("--arena-images-per-prompt", type=int, default=defaults.arena_images_per_prompt)
+        parser.add_argument("--arena-votes-per-pair", type=int, default=defaults.arena_votes_per_pair)
+        parser.add_argument("--reward", default="{}", help="reward_train config overrides (JSON object)")
+        parser.add_argument("--finetune", default="{}", help="finetune config overrides (JSON object)")
+        parser.add_argument("--step-timeout", type=float, default=defaults.step_timeout, help="seconds per step")
+        parser.add_argument("--tag", default="", help="suffix of the names it creates (default: a timestamp)")
+
+    def handle(self, *args, **options) -> None:
+        settings = CycleSettings(
+            base_url=options["base_url"],
+            oracle=options["oracle"],
+            noise=options["noise"],
+            annotators=options["annotators"],
+            train_prompts=options["train_prompts"],
+            eval_prompts=options["eval_prompts"],
+            collect_images_per_prompt=options["collect_images_per_prompt"],
+            collect_votes_per_pair=options["collect_votes_per_pair"],
+            arena_images_per_prompt=options["arena_images_per_prompt"],
+            arena_votes_per_pair=options["arena_votes_per_pair"],
+            reward=_json_object(options["reward"], "--reward"),
+            finetune=_json_object(options["finetune"], "--finetune"),
+            step_timeout=options["step_timeout"],
+            tag=options["tag"],
+        )
+
+        def report(step: StepReport) -> None:
+            figures = ", ".join(f"{k}={v}" for k, v in step.figures.items() if not isinstance(v, dict | list))
+            self.stderr.write(f"[{step.minutes:5.1f} min] {step.name}: {figures}")
+
+        try:
+            results = run_cycle(settings, report)
+        except CycleError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(json.dumps(results, default=str))

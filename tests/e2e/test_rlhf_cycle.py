@@ -1,0 +1,66 @@
+"""The closed loop end to end: a real Celery worker runs every job, simulated annotators vote over HTTP
+against the live server, and ``manage.py rlhf_cycle`` goes from the base version to a leaderboard.
+
+Reduced scale (a few minutes on two CPU cores); the full-scale figures are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from core.models import Run
+from feedback.models import Campaign, Vote
+from finetune.models import FineTune
+from rewards.models import RewardModel
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+REDUCED = [
+    "--train-prompts", "24",
+    "--eval-prompts", "8",
+    "--collect-images-per-prompt", "6",
+    "--collect-votes-per-pair", "3",
+    "--arena-images-per-prompt", "2",
+    "--arena-votes-per-pair", "3",
+    "--annotators", "4",
+    "--reward", json.dumps({"max_steps": 150}),
+    "--finetune", json.dumps({"epochs": 3, "samples_per_epoch": 16, "images_per_prompt": 4, "eval_every": 3}),
+    "--tag", "ci",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("broker", ["filesystem"], indirect=True)
+def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_server, users):
+    start_worker()
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("rlhf_cycle", "--base-url", live_server.url, *REDUCED, stdout=out, stderr=err)
+
+    results = json.loads(out.getvalue().strip().splitlines()[-1])
+    progress = err.getvalue()
+    print(progress)  # the figures of each stage, in the test log
+    for step in ("setup", "collect campaign", "simulated votes", "reward model", "fine-tune", "arena campaign"):
+        assert f"] {step}:" in progress
+    # Every job ran on the worker and succeeded.
+    runs = Run.objects.order_by("id")
+    assert [r.kind for r in runs] == ["generate", "reward_train", "finetune", "generate"]
+    assert all(r.state == "succeeded" and r.worker != "inline" for r in runs), [(r.kind, r.error) for r in runs]
+    # Votes came in through the API and fill the collect campaign to k.
+    collect = Campaign.objects.get(name="cycle-ci-collect")
+    assert results["simulated votes"]["errors"] == 0
+    assert Vote.objects.filter(pair__campaign=collect).exclude(choice="skip").count() == collect.pairs.count() * 3
+    # The reward model beats its zero-shot baseline on held-out pairs.
+    reward = results["reward model"]
+    assert RewardModel.objects.get(pk=reward["reward_model"]).dataset.campaigns.get() == collect
+    assert reward["test_accuracy"] > reward["baseline_test_accuracy"], reward
+    # The fine-tune made a child of the base version, and the arena compared them with a verdict.
+    tune = FineTune.objects.get(run_id=results["fine-tune"]["run"])
+    assert tune.parent.name == "base" and tune.version.parent == tune.parent
+    assert tune.reward_model_id == reward["reward_model"]
+    board = results["leaderboard"]
+    assert board["votes"] == Campaign.objects.get(name="cycle-ci-arena").pairs.count() * 3
+    assert set(board["ranks"]) == {"sandbox/base", "sandbox/cycle-ci"} and board["verdict"]
