@@ -41,3 +41,28 @@ class JobContext(Protocol):
 
     def save_artifact(self, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
         """Store a named output file of the run (saving the same name again replaces it)."""
+
+
+class NullJobContext:
+    """A JobContext that records nothing: for scripts, notebooks and the non-main processes of a run."""
+
+    run_id = 0
+    attempt = 1
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        pass
+
+    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+    def save_checkpoint(self, payload: bytes) -> None:
+        pass
+
+    def load_checkpoint(self) -> bytes | None:
+        return None
+
+    def save_artifact(self, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
+        pass

@@ -13,7 +13,6 @@ import hashlib
 import io
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +25,8 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from transformers import get_scheduler
 
-from core.jobs import JobCancelled, JobFailed
+from core.jobs import JobCancelled, JobFailed, NullJobContext
+from core.rng import rng_state, set_rng_state
 
 from .data import PreferenceDataset, PreferencePair, check_training_pairs, collate_batch
 from .losses import preference_loss
@@ -291,21 +291,6 @@ def _fingerprint(*splits: Sequence[PreferencePair]) -> str:
     return digest.hexdigest()
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/inf → None, numpy scalars → Python, recursively."""
     if isinstance(value, Mapping):
@@ -330,23 +315,6 @@ def _param_groups(model: RewardModel, weight_decay: float) -> list[dict[str, Any
         skip = param.ndim < 2 or "embedding" in name or "norm" in name or name.endswith("logit_scale")
         (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-class _NullCallbacks:
-    def report_progress(self, fraction: float, message: str = "") -> None:
-        pass
-
-    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-    def save_checkpoint(self, payload: bytes) -> None:
-        pass
-
-    def load_checkpoint(self) -> bytes | None:
-        return None
 
 
 def _accelerator(config: RewardTrainConfig) -> Accelerator:
@@ -400,7 +368,7 @@ def _train(
     began = time.perf_counter()
     check_training_pairs(train, "training")
     check_training_pairs(val, "validation")
-    callbacks = callbacks or _NullCallbacks()
+    callbacks = callbacks or NullJobContext()
     accelerator = _accelerator(config)
     main = accelerator.is_main_process
     set_seed(config.seed)
@@ -461,7 +429,7 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         state = {key: state[key] for key in ("step", "train_seconds", "baseline", "best")}
         resumed_from = state["step"]
     else:
@@ -490,7 +458,7 @@ def _train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": _rng_state(),
+                "rng": rng_state(),
             },
             buffer,
         )
