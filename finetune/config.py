@@ -1,0 +1,178 @@
+"""The DDPO run configuration: defaults, validation with messages that name the field.
+
+The defaults are tuned for the sandbox model (0.8 M-parameter UNet, 32×32, CPU) and work there without tuning.
+For Stable Diffusion 1.x/2.x see ``SD_RECOMMENDED`` (the DDPO paper's settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+# Black et al. 2023 / kvablack/ddpo-pytorch for SD 1.x on 8 GPUs (samples and batches are per process).
+SD_RECOMMENDED: dict[str, Any] = {
+    "steps": 50,
+    "guidance_scale": 5.0,
+    "samples_per_epoch": 256,
+    "sample_batch_size": 8,
+    "train_batch_size": 4,
+    "learning_rate": 3e-4,
+    "clip_range": 1e-4,
+    "inner_epochs": 1,
+    "timestep_fraction": 1.0,
+    "timesteps_per_forward": 1,
+    "lora_rank": 4,
+    "mixed_precision": "fp16",
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration; ``field_name`` (also ``field``) names the offending key."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field_name = self.field = field_name
+
+
+@dataclass(frozen=True)
+class DDPOConfig:
+    """Hyper-parameters of one DDPO fine-tuning run (see ``finetune/README.md``)."""
+
+    epochs: int = 25
+    samples_per_epoch: int = 32  # over all processes
+    images_per_prompt: int = 4  # samples of each drawn prompt per epoch (8 prompts × 4 images by default)
+    sample_batch_size: int = 16  # per process and forward pass; rewards of one batch overlap the next's sampling
+    train_batch_size: int = 8
+    steps: int = 10  # DDIM steps
+    guidance_scale: float = 5.0
+    eta: float = 1.0
+    height: int = 0  # 0: the model's native size
+    width: int = 0
+    learning_rate: float = 3e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-4
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    clip_range: float = 1e-2
+    adv_clip_max: float = 5.0
+    inner_epochs: int = 1
+    timestep_fraction: float = 1.0
+    timesteps_per_forward: int = 0  # timesteps stacked in one UNet pass (gradients accumulate over passes); 0: all
+    kl_beta: float = 0.0
+    lora_rank: int = 4
+    lora_alpha: float = 0.0  # 0: equal to the rank
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    per_prompt_stats: bool = False  # batch z-scores; per-prompt ones over groups of 4 amplified noise here
+    stat_buffer_size: int = 32
+    stat_min_count: int = 16
+    eval_every: int = 5
+    eval_images_per_prompt: int = 2
+    eval_seed: int = 1_000_000
+    grid_prompts: int = 8
+    seed: int = 0
+    mixed_precision: str = "auto"
+    reward_workers: int = 1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+        positive_ints = (
+            "epochs",
+            "samples_per_epoch",
+            "images_per_prompt",
+            "sample_batch_size",
+            "train_batch_size",
+            "steps",
+            "inner_epochs",
+            "lora_rank",
+            "stat_buffer_size",
+            "stat_min_count",
+            "eval_images_per_prompt",
+            "reward_workers",
+        )
+        for name in positive_ints:
+            _check(name, getattr(self, name), int, low=1)
+        for name in ("height", "width", "timesteps_per_forward", "eval_every", "grid_prompts", "seed", "eval_seed"):
+            _check(name, getattr(self, name), int, low=0)
+        for name in ("height", "width"):
+            if getattr(self, name) % 8:
+                raise ConfigError(name, "must be a multiple of 8 (or 0 for the model's size)")
+        _check("guidance_scale", self.guidance_scale, float, low=1.0, high=50.0)
+        _check("eta", self.eta, float, low=0.0, high=1.0, low_open=True)
+        _check("learning_rate", self.learning_rate, float, low=0.0, high=1.0, low_open=True)
+        _check("adam_beta1", self.adam_beta1, float, low=0.0, high=1.0, high_open=True)
+        _check("adam_beta2", self.adam_beta2, float, low=0.0, high=1.0, high_open=True)
+        _check("adam_weight_decay", self.adam_weight_decay, float, low=0.0, high=1.0)
+        _check("adam_epsilon", self.adam_epsilon, float, low=0.0, high=1.0, low_open=True)
+        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, low_open=True)
+        _check("clip_range", self.clip_range, float, low=0.0, high=1.0, low_open=True)
+        _check("adv_clip_max", self.adv_clip_max, float, low=0.0, low_open=True)
+        _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)
+        _check("kl_beta", self.kl_beta, float, low=0.0)
+        _check("lora_alpha", self.lora_alpha, float, low=0.0)
+        _check("per_prompt_stats", self.per_prompt_stats, bool)
+        if self.stat_min_count > self.stat_buffer_size:
+            raise ConfigError("stat_min_count", "cannot exceed stat_buffer_size")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
+        targets = self.lora_targets
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ConfigError("lora_targets", "must be a non-empty list of module names such as 'to_q'")
+        object.__setattr__(self, "lora_targets", tuple(targets))
+        if self.samples_per_epoch % self.images_per_prompt:
+            raise ConfigError("images_per_prompt", f"must divide samples_per_epoch ({self.samples_per_epoch})")
+        if self.samples_per_epoch % self.train_batch_size:
+            raise ConfigError("train_batch_size", f"must divide samples_per_epoch ({self.samples_per_epoch})")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> DDPOConfig:
+        """Build from a JSON-like mapping; unknown keys and bad values raise :class:`ConfigError`."""
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError("config", "must be a mapping of field names to values")
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown field (known fields: {', '.join(sorted(known))})")
+        if "lora_targets" in values and isinstance(values["lora_targets"], list):
+            values["lora_targets"] = tuple(values["lora_targets"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lora_targets"] = list(self.lora_targets)
+        return data
+
+    def resolved_mixed_precision(self, device_type: str) -> str:
+        """``auto`` is fp16 on CUDA and full precision elsewhere."""
+        if self.mixed_precision == "auto":
+            return "fp16" if device_type == "cuda" else "no"
+        return self.mixed_precision
+
+
+def _check(
+    name: str,
+    value: Any,
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number' if kind is float else 'a bool'}")
+    if kind is bool:
+        return
+    if value != value:  # NaN
+        raise ConfigError(name, "must be a number")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ConfigError(name, f"must be {'>' if low_open else '≥'} {low:g}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ConfigError(name, f"must be {'<' if high_open else '≤'} {high:g}")

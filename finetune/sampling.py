@@ -1,0 +1,171 @@
+"""Sampling with a Stable Diffusion pipeline's parts, recording what DDPO trains on.
+
+:func:`sample` runs DDIM with classifier-free guidance, one ``torch.Generator`` per sample (so a sample depends
+on its own seed only, never on its batch), and returns the decoded images with the trajectory: latents at every
+step, the timesteps and the log-probability of every step. ``eta=0`` gives deterministic sampling for
+evaluation (its log-probs are zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .ddim_logprob import ddim_step_with_logprob
+
+
+@dataclass
+class Components:
+    """The pipeline parts DDPO uses; ``unet`` carries the LoRA adapter."""
+
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler: object
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None  # fp16/bf16 on CUDA, None for full precision
+
+    @classmethod
+    def from_pipeline(cls, pipe, device: str | torch.device, autocast_dtype: torch.dtype | None = None) -> Components:
+        """Take the parts of a diffusers ``StableDiffusionPipeline``; the scheduler becomes DDIM if it is not."""
+        from diffusers import DDIMScheduler
+
+        scheduler = pipe.scheduler
+        if not isinstance(scheduler, DDIMScheduler):
+            scheduler = DDIMScheduler.from_config(scheduler.config)
+        device = torch.device(device)
+        for module in (pipe.text_encoder, pipe.vae, pipe.unet):
+            module.to(device)
+            module.requires_grad_(False)
+            module.eval()
+        return cls(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, scheduler, device, autocast_dtype)
+
+    def autocast(self):
+        """Mixed-precision context for forward passes (a no-op in full precision)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels the UNet was built for."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = self.unet.config.sample_size
+        return (size * factor, size * factor) if isinstance(size, int) else (size[0] * factor, size[1] * factor)
+
+
+@dataclass
+class Trajectories:
+    """Recorded sampling of B samples over T steps."""
+
+    latents: torch.Tensor  # (B, T + 1, C, h, w): x_T ... x_0
+    log_probs: torch.Tensor  # (B, T) float32
+    timesteps: torch.Tensor  # (T,) long
+    prompt_embeds: torch.Tensor  # (B, L, D)
+
+    def index(self, rows: torch.Tensor | slice) -> Trajectories:
+        return Trajectories(self.latents[rows], self.log_probs[rows], self.timesteps, self.prompt_embeds[rows])
+
+    @staticmethod
+    def cat(parts: Sequence[Trajectories]) -> Trajectories:
+        return Trajectories(
+            torch.cat([p.latents for p in parts]),
+            torch.cat([p.log_probs for p in parts]),
+            parts[0].timesteps,
+            torch.cat([p.prompt_embeds for p in parts]),
+        )
+
+
+@torch.no_grad()
+def encode_prompts(parts: Components, prompts: Sequence[str]) -> torch.Tensor:
+    """Text-encoder hidden states for ``prompts`` (B, L, D)."""
+    tokens = parts.tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=parts.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return parts.text_encoder(tokens.input_ids.to(parts.device))[0]
+
+
+def guided_noise(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    negative_embeds: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """UNet prediction with classifier-free guidance; ``timesteps`` is a scalar or one per sample."""
+    if guidance_scale == 1.0:
+        return unet(latents, timesteps, encoder_hidden_states=prompt_embeds).sample
+    t = timesteps.repeat(2) if timesteps.ndim else timesteps
+    both = unet(
+        torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds])
+    ).sample
+    uncond, cond = both.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def decode(parts: Components, latents: torch.Tensor) -> np.ndarray:
+    """Decode final latents to (B, H, W, 3) uint8 pixels."""
+    vae = parts.vae
+    pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_pil(pixels: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(p) for p in pixels]
+
+
+@torch.no_grad()
+def sample(
+    parts: Components,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int,
+    guidance_scale: float,
+    eta: float = 1.0,
+    size: tuple[int, int] | None = None,
+    negative_embeds: torch.Tensor | None = None,
+) -> tuple[np.ndarray, Trajectories]:
+    """Draw one image per (prompt, seed); returns (uint8 pixels (B, H, W, 3), trajectories)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if len(prompts) != len(seeds):
+        raise ValueError("prompts and seeds must have the same length")
+    height, width = size or parts.default_size()
+    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    embeds = encode_prompts(parts, prompts)
+    if negative_embeds is None:
+        negative_embeds = encode_prompts(parts, [""])
+    negative = negative_embeds.expand(len(prompts), -1, -1)
+    scheduler = parts.scheduler
+    scheduler.set_timesteps(steps, device=parts.device)
+    shape = (len(prompts), parts.unet.config.in_channels, height // factor, width // factor)
+    latents = randn_tensor(shape, generator=generators, device=parts.device, dtype=embeds.dtype)
+    latents = latents * scheduler.init_noise_sigma
+    all_latents, log_probs = [latents], []
+    for t in scheduler.timesteps:
+        with parts.autocast():
+            noise = guided_noise(parts.unet, latents, t, embeds, negative, guidance_scale)
+        latents, log_prob = ddim_step_with_logprob(scheduler, noise, t, latents, eta=eta, generator=generators)
+        all_latents.append(latents)
+        log_probs.append(log_prob)
+    images = decode(parts, latents)
+    trajectories = Trajectories(
+        latents=torch.stack(all_latents, dim=1),
+        log_probs=torch.stack(log_probs, dim=1),
+        timesteps=scheduler.timesteps.clone(),
+        prompt_embeds=embeds,
+    )
+    return images, trajectories
