@@ -29,6 +29,11 @@ from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
 from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
 
+# A learned reward's level depends on the prompt (CLIP scores differ between captions), so the cycle's DDPO
+# normalises advantages within each prompt's group of images (GRPO-style) rather than over the batch: with
+# batch normalisation the prompt, not the image, drove the advantage and the version did not improve.
+CYCLE_FINETUNE = {"per_prompt_stats": True, "stat_min_count": 4}
+
 # The reward oracle (for fine-tuning's gold measure) behind each pairwise oracle of the simulated annotators.
 GOLD_ORACLE_FOR = {"larger": "area", "colour": "colour", "shape": "shape"}
 
@@ -50,7 +55,7 @@ class CycleSettings:
     arena_images_per_prompt: int = 4
     arena_votes_per_pair: int = 3
     reward: dict[str, Any] = field(default_factory=dict)  # reward_train config overrides
-    finetune: dict[str, Any] = field(default_factory=dict)  # finetune (DDPO) config overrides
+    finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
     step_timeout: float = 3600.0
     tag: str = ""  # names campaigns, sets and versions (default: a timestamp)
 

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from finetune.cycle import CycleError, CycleSettings, StepReport, run_cycle
+from finetune.cycle import CYCLE_FINETUNE, CycleError, CycleSettings, StepReport, run_cycle
 
 
 def _json_object(text: str, option: str) -> dict:
@@ -39,7 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--arena-images-per-prompt", type=int, default=defaults.arena_images_per_prompt)
         parser.add_argument("--arena-votes-per-pair", type=int, default=defaults.arena_votes_per_pair)
         parser.add_argument("--reward", default="{}", help="reward_train config overrides (JSON object)")
-        parser.add_argument("--finetune", default="{}", help="finetune config overrides (JSON object)")
+        parser.add_argument(
+            "--finetune", default="{}", help=f"DDPO settings over the cycle's {CYCLE_FINETUNE} (JSON object)"
+        )
         parser.add_argument("--step-timeout", type=float, default=defaults.step_timeout, help="seconds per step")
         parser.add_argument("--tag", default="", help="suffix of the names it creates (default: a timestamp)")
 
@@ -56,7 +58,7 @@ class Command(BaseCommand):
             arena_images_per_prompt=options["arena_images_per_prompt"],
             arena_votes_per_pair=options["arena_votes_per_pair"],
             reward=_json_object(options["reward"], "--reward"),
-            finetune=_json_object(options["finetune"], "--finetune"),
+            finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
             step_timeout=options["step_timeout"],
             tag=options["tag"],
         )
