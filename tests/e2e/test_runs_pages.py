@@ -60,6 +60,8 @@ def test_reviewer_sees_runs_but_no_start_or_cancel_controls(users, page, login, 
 
     run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
     login("reviewer", "reviewer-pass-123")
+    expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()  # a reviewer's start page
+    page.goto(f"{live_server.url}/runs/")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
     expect(page.get_by_role("button", name="Start")).to_have_count(0)
     page.goto(f"{live_server.url}/runs/{run.pk}/")
