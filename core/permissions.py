@@ -38,6 +38,11 @@ class IsReviewer(_RolePermission):
     message = "Only reviewers may do this."
 
 
+class IsEngineerOrReviewer(_RolePermission):
+    roles = (Role.ENGINEER, Role.REVIEWER)
+    message = "Only ML engineers and reviewers may do this."
+
+
 class IsAdmin(_RolePermission):
     roles = (Role.ADMIN,)
     message = "Only admins may do this."

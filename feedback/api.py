@@ -12,7 +12,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.permissions import IsEngineer
+from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, selectors, services
@@ -205,17 +205,10 @@ class VoteCreateView(APIView):
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class StaffReads(BasePermission):
-    message = "Only ML engineers and reviewers may see annotator quality."
-
-    def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
-
-
 class CampaignQualityView(APIView):
     """Annotator quality and agreement for a campaign (``?threshold=0.7&min_gold=5`` flag annotators)."""
 
-    permission_classes = [StaffReads]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(
         parameters=[OpenApiParameter("threshold", float), OpenApiParameter("min_gold", int)],
@@ -237,7 +230,7 @@ class ActivityPointSerializer(serializers.Serializer):
 class CampaignActivityView(APIView):
     """Votes over time for a campaign (cumulative, at most 120 points) with its progress."""
 
-    permission_classes = [StaffReads]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(
         responses={
@@ -293,7 +286,7 @@ class LeaderboardView(APIView):
     """Bradley–Terry leaderboard of a campaign's model versions: ratings with bootstrap 95% intervals, ranks,
     the pairwise win-rate matrix with counts, and per pair whether the votes so far are enough."""
 
-    permission_classes = [StaffReads]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(
         parameters=[

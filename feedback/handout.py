@@ -38,9 +38,9 @@ from django.utils import timezone
 from feedback.models import Assignment, AssignmentStatus, Campaign, Pair
 
 
-def _is_live(now, prefix: str = "") -> Q:
-    """A lease that still holds at ``now`` (``prefix`` reaches assignments through a relation)."""
-    return Q(**{f"{prefix}status": AssignmentStatus.LEASED, f"{prefix}expires_at__gt": now})
+def _is_live(now) -> Q:
+    """A lease that still holds at ``now``."""
+    return Q(status=AssignmentStatus.LEASED, expires_at__gt=now)
 
 
 def _live_leases(now, pair=None) -> Subquery:

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from core.jobs import JobFailed
-from core.rng import rng_state, set_rng_state  # noqa: F401 - part of this module's checkpoint API
 
 FORMAT = "imagerlhf-ddpo-checkpoint/1"
 

@@ -141,19 +141,27 @@ def run_cycle(settings: CycleSettings, report: Reporter, user=None) -> dict[str,
             "eval_prompts": evaluation.prompts.count(),
         }
 
-    def collect() -> dict[str, Any]:
-        campaign = feedback_services.campaign_create(
-            name=f"cycle-{tag}-collect",
-            purpose="collect",
-            prompt_set=figures["train"],
-            model_versions=[figures["base"]],
-            votes_per_pair=settings.collect_votes_per_pair,
-            images_per_prompt=settings.collect_images_per_prompt,
+    def campaign(purpose: str, prompt_set: PromptSet, versions: list, votes: int, images: int) -> dict[str, Any]:
+        created = feedback_services.campaign_create(
+            name=f"cycle-{tag}-{purpose}",
+            purpose=purpose,
+            prompt_set=prompt_set,
+            model_versions=versions,
+            votes_per_pair=votes,
+            images_per_prompt=images,
             created_by=user,
         )
-        campaign = _open(campaign, timeout)
-        figures["collect"] = campaign
-        return {"campaign": campaign.pk, "generation_run": campaign.preparing_run_id, "pairs": campaign.pairs.count()}
+        figures[purpose] = opened = _open(created, timeout)
+        return {"campaign": opened.pk, "generation_run": opened.preparing_run_id, "pairs": opened.pairs.count()}
+
+    def collect() -> dict[str, Any]:
+        return campaign(
+            "collect",
+            figures["train"],
+            [figures["base"]],
+            settings.collect_votes_per_pair,
+            settings.collect_images_per_prompt,
+        )
 
     def collect_votes() -> dict[str, Any]:
         return _simulate(settings, figures["collect"], f"sim-{tag}")
@@ -183,18 +191,13 @@ def run_cycle(settings: CycleSettings, report: Reporter, user=None) -> dict[str,
         return {"run": run.pk, **{k: run.result.get(k) for k in keys}}
 
     def arena() -> dict[str, Any]:
-        campaign = feedback_services.campaign_create(
-            name=f"cycle-{tag}-arena",
-            purpose="arena",
-            prompt_set=figures["eval"],
-            model_versions=[figures["base"], figures["tuned"]],
-            votes_per_pair=settings.arena_votes_per_pair,
-            images_per_prompt=settings.arena_images_per_prompt,
-            created_by=user,
+        return campaign(
+            "arena",
+            figures["eval"],
+            [figures["base"], figures["tuned"]],
+            settings.arena_votes_per_pair,
+            settings.arena_images_per_prompt,
         )
-        campaign = _open(campaign, timeout)
-        figures["arena"] = campaign
-        return {"campaign": campaign.pk, "generation_run": campaign.preparing_run_id, "pairs": campaign.pairs.count()}
 
     def arena_votes() -> dict[str, Any]:
         return _simulate(settings, figures["arena"], f"sim-{tag}-arena")

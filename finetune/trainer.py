@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from core.jobs import JobCancelled, JobContext, JobFailed, NullJobContext
+from core.rng import rng_state, set_rng_state
 
 from . import checkpoint as ckpt
 from .advantages import PerPromptStatTracker
@@ -336,7 +337,7 @@ class DDPOTrainer:
                 "adapter": lora_state_dict(self.parts.unet),
                 "optimizer": self.optimizer.state_dict(),
                 "tracker": self.tracker.state_dict(),
-                "rng": ckpt.rng_state(),
+                "rng": rng_state(),
                 "history": self.history,
                 "evals": self.evals,
                 "grid_before": self.grid_before,
@@ -365,7 +366,7 @@ class DDPOTrainer:
         load_lora_state_dict(self.parts.unet, {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         self.tracker = PerPromptStatTracker.from_state_dict(state["tracker"])
-        ckpt.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.epoch, self.history, self.evals = state["epoch"], state["history"], state["evals"]
         self.grid_before = state["grid_before"]
         return True

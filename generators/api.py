@@ -16,7 +16,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.permissions import EngineerWritesStaffReads
+from core.permissions import EngineerWritesStaffReads, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback.selectors import annotator_may_see_image
@@ -258,17 +258,10 @@ class AliasMoveSerializer(StrictSerializer):
     reason = serializers.CharField(min_length=3, max_length=2000, help_text="why (kept in the audit log)")
 
 
-class ReviewersAndEngineers(BasePermission):
-    message = "Only reviewers and ML engineers may see or move aliases."
-
-    def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
-
-
 class AliasListView(APIView):
     """Aliases (``champion``...) with their audit log; reviewers and engineers move one (promotion)."""
 
-    permission_classes = [ReviewersAndEngineers]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(responses=AliasSerializer(many=True))
     def get(self, request):

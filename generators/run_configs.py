@@ -16,6 +16,16 @@ def _multiple_of_8(value: int) -> None:
         raise serializers.ValidationError(f"Must be a multiple of 8 (the VAE's downsampling), not {value}.")
 
 
+def check_model_version_ids(ids: list[int]) -> list[int]:
+    """Model version ids of a run config: each once, each existing (a ValidationError names what is wrong)."""
+    if len(set(ids)) != len(ids):
+        raise serializers.ValidationError("Each model version may be listed once.")
+    missing = sorted(set(ids) - set(ModelVersion.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+    if missing:
+        raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
+    return ids
+
+
 class GenerateConfigSerializer(StrictSerializer):
     model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
     prompt_set = serializers.IntegerField(min_value=1)
@@ -35,12 +45,7 @@ class GenerateConfigSerializer(StrictSerializer):
     dtype = serializers.ChoiceField(choices=DTYPES, default="auto")
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
-        if len(set(ids)) != len(ids):
-            raise serializers.ValidationError("Each model version may be listed once.")
-        missing = sorted(set(ids) - set(ModelVersion.objects.filter(pk__in=ids).values_list("pk", flat=True)))
-        if missing:
-            raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
-        return ids
+        return check_model_version_ids(ids)
 
     def validate_prompt_set(self, set_id: int) -> int:
         prompt_set = PromptSet.objects.filter(pk=set_id).first()

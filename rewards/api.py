@@ -14,12 +14,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.permissions import EngineerWritesStaffReads
-from core.roles import Role, has_role
+from core.permissions import EngineerWritesStaffReads, IsEngineerOrReviewer
 from core.validation import StrictSerializer
 from feedback import services as feedback_services
 from feedback.models import Campaign
@@ -27,13 +25,6 @@ from rewards import audit, selectors, services
 from rewards.models import PreferenceDataset, RewardModel
 
 MAX_UPLOAD_BYTES = 2 * 1024**3
-
-
-class ReviewersAndEngineersWrite(BasePermission):
-    message = "Only reviewers and ML engineers may do this."
-
-    def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ENGINEER, Role.REVIEWER)
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -161,7 +152,7 @@ class AuditCampaignView(APIView):
     """Turn a campaign's reward-hacking audit (pairs where the reward model strongly prefers the side people
     rejected) into a new ``collect`` campaign, so the reward model can be retrained on its own mistakes."""
 
-    permission_classes = [ReviewersAndEngineersWrite]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(request=AuditCampaignSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):

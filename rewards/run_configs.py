@@ -6,7 +6,8 @@ from rest_framework import serializers
 
 from core.validation import StrictSerializer
 from feedback.models import Campaign
-from generators.models import ModelVersion, PromptSet
+from generators.models import PromptSet
+from generators.run_configs import check_model_version_ids
 from rewards.models import PreferenceDataset, RewardModel
 
 SANDBOX_BACKBONE = "sandbox"
@@ -90,9 +91,4 @@ class EvaluateConfigSerializer(StrictSerializer):
         return _exists(PromptSet, pk, "prompt set")
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
-        if len(set(ids)) != len(ids):
-            raise serializers.ValidationError("Each model version may be listed once.")
-        missing = sorted(set(ids) - set(ModelVersion.objects.filter(pk__in=ids).values_list("pk", flat=True)))
-        if missing:
-            raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
-        return ids
+        return check_model_version_ids(ids)
