@@ -1,15 +1,21 @@
 """Vote load: concurrent simulated annotators doing next → vote against gunicorn + PostgreSQL.
 
-    python bench/votes_load.py                       # 64 clients, 20 s, PostgreSQL at 127.0.0.1:5432
-    python bench/votes_load.py --clients 16 --seconds 10
+    python bench/votes_load.py                       # 64 clients, 20 s per phase, PostgreSQL at 127.0.0.1:5432
+    python bench/votes_load.py --clients 16 --seconds 10 --phases two@0
 
 It creates a fresh database (``imagerlhf_bench``), a campaign of ``--pairs`` pairs (k=3) with one token
-per annotator, starts gunicorn on a free port, runs ``--clients`` threads that each log in with a token
-and loop ``GET /api/v1/campaigns/{id}/next/`` then ``POST /api/v1/votes/`` (the public REST contract)
-until the time is up, and reports cycles/s with p50/p99 cycle latency. Beside it, in the same run, it
-measures PostgreSQL's raw single-row insert rate (one connection, autocommit) as the ceiling of the
-hardware. Everything runs on this machine: the load generator competes with the server for the cores.
-Prints a table and a JSON line last.
+per annotator, starts gunicorn on a free port and runs load phases against it. In each phase
+``--clients`` threads (in several processes) each use a token and loop over the public REST contract:
+``GET /api/v1/campaigns/{id}/next/`` then ``POST /api/v1/votes/`` (two requests per cycle), or the vote
+alone asking for the next pair in its response (``"next": true``, one request per cycle). A phase runs
+closed loop (``@0``: every client starts its next cycle as soon as the last one ends, which measures the
+most the server can do) or open loop at an offered rate (``@300``: cycles start on a schedule, which
+measures latency at that throughput; with closed-loop clients that never pause, Little's law ties
+latency to throughput: 64 clients at 300 cycles/s wait 213 ms per cycle on average, whatever the server).
+It reports cycles/s, p50/p99 cycle latency and the CPU each cycle cost the web server, PostgreSQL and the
+clients. Beside it, in the same run, it measures PostgreSQL's raw single-row insert rate (one connection,
+autocommit) as the ceiling of the hardware. Everything runs on this machine: the load generator competes
+with the server for the cores. Prints a table and a JSON line last.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ for i, prompt in enumerate(prompts.prompts.all()):
 group, _ = Group.objects.get_or_create(name="annotator")
 users = []
 for i in range({annotators}):
-    u = get_user_model().objects.create_user(username=f"bench{{i}}", password="x")
+    u = get_user_model().objects.create_user(username=f"bench{{i}}")  # token only: no password to hash
     u.groups.add(group); users.append(u)
 campaign = services.campaign_create(name="bench", purpose="collect", prompt_set=prompts, model_versions=[version],
     annotators=users, votes_per_pair=3)
@@ -84,42 +90,76 @@ print(json.dumps({{"campaign": campaign.pk, "tokens": [Token.objects.create(user
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def client(port: int, campaign: int, token: str, until: float, latencies: list, errors: list) -> None:
-    """One simulated annotator: next → vote over a keep-alive connection until ``until``."""
+def _request(conn, method: str, path: str, headers: dict, body: str | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def client(
+    port: int, campaign: int, token: str, until: float, pace: float, layout: str, latencies: list, errors: list
+) -> None:
+    """One simulated annotator over a keep-alive connection until ``until``.
+
+    ``layout`` "two": two requests per cycle (``GET next/`` then ``POST votes/``); "one": one, the vote asks
+    for the next pair (``"next": true``) after a first ``GET next/``; "floor": ``GET /api/v1/me/`` alone (token
+    auth, one query, a small JSON answer: the least an authenticated API request costs on this stack).
+    With ``pace`` > 0 the annotator starts
+    a cycle every ``pace`` seconds (open loop: the offered rate does not drop when the server slows down) and
+    a cycle's latency counts from its scheduled start, so waiting behind a slow cycle is included.
+    """
     import http.client
+    import random
 
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    while time.perf_counter() < until:
-        began = time.perf_counter()
+    one_request = layout == "one"
+    pending = None  # the pair on screen (one-request mode)
+    scheduled = time.perf_counter() + random.random() * pace
+    while True:
+        if pace:
+            time.sleep(max(0.0, scheduled - time.perf_counter()))
+        began = scheduled if pace else time.perf_counter()
+        if began >= until:
+            return
+        scheduled += pace
         try:
-            conn.request("GET", f"/api/v1/campaigns/{campaign}/next/", headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-            if response.status == 204:
+            if layout == "floor":
+                code, body = _request(conn, "GET", "/api/v1/me/", headers)
+                if code != 200:
+                    raise RuntimeError(f"me: {code} {body[:200]!r}")
+                latencies.append(time.perf_counter() - began)
+                continue
+            if pending is None:
+                code, body = _request(conn, "GET", f"/api/v1/campaigns/{campaign}/next/", headers)
+                if code == 204:
+                    return
+                if code != 200:
+                    raise RuntimeError(f"next: {code} {body[:200]!r}")
+                pending = json.loads(body)
+            vote = {"assignment": pending["assignment"], "choice": "left", "next": one_request}
+            code, body = _request(conn, "POST", "/api/v1/votes/", headers, json.dumps(vote))
+            if code not in (200, 201):
+                raise RuntimeError(f"vote: {code} {body[:200]!r}")
+            pending = json.loads(body)["next"] if one_request else None
+            if one_request and pending is None:
                 return
-            if response.status != 200:
-                raise RuntimeError(f"next: {response.status} {body[:200]!r}")
-            vote = json.dumps({"assignment": json.loads(body)["assignment"], "choice": "left"})
-            conn.request("POST", "/api/v1/votes/", body=vote, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-            if response.status not in (200, 201):
-                raise RuntimeError(f"vote: {response.status} {body[:200]!r}")
         except Exception as exc:  # counted and reported
             errors.append(repr(exc))
+            pending = None
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             continue
         latencies.append(time.perf_counter() - began)
 
 
-def client_process(port: int, campaign: int, tokens: list[str], until: float, queue) -> None:
+def client_process(port: int, campaign: int, tokens: list[str], until: float, pace: float, layout: str, queue) -> None:
     """A process of client threads (several processes, so the clients are not bound to one GIL)."""
     latencies: list[float] = []
     errors: list[str] = []
     threads = [
-        threading.Thread(target=client, args=(port, campaign, token, until, latencies, errors)) for token in tokens
+        threading.Thread(target=client, args=(port, campaign, token, until, pace, layout, latencies, errors))
+        for token in tokens
     ]
     for thread in threads:
         thread.start()
@@ -128,7 +168,7 @@ def client_process(port: int, campaign: int, tokens: list[str], until: float, qu
     queue.put((latencies, errors))
 
 
-def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, processes: int):
+def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, processes: int, pace: float, layout: str):
     """Run the clients; returns (latencies, errors, elapsed seconds, CPU seconds the clients used)."""
     import multiprocessing
 
@@ -138,7 +178,10 @@ def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, pro
     before = os.times()
     began = time.perf_counter()
     workers = [
-        context.Process(target=client_process, args=(port, campaign, tokens[i::processes], until, queue))
+        context.Process(
+            target=client_process,
+            args=(port, campaign, tokens[i::processes], until, pace, layout, queue),
+        )
         for i in range(processes)
     ]
     for worker in workers:
@@ -154,11 +197,93 @@ def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, pro
     return latencies, errors, elapsed, client_cpu
 
 
+def _cpu_seconds(processes) -> dict[int, float]:
+    import psutil
+
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def _cpu_snapshot(server_pid: int) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of the web server's processes and of PostgreSQL's (by process)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+    return {"server": _cpu_seconds([server, *server.children(recursive=True)]), "postgres": _cpu_seconds(postgres)}
+
+
+def _cpu_used(before: dict, after: dict) -> dict[str, float]:
+    return {
+        group: sum(seconds - before[group].get(pid, 0.0) for pid, seconds in after[group].items()) for group in after
+    }
+
+
+def _start_server(port: int, env: dict, workers: int, threads: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads)]
+    server = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
+    import requests
+
+    for _ in range(100):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/login/", timeout=2)
+            return server
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not start")
+
+
+def run_phase(port: int, server_pid: int, world: dict, args, layout: str, rate: float) -> dict:
+    """One load phase (a request layout at an offered rate, 0 = as fast as the clients can go)."""
+    pace = args.clients / rate if rate else 0.0
+    before = _cpu_snapshot(server_pid)
+    latencies, errors, elapsed, client_cpu = run_clients(
+        port, world["campaign"], world["tokens"], args.seconds, args.client_processes, pace, layout
+    )
+    used = {**_cpu_used(before, _cpu_snapshot(server_pid)), "clients": client_cpu}
+    latencies.sort()
+    cycles = len(latencies)
+    return {
+        "layout": layout,
+        "requests_per_cycle": 2 if layout == "two" else 1,
+        "offered_cycles_per_second": rate or None,
+        "clients": args.clients,
+        "seconds": round(elapsed, 2),
+        "cycles": cycles,
+        "cycles_per_second": round(cycles / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(1000 * latencies[int(0.99 * (cycles - 1))], 1) if latencies else None,
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "cpu_ms_per_cycle": {group: round(1000 * value / max(cycles, 1), 2) for group, value in used.items()},
+        "cpu_share_of_machine": round(sum(used.values()) / (elapsed * (os.cpu_count() or 1)), 2),
+    }
+
+
+def _phases(text: str) -> list[tuple[str, float]]:
+    """``floor@0,two@0,one@0,one@300``: layout (see ``client``) @ offered cycles/s (0: closed loop)."""
+    phases = []
+    for item in text.split(","):
+        layout, _, rate = item.partition("@")
+        if layout not in ("floor", "one", "two"):
+            raise argparse.ArgumentTypeError(f"{item!r}: a phase is floor@RATE, one@RATE or two@RATE")
+        phases.append((layout, float(rate or 0)))
+    return phases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument("--phases", type=_phases, default=_phases("floor@0,two@0,one@0,one@300"), help=_phases.__doc__)
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--client-processes", type=int, default=4)
@@ -180,66 +305,32 @@ def main() -> None:
     # Fresh tables have no planner statistics yet; production's autovacuum keeps them current.
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "ANALYZE", DB_NAME], check=True)
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.web_workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(args.web_threads),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+    server = _start_server(port, env, args.web_workers, args.web_threads)
     try:
-        import requests
-
-        for _ in range(100):
-            try:
-                requests.get(f"{base}/login/", timeout=2)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
-        latencies, errors, elapsed, client_cpu = run_clients(
-            port, world["campaign"], world["tokens"], args.seconds, args.client_processes
-        )
+        results = [run_phase(port, server.pid, world, args, layout, rate) for layout, rate in args.phases]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
-    latencies.sort()
+    print(f"PostgreSQL single-row inserts/s (one connection, autocommit, same run): {insert_rate:.0f}")
+    header = f"{'layout':>8}{'req/cycle':>10}{'offered/s':>10}{'cycles/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    print(header + "  CPU ms per cycle (server / postgres / clients)")
+    for r in results:
+        cpu = r["cpu_ms_per_cycle"]
+        print(
+            f"{r['layout']:>8}{r['requests_per_cycle']:>10}{r['offered_cycles_per_second'] or 'max':>10}"
+            f"{r['cycles_per_second']:>10}"
+            f"{r['p50_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}  {cpu['server']} / {cpu['postgres']} / {cpu['clients']}"
+        )
+    print(f"target: ≥ 300 cycles/s with p99 < 150 ms at {args.clients} clients")
     summary = {
         "clients": args.clients,
-        "seconds": round(elapsed, 2),
-        "cycles": len(latencies),
-        "cycles_per_second": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1) if latencies else None,
-        "errors": len(errors),
-        "first_errors": errors[:3],
         "postgres_single_row_inserts_per_second": round(insert_rate, 1),
         "web_workers": args.web_workers,
         "web_threads": args.web_threads,
         "client_processes": args.client_processes,
-        "client_cpu_share_of_machine": round(client_cpu / (elapsed * (os.cpu_count() or 1)), 2),
+        "phases": results,
     }
-    print(f"{'clients':>8}{'cycles/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'PG inserts/s':>14}")
-    print(
-        f"{args.clients:>8}{summary['cycles_per_second']:>10}{summary['p50_ms']:>9}{summary['p99_ms']:>9}"
-        f"{summary['errors']:>8}{summary['postgres_single_row_inserts_per_second']:>14}"
-    )
-    print("target: ≥ 300 cycles/s with p99 < 150 ms at 64 clients")
     print(json.dumps(summary))
 
 

@@ -126,6 +126,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# The annotators' hot path (core/hot_sql.py) prepares its statements on PostgreSQL; turn off behind a
+# transaction-mode pooler that cannot keep prepared statements (PgBouncer before 1.21).
+HOT_PATH_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if HOT_PATH_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # Django turns psycopg's preparing off (threshold None), which also refuses explicit prepare=True. A threshold
+    # that is never reached lets the hot path prepare explicitly and nothing else prepares on its own.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2**31 - 1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------------

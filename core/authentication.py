@@ -13,12 +13,19 @@ from functools import cache
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from core import hot_sql
 from core.roles import GROUP_ROLES, remember_roles
+
+
+@cache
+def _user_columns() -> tuple[str, ...]:
+    return tuple(field.attname for field in get_user_model()._meta.concrete_fields)
 
 
 @cache
@@ -30,17 +37,22 @@ def _user_with_roles_sql() -> str:
         f"EXISTS ({member_of} WHERE m.user_id = u.id AND g.name = %s) AS in_{role.value}" for role in GROUP_ROLES
     )
     tables = f"{user_table} u JOIN {Token._meta.db_table} t ON t.user_id = u.id"
-    return f"SELECT u.*, {columns} FROM {tables} WHERE t.key = %s"  # noqa: S608 - values are parameters
+    user_columns = ", ".join(f"u.{name}" for name in _user_columns())
+    return f"SELECT {user_columns}, {columns} FROM {tables} WHERE t.key = %s"  # noqa: S608 - values are parameters
 
 
 class TokenWithRolesAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``; same semantics and errors as DRF's, one query instead of two."""
 
     def authenticate_credentials(self, key: str):
-        user = next(iter(get_user_model().objects.raw(_user_with_roles_sql(), [*GROUP_ROLES, key])), None)
-        if user is None:
+        with hot_sql.cursor() as cursor:
+            cursor.execute(_user_with_roles_sql(), [*GROUP_ROLES, key])
+            row = cursor.fetchone()
+        if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
+        columns = _user_columns()
+        user = get_user_model().from_db(connection.alias, columns, row[: len(columns)])
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        remember_roles(user, {role for role in GROUP_ROLES if getattr(user, f"in_{role.value}")})
+        remember_roles(user, {role for role, member in zip(GROUP_ROLES, row[len(columns) :], strict=True) if member})
         return user, Token(key=key, user=user)

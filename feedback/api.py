@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +16,7 @@ from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, selectors, services
-from feedback.models import Campaign, CampaignStatus, Purpose
+from feedback.models import Campaign, Purpose
 from feedback.services import SUBMITTED_CHOICES
 from generators.models import ModelVersion, PromptSet
 
@@ -128,6 +128,23 @@ def _shown(image_id: int) -> dict:
     return {"image": image_id, "url": f"/api/v1/images/{image_id}/file/"}
 
 
+def _next_pair_body(lease: handout.Lease) -> dict:
+    """The ``next/`` response body (plain data: this runs on every request of the annotators' hot path)."""
+    return {
+        "assignment": lease.assignment,
+        "pair": lease.pair,
+        "prompt": lease.prompt,
+        "left": _shown(lease.left_image),
+        "right": _shown(lease.right_image),
+        "expires_at": lease.expires_at,
+    }
+
+
+def _lease_next(user, campaign, after: int | None) -> dict | None:
+    lease = handout.next_assignment(annotator=user, campaign=campaign, after=after)
+    return None if lease is None else _next_pair_body(lease)
+
+
 class CampaignNextView(APIView):
     """Lease the next pair to rate: 200 with the pair, or 204 when nothing is left for the caller."""
 
@@ -138,34 +155,33 @@ class CampaignNextView(APIView):
         responses={200: NextPairSerializer, 204: None},
     )
     def get(self, request, pk: int):
-        campaign = get_object_or_404(
-            Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=request.user), pk=pk
-        )
+        campaign = selectors.campaign_to_rate(request.user, pk=pk)
+        if campaign is None:
+            raise NotFound("No open campaign with this id that you may rate.")
         after = request.query_params.get("after")
         if after is not None and not after.isdigit():
             raise ValidationError({"after": ["An assignment id."]})
-        assignment = handout.next_assignment(
-            annotator=request.user, campaign=campaign, after=int(after) if after else None
-        )
-        if assignment is None:
+        body = _lease_next(request.user, campaign, int(after) if after else None)
+        if body is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        pair = assignment.pair
-        left, right = (pair.image_a_id, pair.image_b_id) if assignment.a_on_left else (pair.image_b_id, pair.image_a_id)
-        body = {
-            "assignment": assignment.pk,
-            "pair": pair.pk,
-            "prompt": assignment.prompt_text,
-            "left": _shown(left),
-            "right": _shown(right),
-            "expires_at": assignment.expires_at,
-        }
-        return Response(NextPairSerializer(body).data)
+        return Response(body)
 
 
 class VoteInputSerializer(StrictSerializer):
     assignment = serializers.IntegerField(min_value=1)
     choice = serializers.ChoiceField(choices=SUBMITTED_CHOICES)
     seconds = serializers.FloatField(min_value=0.0, max_value=86_400.0, required=False, allow_null=True, default=None)
+    next = serializers.BooleanField(
+        default=False,
+        help_text="also lease the next pair of the same campaign and return it as `next` (one request per vote)",
+    )
+    after = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="with `next`: the assignment already on screen or preloaded; the next pair is the one after it",
+    )
 
 
 class VoteSerializer(serializers.Serializer):
@@ -180,6 +196,23 @@ class VoteSerializer(serializers.Serializer):
         required=False,
         help_text="arena votes of reviewers only: which model version was shown left and right",
     )
+    next = NextPairSerializer(
+        required=False,
+        allow_null=True,
+        help_text="when `next` was asked for: the next pair (as `next/` returns it), or null when nothing is left",
+    )
+
+
+def _vote_body(vote) -> dict:
+    """A vote as ``VoteSerializer`` documents it (plain data: the annotators' hot path)."""
+    return {
+        "id": vote.pk,
+        "assignment": vote.assignment_id,
+        "pair": vote.pair_id,
+        "choice": vote.submitted,
+        "seconds": vote.seconds,
+        "created_at": vote.created_at,
+    }
 
 
 class VoteCreateView(APIView):
@@ -191,17 +224,21 @@ class VoteCreateView(APIView):
     def post(self, request):
         data = VoteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        fields = data.validated_data
         vote, created = services.vote_submit(
             annotator=request.user,
-            assignment_id=data.validated_data["assignment"],
-            submitted=data.validated_data["choice"],
-            seconds=data.validated_data["seconds"],
+            assignment_id=fields["assignment"],
+            submitted=fields["choice"],
+            seconds=fields["seconds"],
         )
-        body = VoteSerializer(vote).data
+        body = _vote_body(vote)
         if has_role(request.user, Role.REVIEWER):
             revealed = selectors.arena_sides_revealed(vote)
             if revealed is not None:
                 body["revealed"] = revealed
+        if fields["next"]:
+            campaign = selectors.campaign_to_rate(request.user, pair=vote.pair_id)
+            body["next"] = None if campaign is None else _lease_next(request.user, campaign, fields["after"])
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 

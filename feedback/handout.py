@@ -10,10 +10,15 @@ For an annotator in an open campaign they may annotate:
    - is not being handed to someone else at this instant: rows are locked with
      ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent annotators take different pairs
      instead of queueing on the same row; SQLite serialises write transactions, which is correct but slower.
-     Once a candidate's row lock is held its votes and leases are counted again in a new statement,
-     because the candidate query's snapshot can predate a lease another annotator committed since.
+     Once a candidate's row lock is held its votes and leases are counted again by the INSERT that
+     leases it (a new statement), because the candidate query's snapshot can predate a lease another
+     annotator committed since; a candidate without room is skipped.
    Among those, pairs closest to completion go first (finish pairs rather than spread votes thinly),
-   then the oldest. With probability ``gold_rate`` a gold pair the annotator has not seen is offered
+   then the oldest. The search looks at the first ``IN_PROGRESS_WINDOW`` pairs that already have votes,
+   then at pairs without votes, and only then at all pairs: an annotator who has rated the top of the
+   in-progress pairs gets a fresh pair instead of one deeper down, which keeps each request's work
+   bounded (a lone annotator's rated pairs stay in progress until others complete them).
+   With probability ``gold_rate`` a gold pair the annotator has not seen is offered
    instead (gold pairs have no k: everybody may get them).
 3. Leases expire after ``campaign.lease_seconds``; an expired lease no longer counts, so its pair
    returns to the pool (for other annotators).
@@ -23,117 +28,162 @@ For an annotator in an open campaign they may annotate:
 annotator is leasing at this instant, or one whose votes are all leased, can come back when a lease
 lapses or ends in a skip. Clients poll again after a while; the campaign is complete when every
 regular pair has k valid votes.
+
+This is the annotators' hot path, so it is hand-written SQL that PostgreSQL and SQLite both run (three
+statements for a new lease): building the same queries with the ORM cost several times more CPU than
+the database spent on them (``bench/votes_load.py``, ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import transaction
 from django.utils import timezone
 
+from core import hot_sql
+from core.hot_sql import as_aware_datetime, db_datetime, for_update
 from feedback.models import Assignment, AssignmentStatus, Campaign, Pair
-
-
-def _is_live(now) -> Q:
-    """A lease that still holds at ``now``."""
-    return Q(status=AssignmentStatus.LEASED, expires_at__gt=now)
-
-
-def _live_leases(now, pair=None) -> Subquery:
-    """Live leases of the pair (``pair`` given) or of the outer query's pair (a correlated count)."""
-    leases = (
-        Assignment.objects.filter(_is_live(now), pair=OuterRef("pk") if pair is None else pair)
-        .values("pair")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(leases, output_field=IntegerField()), Value(0))
-
-
-def _lock_first(pairs):
-    if connection.features.has_select_for_update_skip_locked:
-        pairs = pairs.select_for_update(skip_locked=True, of=("self",))
-    return pairs.annotate(prompt_text=F("image_a__prompt__text")).first()
-
+from generators.models import GeneratedImage, Prompt
 
 MAX_CANDIDATES = 20
+IN_PROGRESS_WINDOW = 64
+
+_A, _P = Assignment._meta.db_table, Pair._meta.db_table
+_LEASED = AssignmentStatus.LEASED.value
+_PROMPT_OF_PAIR = (
+    f"JOIN {GeneratedImage._meta.db_table} i ON i.id = p.image_a_id "
+    f"JOIN {Prompt._meta.db_table} pr ON pr.id = i.prompt_id"
+)
+# A scalar subquery: evaluated only for the row that is returned, not for every row the search passes.
+_PROMPT_TEXT = (
+    f"(SELECT pr.text FROM {GeneratedImage._meta.db_table} i "  # noqa: S608 - table names come from the models
+    f"JOIN {Prompt._meta.db_table} pr ON pr.id = i.prompt_id WHERE i.id = p.image_a_id)"
+)
+_LIVE_LEASES = (
+    f"(SELECT COUNT(*) FROM {_A} l "  # noqa: S608 - table names come from the models, values are parameters
+    f"WHERE l.pair_id = p.id AND l.status = '{_LEASED}' AND l.expires_at > %(now)s)"
+)
+# Not NOT EXISTS: the planner may turn that into an anti-join that reads the annotator's whole history on
+# every request; a scalar subquery with LIMIT stays one probe of the (pair, annotator) unique index per row.
+_UNSEEN = f"(SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %(annotator)s LIMIT 1) IS NULL"  # noqa: S608
+
+_HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, p.id, p.image_a_id, p.image_b_id, pr.text
+FROM {_A} a JOIN {_P} p ON p.id = a.pair_id {_PROMPT_OF_PAIR}
+WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.status = '{_LEASED}' AND a.expires_at > %s AND a.id <> %s
+ORDER BY a.id LIMIT 1"""  # noqa: S608 - table names come from the models, values are parameters
+
+_CANDIDATE = f"SELECT p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT} FROM {_P} p"  # noqa: S608
+_GOLD_CANDIDATE_SQL = f"""{_CANDIDATE}
+WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {_UNSEEN} ORDER BY p.id LIMIT 1"""
+# Regular pairs are searched in bands, each an index range scan in the hand-out order (closest to done first):
+# the top of the pairs that already have votes, then the pairs without votes, then (rarely) all of them.
+# An annotator's own rated pairs stay in progress while others have not completed them (always so for a lone
+# annotator), so an unbounded search of the first band would read the annotator's whole history every time.
+_REGULAR_BANDS = (
+    f"""p.id IN (SELECT w.id FROM {_P} w WHERE w.campaign_id = %(campaign)s AND w.is_gold = %(gold)s
+    AND w.valid_votes >= 1 AND w.valid_votes < %(k)s ORDER BY w.valid_votes DESC, w.id LIMIT %(window)s)""",  # noqa: S608
+    "p.valid_votes = 0",
+    "p.valid_votes < %(k)s",
+)
+_REGULAR_CANDIDATE_SQL = f"""{_CANDIDATE}
+WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {{band}} AND {_UNSEEN}
+AND p.valid_votes + {_LIVE_LEASES} < %(k)s {{not_tried}}
+ORDER BY p.valid_votes DESC, p.id LIMIT 1"""  # noqa: S608
+
+_INSERT_COLUMNS = f"INSERT INTO {_A} (pair_id, annotator_id, a_on_left, status, leased_at, expires_at)"
+_LEASE_GOLD_SQL = f"""{_INSERT_COLUMNS}
+VALUES (%(pair)s, %(annotator)s, %(a_on_left)s, '{_LEASED}', %(now)s, %(expires_at)s)
+ON CONFLICT DO NOTHING RETURNING id"""
+_LEASE_IF_ROOM_SQL = f"""{_INSERT_COLUMNS}
+SELECT %(pair)s, %(annotator)s, %(a_on_left)s, '{_LEASED}', %(now)s, %(expires_at)s
+FROM {_P} p WHERE p.id = %(pair)s AND p.valid_votes + {_LIVE_LEASES} < %(k)s
+ON CONFLICT DO NOTHING RETURNING id"""  # noqa: S608
 
 
-def _has_room(pair: Pair, campaign: Campaign, now) -> bool:
-    """Re-count, in a new statement, the pair's votes and live leases once its row lock is held.
+@dataclass(frozen=True)
+class Lease:
+    """A pair leased to an annotator: what the rating page needs to show it."""
 
-    Every leaser locks the pair row first, so nobody else is leasing this pair now, and a new statement
-    sees every lease committed before the lock was granted (the candidate query's snapshot may not).
-    """
-    votes, leases = (
-        Pair.objects.filter(pk=pair.pk).annotate(leases=_live_leases(now, pair.pk)).values_list("valid_votes", "leases")
-    ).get()
-    return votes + leases < campaign.votes_per_pair
+    assignment: int
+    pair: int
+    image_a: int
+    image_b: int
+    a_on_left: bool
+    expires_at: datetime
+    prompt: str
 
+    @property
+    def left_image(self) -> int:
+        return self.image_a if self.a_on_left else self.image_b
 
-def _lock_first_with_room(candidates, campaign: Campaign, now) -> Pair | None:
-    tried: list[int] = []
-    for _ in range(MAX_CANDIDATES):
-        pair = _lock_first(candidates.exclude(pk__in=tried))
-        if pair is None or _has_room(pair, campaign, now):
-            return pair
-        tried.append(pair.pk)
-    return None
-
-
-def _with_pair_and_prompt(assignments):
-    return assignments.select_related("pair").annotate(prompt_text=F("pair__image_a__prompt__text"))
+    @property
+    def right_image(self) -> int:
+        return self.image_b if self.a_on_left else self.image_a
 
 
 def next_assignment(
     *, annotator, campaign: Campaign, after: int | None = None, rng: random.Random | None = None
-) -> Assignment | None:
+) -> Lease | None:
     """Lease the next pair for ``annotator`` (see the module docstring), or None when nothing is left.
 
     ``after`` is the assignment the annotator is looking at now: the page asks for the pair after it
     so that it can preload the next images. An annotator holds at most two live leases per campaign.
-    The returned assignment carries its ``pair`` and the pair's ``prompt_text``.
     """
     rng = rng or random.SystemRandom()
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            live = _with_pair_and_prompt(
-                Assignment.objects.filter(_is_live(now), annotator=annotator, pair__campaign=campaign)
-            ).order_by("id")
-            reusable = live.exclude(pk=after).first() if after else live.first()
-            if reusable is not None:
-                return reusable
-            pair = _lease_candidate(annotator, campaign, now, rng)
-            if pair is None:
-                return None
-            assignment = Assignment.objects.create(
-                pair=pair,
-                annotator=annotator,
-                a_on_left=rng.random() < 0.5,
-                expires_at=now + timedelta(seconds=campaign.lease_seconds),
-            )
-            assignment.prompt_text = pair.prompt_text
-            return assignment
-    except IntegrityError:  # this annotator's other request leased the same pair a moment ago
-        return _with_pair_and_prompt(Assignment.objects.filter(annotator=annotator, pair=pair)).first()
+    db_now = db_datetime(now)
+    with transaction.atomic(), hot_sql.cursor() as cursor:
+        cursor.execute(_HELD_SQL, [annotator.pk, campaign.pk, db_now, after or 0])
+        held = cursor.fetchone()
+        if held is not None:
+            assignment, a_on_left, expires_at, *pair = held
+            return Lease(assignment, *pair[:3], bool(a_on_left), as_aware_datetime(expires_at), pair[3])
+        expires_at = now + timedelta(seconds=campaign.lease_seconds)
+        a_on_left = rng.random() < 0.5
+        params = {
+            "campaign": campaign.pk,
+            "annotator": annotator.pk,
+            "k": campaign.votes_per_pair,
+            "now": db_now,
+            "expires_at": db_datetime(expires_at),
+            "a_on_left": a_on_left,
+            "window": IN_PROGRESS_WINDOW,
+        }
+        if campaign.gold_rate and rng.random() < campaign.gold_rate:
+            cursor.execute(for_update(_GOLD_CANDIDATE_SQL, skip_locked=True), {**params, "gold": True})
+            gold = cursor.fetchone()
+            if gold is not None:
+                cursor.execute(_LEASE_GOLD_SQL, {**params, "pair": gold[0]})
+                row = cursor.fetchone()
+                if row is not None:
+                    return Lease(row[0], *gold[:3], a_on_left, expires_at, gold[3])
+        leased = _lease_regular(cursor, params)
+    if leased is None:
+        return None
+    assignment, (pair, image_a, image_b, prompt) = leased
+    return Lease(assignment, pair, image_a, image_b, a_on_left, expires_at, prompt)
 
 
-def _lease_candidate(annotator, campaign: Campaign, now, rng: random.Random) -> Pair | None:
-    """Lock the pair to lease (a gold pair at ``gold_rate``, else the regular one closest to done)."""
-    unseen = Pair.objects.filter(campaign=campaign).exclude(assignments__annotator=annotator)
-    if campaign.gold_rate and rng.random() < campaign.gold_rate:
-        gold = _lock_first(unseen.filter(is_gold=True).order_by("id"))
-        if gold is not None:
-            return gold
-    regular = (
-        unseen.filter(is_gold=False, valid_votes__lt=campaign.votes_per_pair)  # lets the index skip finished pairs
-        .alias(live_leases=_live_leases(now))
-        .filter(valid_votes__lt=Value(campaign.votes_per_pair) - F("live_leases"))
-        .order_by("-valid_votes", "id")
-    )
-    return _lock_first_with_room(regular, campaign, now)
+def _lease_regular(cursor, params: dict) -> tuple[int, tuple] | None:
+    """Lock and lease the first regular pair with room, band by band (see ``_REGULAR_BANDS``).
+
+    Returns the new assignment's id and the pair's row (id, image_a, image_b, prompt), or None.
+    """
+    tried: list[int] = []
+    for band in _REGULAR_BANDS:
+        while len(tried) < MAX_CANDIDATES:
+            not_tried = f"AND p.id NOT IN ({', '.join(map(str, tried))})" if tried else ""
+            sql = _REGULAR_CANDIDATE_SQL.format(band=band, not_tried=not_tried)
+            cursor.execute(for_update(sql, skip_locked=True), {**params, "gold": False})
+            candidate = cursor.fetchone()
+            if candidate is None:
+                break
+            cursor.execute(_LEASE_IF_ROOM_SQL, {**params, "pair": candidate[0]})
+            row = cursor.fetchone()
+            if row is not None:
+                return row[0], candidate
+            tried.append(candidate[0])  # another annotator's lease took its last vote (or this annotator has it)
+    return None

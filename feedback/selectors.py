@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 
+from core import hot_sql
 from core.roles import Role, has_role
 from feedback import agreement, ratings
 from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
@@ -24,6 +26,38 @@ def campaigns_for(user) -> QuerySet[Campaign]:
 def campaigns_to_rate(user) -> QuerySet[Campaign]:
     """Open campaigns the user is assigned to rate (annotators, and reviewers in arenas)."""
     return Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=user)
+
+
+_CAMPAIGN_COLUMNS = tuple(field.attname for field in Campaign._meta.concrete_fields)
+
+
+def _campaign_to_rate_sql(where: str) -> str:
+    annotators = Campaign._meta.get_field("annotators")
+    through = annotators.remote_field.through._meta.db_table
+    columns = ", ".join(f"c.{name}" for name in _CAMPAIGN_COLUMNS)
+    return (
+        f"SELECT {columns} FROM {Campaign._meta.db_table} c JOIN {through} r "  # noqa: S608 - names from the models
+        f"ON r.{annotators.m2m_column_name()} = c.id AND r.{annotators.m2m_reverse_name()} = %s "
+        f"WHERE c.status = '{CampaignStatus.OPEN.value}' AND {where}"
+    )
+
+
+_CAMPAIGN_TO_RATE_SQL = _campaign_to_rate_sql("c.id = %s")
+_CAMPAIGN_OF_PAIR_TO_RATE_SQL = _campaign_to_rate_sql(
+    f"c.id = (SELECT campaign_id FROM {Pair._meta.db_table} WHERE id = %s)"  # noqa: S608
+)
+
+
+def campaign_to_rate(user, *, pk: int | None = None, pair: int | None = None) -> Campaign | None:
+    """The open campaign ``pk`` (or the one ``pair`` belongs to) when ``user`` may rate it, else None.
+
+    One hand-written query: it runs on every request of the annotators' hot path.
+    """
+    sql, key = (_CAMPAIGN_TO_RATE_SQL, pk) if pk is not None else (_CAMPAIGN_OF_PAIR_TO_RATE_SQL, pair)
+    with hot_sql.cursor() as cursor:
+        cursor.execute(sql, [user.pk, key])
+        row = cursor.fetchone()
+    return None if row is None else Campaign.from_db(connection.alias, _CAMPAIGN_COLUMNS, row)
 
 
 def campaign_progress(campaign: Campaign, user) -> dict:

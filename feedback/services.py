@@ -8,12 +8,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from core import hot_sql
 from core import services as runs
 from core.api_errors import Conflict
+from core.hot_sql import as_aware_datetime, db_datetime, for_update
 from core.run_states import RunState
 from core.uniqueness import create_named
 from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
@@ -227,30 +228,77 @@ def vote_submit(*, annotator, assignment_id: int, submitted: str, seconds: float
         raise Conflict("You already voted on this pair.") from exc
 
 
+_VOTE_LOCK_SQL = f"""SELECT a.a_on_left, a.expires_at, p.id, p.valid_votes, p.is_gold, c.votes_per_pair,
+v.id, v.choice, v.submitted, v.seconds, v.created_at
+FROM {Assignment._meta.db_table} a JOIN {Pair._meta.db_table} p ON p.id = a.pair_id
+JOIN {Campaign._meta.db_table} c ON c.id = p.campaign_id LEFT JOIN {Vote._meta.db_table} v ON v.assignment_id = a.id
+WHERE a.id = %s AND a.annotator_id = %s"""  # noqa: S608 - table names come from the models, values are parameters
+_VOTE_INSERT_SQL = f"""INSERT INTO {Vote._meta.db_table}
+(assignment_id, pair_id, annotator_id, choice, submitted, seconds, created_at)
+VALUES (%(assignment)s, %(pair)s, %(annotator)s, %(choice)s, %(submitted)s, %(seconds)s, %(now)s)
+RETURNING id"""  # noqa: S608
+_ASSIGNMENT_VOTED_SQL = f"UPDATE {Assignment._meta.db_table} SET status = %(voted)s WHERE id = %(assignment)s"  # noqa: S608
+_PAIR_COUNT_VOTE_SQL = (
+    f"UPDATE {Pair._meta.db_table} SET valid_votes = valid_votes + 1 WHERE id = %(pair)s AND %(counts)s"  # noqa: S608
+)
+# PostgreSQL does the three writes in one statement (writable CTEs); SQLite runs them one by one.
+_VOTE_WRITE_SQL = f"""WITH vote AS ({_VOTE_INSERT_SQL}), assignment AS ({_ASSIGNMENT_VOTED_SQL}),
+pair AS ({_PAIR_COUNT_VOTE_SQL}) SELECT id FROM vote"""  # noqa: S608
+
+
+def _write_vote(cursor, values: dict) -> int:
+    """Insert the vote, mark its assignment voted and count it on the pair (unless a skip); returns its id."""
+    values = {**values, "voted": AssignmentStatus.VOTED.value, "counts": values["choice"] != Choice.SKIP}
+    if connection.vendor == "postgresql":
+        cursor.execute(_VOTE_WRITE_SQL, values)
+        return cursor.fetchone()[0]
+    cursor.execute(_VOTE_INSERT_SQL, values)
+    vote_id = cursor.fetchone()[0]
+    cursor.execute(_ASSIGNMENT_VOTED_SQL, values)
+    cursor.execute(_PAIR_COUNT_VOTE_SQL, values)
+    return vote_id
+
+
+def _stored_vote(**fields) -> Vote:
+    vote = Vote(**fields)
+    vote._state.adding, vote._state.db = False, connection.alias
+    return vote
+
+
 def _record_vote(annotator, assignment_id: int, submitted: str, seconds: float | None) -> tuple[Vote, bool]:
-    # Lock the assignment and its pair (not the campaign: that would serialise every vote of a campaign).
-    assignment = (
-        Assignment.objects.select_for_update(of=("self", "pair"))
-        .select_related("pair__campaign")
-        .annotate(existing_vote=F("vote__id"))
-        .filter(pk=assignment_id, annotator=annotator)
-        .first()
-    )
-    if assignment is None:
-        raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
-    choice = _to_image_choice(submitted, assignment.a_on_left)
-    if assignment.existing_vote is not None:
-        existing = Vote.objects.get(pk=assignment.existing_vote)
-        if existing.choice == choice:
-            return existing, False
-        raise Conflict(f"You already voted {existing.submitted!r} on this pair; a different vote is not accepted.")
-    pair = assignment.pair
-    if assignment.expires_at < timezone.now() and pair.valid_votes >= pair.campaign.votes_per_pair and not pair.is_gold:
-        raise Conflict("Your lease on this pair expired and the pair already has all its votes; fetch the next one.")
-    vote = Vote.objects.create(
-        assignment=assignment, pair=pair, annotator=annotator, choice=choice, submitted=submitted, seconds=seconds
-    )
-    Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.VOTED)
-    if choice != Choice.SKIP:
-        Pair.objects.filter(pk=pair.pk).update(valid_votes=F("valid_votes") + 1)
+    """The vote's transaction in hand-written SQL (the annotators' hot path; see ``feedback/handout.py``).
+
+    The assignment and its pair are locked (not the campaign: that would serialise every vote of a campaign).
+    """
+    with hot_sql.cursor() as cursor:
+        cursor.execute(for_update(_VOTE_LOCK_SQL, of="a, p"), [assignment_id, annotator.pk])
+        row = cursor.fetchone()
+        if row is None:
+            raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
+        a_on_left, expires_at, pair_id, valid_votes, is_gold, votes_per_pair, *existing = row
+        identity = {"assignment_id": assignment_id, "pair_id": pair_id, "annotator": annotator}
+        choice = _to_image_choice(submitted, bool(a_on_left))
+        if existing[0] is not None:
+            vote_id, stored_choice, stored_submitted, stored_seconds, created_at = existing
+            if stored_choice != choice:
+                raise Conflict(
+                    f"You already voted {stored_submitted!r} on this pair; a different vote is not accepted."
+                )
+            return _stored_vote(
+                id=vote_id,
+                choice=stored_choice,
+                submitted=stored_submitted,
+                seconds=stored_seconds,
+                created_at=as_aware_datetime(created_at),
+                **identity,
+            ), False
+        now = timezone.now()
+        if as_aware_datetime(expires_at) < now and valid_votes >= votes_per_pair and not is_gold:
+            raise Conflict(
+                "Your lease on this pair expired and the pair already has all its votes; fetch the next one."
+            )
+        values = {"assignment": assignment_id, "pair": pair_id, "annotator": annotator.pk, "choice": choice}
+        values |= {"submitted": submitted, "seconds": seconds, "now": db_datetime(now)}
+        vote_id = _write_vote(cursor, values)
+    vote = _stored_vote(id=vote_id, choice=choice, submitted=submitted, seconds=seconds, created_at=now, **identity)
     return vote, True

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feedback import services
+from feedback import handout, services
 from feedback.models import Assignment, Pair, Vote
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
@@ -253,6 +253,63 @@ def test_next_after_the_pair_on_screen_leases_a_second_one(campaign, client_for)
 
     assert second["assignment"] != first["assignment"] and again["assignment"] == second["assignment"]
     assert annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after=abc").status_code == 400
+
+
+def test_a_vote_can_bring_the_next_pair_in_one_request(campaign, client_for):
+    annotator = client_for("annotator")
+    on_screen = _next(annotator, campaign).json()
+    preloaded = annotator.get(f"/api/v1/campaigns/{campaign.pk}/next/?after={on_screen['assignment']}").json()
+
+    def vote_and_next(assignment: int, after: int | None):
+        body = {"assignment": assignment, "choice": "left", "next": True, "after": after}
+        return annotator.post("/api/v1/votes/", body, format="json")
+
+    answer = vote_and_next(on_screen["assignment"], preloaded["assignment"])
+    assert answer.status_code == 201
+    following = answer.json()["next"]
+    assert set(following) == {"assignment", "pair", "prompt", "left", "right", "expires_at"}
+    assert len({on_screen["pair"], preloaded["pair"], following["pair"]}) == 3
+    assert Vote.objects.get().assignment_id == on_screen["assignment"]
+    # Without "next" the answer is the vote alone; resubmitting is still idempotent and may ask for the next pair.
+    assert (
+        "next"
+        not in annotator.post(
+            "/api/v1/votes/", {"assignment": preloaded["assignment"], "choice": "tie"}, format="json"
+        ).json()
+    )
+    again = vote_and_next(on_screen["assignment"], preloaded["assignment"])
+    assert again.status_code == 200 and again.json()["next"]["assignment"] == following["assignment"]
+    last = vote_and_next(following["assignment"], None).json()["next"]
+    assert vote_and_next(last["assignment"], None).json()["next"] is None  # all 4 pairs rated
+    bad = annotator.post(
+        "/api/v1/votes/", {"assignment": last["assignment"], "choice": "left", "next": "x"}, format="json"
+    )
+    assert bad.status_code == 400 and "next" in bad.json()
+
+
+def test_the_search_looks_past_the_in_progress_window_only_when_fresh_pairs_are_gone(
+    campaign, users, django_user_model, monkeypatch
+):
+    """A lone annotator's rated pairs stay in progress: the next one comes from the fresh pairs first, and
+    pairs deeper in progress than the window are still found once no fresh pair is left."""
+    monkeypatch.setattr(handout, "IN_PROGRESS_WINDOW", 1)
+    first, second = users["annotator"], make_user(django_user_model, "annotator", "second")
+    campaign.annotators.add(second)
+    order = list(campaign.pairs.order_by("id").values_list("id", flat=True))
+
+    def rate_all(annotator, first_choice: str = "left") -> list[int]:
+        rated = []
+        while (lease := handout.next_assignment(annotator=annotator, campaign=campaign)) is not None:
+            choice = first_choice if not rated else "left"
+            services.vote_submit(annotator=annotator, assignment_id=lease.assignment, submitted=choice)
+            rated.append(lease.pair)
+        return rated
+
+    assert rate_all(first) == order  # the window holds a pair this annotator rated: fresh pairs, oldest first
+    # The second annotator skips the window's pair, so it stays there, seen; no pair is fresh any more, so the
+    # others are found past the window.
+    assert rate_all(second, first_choice="skip") == order
+    assert list(Pair.objects.order_by("id").values_list("valid_votes", flat=True)) == [1, 2, 2, 2]
 
 
 def _rate_everything(client, campaign, choose) -> None:

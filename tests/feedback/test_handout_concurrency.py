@@ -64,7 +64,7 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
                     continue
                 idle = 0
                 choice = rng.choice(["left", "right", "tie", "both_bad", "skip"])
-                services.vote_submit(annotator=user, assignment_id=assignment.pk, submitted=choice)
+                services.vote_submit(annotator=user, assignment_id=assignment.assignment, submitted=choice)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:

@@ -8,7 +8,7 @@ import pytest
 
 from feedback import handout, services
 from generators import services as generator_services
-from generators.models import AliasChange, ModelVersion
+from generators.models import AliasChange, GeneratedImage, ModelVersion
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -53,14 +53,13 @@ def _vote_all(arena, prefer_child_every: int) -> None:
     """Each annotator votes every pair: the child wins except on every ``prefer_child_every``-th vote."""
     count = 0
     for annotator in arena["annotators"]:
-        while (assignment := handout.next_assignment(annotator=annotator, campaign=arena["campaign"])) is not None:
-            pair = assignment.pair
-            child_is_a = pair.image_a.model_version_id == arena["child"].pk
-            child_on_left = child_is_a == assignment.a_on_left
+        while (lease := handout.next_assignment(annotator=annotator, campaign=arena["campaign"])) is not None:
+            child_is_a = GeneratedImage.objects.get(pk=lease.image_a).model_version_id == arena["child"].pk
+            child_on_left = child_is_a == lease.a_on_left
             count += 1
             child_wins = count % prefer_child_every != 0
             choice = "left" if child_on_left == child_wins else "right"
-            services.vote_submit(annotator=annotator, assignment_id=assignment.pk, submitted=choice)
+            services.vote_submit(annotator=annotator, assignment_id=lease.assignment, submitted=choice)
 
 
 def test_leaderboard_ranks_the_winner_with_intervals_and_a_verdict(arena, client_for):

@@ -49,5 +49,5 @@ def voted_campaign(users, settings, tmp_path, django_user_model):
     for annotator, choices in ((users["annotator"], ["left", "tie", "skip"]), (second, ["right"] * 3)):
         for choice in choices:
             assignment = handout.next_assignment(annotator=annotator, campaign=campaign)
-            services.vote_submit(annotator=annotator, assignment_id=assignment.pk, submitted=choice)
+            services.vote_submit(annotator=annotator, assignment_id=assignment.assignment, submitted=choice)
     return campaign
