@@ -111,8 +111,11 @@ def run_experiment(
     *,
     threads: int | None = 1,
     verbose: bool = False,
+    output_dir: str | None = None,
 ) -> dict[str, Any]:
     """Generate, vote, split, train, evaluate. Returns the report dict (JSON-safe).
+
+    ``output_dir``: where the best reward model is saved (``RewardModel.save``), for use elsewhere.
 
     ``threads``: torch intra-op threads for the run (restored after). The sandbox models are so small that one
     thread is about as fast as two on an idle 2-core machine and several times faster on a busy one.
@@ -121,12 +124,14 @@ def run_experiment(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(config or ExperimentConfig(), train_config or RewardTrainConfig(), verbose)
+        return _run(config or ExperimentConfig(), train_config or RewardTrainConfig(), verbose, output_dir)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(config: ExperimentConfig, train_config: RewardTrainConfig, verbose: bool) -> dict[str, Any]:
+def _run(
+    config: ExperimentConfig, train_config: RewardTrainConfig, verbose: bool, output_dir: str | None = None
+) -> dict[str, Any]:
     cpu_began, wall_began = time.process_time(), time.perf_counter()
 
     prompts = all_captions(with_sizes=True)
@@ -143,7 +148,7 @@ def _run(config: ExperimentConfig, train_config: RewardTrainConfig, verbose: boo
 
     cpu_train, wall_train = time.process_time(), time.perf_counter()
     callbacks = MemoryCallbacks()
-    result = train_reward_model(train_config, splits.train, splits.val, splits.test, callbacks)
+    result = train_reward_model(train_config, splits.train, splits.val, splits.test, callbacks, output_dir=output_dir)
     train_cpu_seconds = time.process_time() - cpu_train
     train_wall_seconds = time.perf_counter() - wall_train
 
