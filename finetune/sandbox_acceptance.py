@@ -57,19 +57,27 @@ def _learned_reward(model_dir: str | None):
     return RewardFunction.from_directory(model_dir)
 
 
+class _CurveContext(NullJobContext):
+    """Keeps the training reward of each epoch and the evaluations (the curve, not only its end points)."""
+
+    def __init__(self) -> None:
+        self.train_reward: list[float] = []
+        self.evals: dict[int, dict[str, float]] = {}
+
+    def log_metrics(self, step: int, values) -> None:
+        if "reward_mean" in values:
+            self.train_reward.append(round(float(values["reward_mean"]), 3))
+        if "eval_reward_mean" in values:
+            self.evals[step] = {key: round(float(value), 3) for key, value in values.items()}
+
+
 def run_seed(reward: str, seed: int, overrides: dict[str, Any], reward_fn, gold_fn) -> dict[str, Any]:
     prompts = sandbox_prompts()
     train = [p["text"] for p in prompts["train"]]
     evaluate = [p["text"] for p in prompts["eval"]]
-    began = time.perf_counter()
+    began, ctx = time.perf_counter(), _CurveContext()
     trainer = DDPOTrainer(
-        str(PIPELINE_PATH),
-        {**overrides, "seed": seed},
-        reward_fn,
-        train,
-        evaluate,
-        NullJobContext(),
-        gold_reward_fn=gold_fn,
+        str(PIPELINE_PATH), {**overrides, "seed": seed}, reward_fn, train, evaluate, ctx, gold_reward_fn=gold_fn
     )
     summary = trainer.train().summary
     row = {
@@ -80,6 +88,8 @@ def run_seed(reward: str, seed: int, overrides: dict[str, Any], reward_fn, gold_
         "gold_before": summary.get("eval_gold_reward_before"),
         "gold_after": summary.get("eval_gold_reward_after"),
         "minutes": (time.perf_counter() - began) / 60,
+        "train_reward_by_epoch": ctx.train_reward,
+        "evals": ctx.evals,
     }
     row["gain"] = row["after"] - row["before"]
     return row
