@@ -322,6 +322,24 @@ def build_sd15(device: torch.device, dtype: torch.dtype, smoke: bool):
     return unet, vae, text_encoder, build_clip_tokenizer(), scheduler
 
 
+def build_sd15_pipeline(device: torch.device, dtype: torch.dtype, smoke: bool):
+    """A ``StableDiffusionPipeline`` of :func:`build_sd15`'s components (no safety checker)."""
+    from diffusers import StableDiffusionPipeline
+
+    unet, vae, text_encoder, tokenizer, scheduler = build_sd15(device, dtype, smoke)
+    with quiet_diffusers():
+        return StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
 def count_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -336,28 +354,17 @@ def bench_generation(device: torch.device, plan: Plan, dtype: torch.dtype | None
 
     ``dtype`` of the main rows defaults to fp16 on CUDA, fp32 elsewhere; the extra row is always bf16.
     """
-    from diffusers import StableDiffusionPipeline
 
     dtype = dtype or (torch.float16 if is_cuda(device) else torch.float32)
     log(f"generation: building SD 1.5 components ({dtype_name(dtype)})")
-    unet, vae, text_encoder, tokenizer, scheduler = build_sd15(device, dtype, plan.smoke)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = build_sd15_pipeline(device, dtype, plan.smoke)
     pipe.set_progress_bar_config(disable=True)
     result: dict[str, Any] = {
         "resolution": plan.image_size,
         "steps": plan.gen_steps,
         "guidance_scale": plan.guidance,
         "scheduler": "DDIM",
-        "unet_params_m": round(count_params(unet) / 1e6, 1),
+        "unet_params_m": round(count_params(pipe.unet) / 1e6, 1),
         "rows": [],
     }
     runs = [(dtype, b) for b in plan.gen_batches] + [(torch.bfloat16, plan.gen_bf16_batch)]

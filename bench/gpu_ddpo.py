@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_check import build_sd15, quiet_diffusers  # noqa: E402
+from gpu_check import build_sd15_pipeline  # noqa: E402
 
 
 class Recorder:
@@ -70,24 +70,11 @@ def main() -> None:
     parser.add_argument("--timesteps-per-forward", type=int, default=1)
     args = parser.parse_args()
 
-    from diffusers import StableDiffusionPipeline
-
     from finetune.trainer import DDPOTrainer
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    unet, vae, text_encoder, tokenizer, scheduler = build_sd15(device, dtype, smoke=args.smoke)
-    with quiet_diffusers():
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    pipe = build_sd15_pipeline(device, dtype, smoke=args.smoke)
     config = {
         "epochs": args.epochs,
         "samples_per_epoch": args.samples,
