@@ -53,10 +53,6 @@ IN_PROGRESS_WINDOW = 64
 
 _A, _P = Assignment._meta.db_table, Pair._meta.db_table
 _LEASED = AssignmentStatus.LEASED.value
-_PROMPT_OF_PAIR = (
-    f"JOIN {GeneratedImage._meta.db_table} i ON i.id = p.image_a_id "
-    f"JOIN {Prompt._meta.db_table} pr ON pr.id = i.prompt_id"
-)
 # A scalar subquery: evaluated only for the row that is returned, not for every row the search passes.
 _PROMPT_TEXT = (
     f"(SELECT pr.text FROM {GeneratedImage._meta.db_table} i "  # noqa: S608 - table names come from the models
@@ -70,8 +66,8 @@ _LIVE_LEASES = (
 # every request; a scalar subquery with LIMIT stays one probe of the (pair, annotator) unique index per row.
 _UNSEEN = f"(SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %(annotator)s LIMIT 1) IS NULL"  # noqa: S608
 
-_HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, p.id, p.image_a_id, p.image_b_id, pr.text
-FROM {_A} a JOIN {_P} p ON p.id = a.pair_id {_PROMPT_OF_PAIR}
+_HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT}
+FROM {_A} a JOIN {_P} p ON p.id = a.pair_id
 WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.status = '{_LEASED}' AND a.expires_at > %s AND a.id <> %s
 ORDER BY a.id LIMIT 1"""  # noqa: S608 - table names come from the models, values are parameters
 
