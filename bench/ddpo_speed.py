@@ -66,6 +66,8 @@ def measure_ours(args) -> dict:
         "lora_rank": 4,
         "learning_rate": LR,
         "clip_range": CLIP,
+        "inner_epochs": 1,  # trl's default, and batch z-scores as trl's (our defaults differ: see finetune/config.py)
+        "advantage_stats": "batch",
         "eval_every": 0,
         "seed": args.seed,
     }

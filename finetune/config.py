@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+ADVANTAGE_STATS = ("group", "batch", "history")  # finetune.advantages.MODES
 
 # Black et al. 2023 / kvablack/ddpo-pytorch for SD 1.x on 8 GPUs (samples and batches are per process).
 SD_RECOMMENDED: dict[str, Any] = {
@@ -42,7 +43,7 @@ class ConfigError(ValueError):
 class DDPOConfig:
     """Hyper-parameters of one DDPO fine-tuning run (see ``finetune/README.md``)."""
 
-    epochs: int = 25
+    epochs: int = 80
     samples_per_epoch: int = 32  # over all processes
     images_per_prompt: int = 4  # samples of each drawn prompt per epoch (8 prompts × 4 images by default)
     sample_batch_size: int = 16  # per process and forward pass; rewards of one batch overlap the next's sampling
@@ -52,7 +53,7 @@ class DDPOConfig:
     eta: float = 1.0
     height: int = 0  # 0: the model's native size
     width: int = 0
-    learning_rate: float = 3e-2
+    learning_rate: float = 5e-3
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-4
@@ -60,16 +61,16 @@ class DDPOConfig:
     max_grad_norm: float = 1.0
     clip_range: float = 1e-2
     adv_clip_max: float = 5.0
-    inner_epochs: int = 1
+    inner_epochs: int = 2
     timestep_fraction: float = 1.0
     timesteps_per_forward: int = 0  # timesteps stacked in one UNet pass (gradients accumulate over passes); 0: all
     kl_beta: float = 0.0
     lora_rank: int = 4
     lora_alpha: float = 0.0  # 0: equal to the rank
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    per_prompt_stats: bool = False  # batch z-scores; per-prompt ones over groups of 4 amplified noise here
-    stat_buffer_size: int = 32
-    stat_min_count: int = 16
+    advantage_stats: str = "group"  # group, batch or history (finetune/advantages.py)
+    stat_buffer_size: int = 32  # history only
+    stat_min_count: int = 16  # history only
     eval_every: int = 5
     eval_images_per_prompt: int = 2
     eval_seed: int = 1_000_000
@@ -117,7 +118,8 @@ class DDPOConfig:
         _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)
         _check("kl_beta", self.kl_beta, float, low=0.0)
         _check("lora_alpha", self.lora_alpha, float, low=0.0)
-        _check("per_prompt_stats", self.per_prompt_stats, bool)
+        if self.advantage_stats not in ADVANTAGE_STATS:
+            raise ConfigError("advantage_stats", f"must be one of {', '.join(ADVANTAGE_STATS)}")
         if self.stat_min_count > self.stat_buffer_size:
             raise ConfigError("stat_min_count", "cannot exceed stat_buffer_size")
         if self.mixed_precision not in MIXED_PRECISION:

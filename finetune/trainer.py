@@ -136,7 +136,7 @@ class DDPOTrainer:
         self.model, self.optimizer = acc.prepare(self.parts.unet, optimizer)
         self.negative_embeds = encode_prompts(self.parts, [""])
         self.tracker = PerPromptStatTracker(
-            cfg.stat_buffer_size, cfg.stat_min_count, cfg.adv_clip_max, per_prompt=cfg.per_prompt_stats
+            cfg.stat_buffer_size, cfg.stat_min_count, cfg.adv_clip_max, mode=cfg.advantage_stats
         )
         self.settings = StepSettings(
             guidance_scale=cfg.guidance_scale,

@@ -26,6 +26,19 @@ def fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(scope="session")
+def sandbox_reward_experiment(tmp_path_factory) -> tuple[dict, str]:
+    """The rewards sandbox acceptance experiment, run once: its report and the directory of the saved model.
+
+    About a minute of CPU; the rewards acceptance test checks the report and the DDPO acceptance test
+    fine-tunes against the model.
+    """
+    from rewards.sandbox_experiment import ExperimentConfig, run_experiment
+
+    model_dir = str(tmp_path_factory.mktemp("sandbox-reward"))
+    return run_experiment(ExperimentConfig(), threads=1, output_dir=model_dir), model_dir
+
+
 def make_user(django_user_model, role: str, username: str | None = None):
     user = django_user_model.objects.create_user(username=username or role, password=f"{role}-pass-123")
     if role == Role.ADMIN:

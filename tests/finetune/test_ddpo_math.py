@@ -81,7 +81,7 @@ def test_ppo_loss_on_policy_ratio_is_one_and_clipping_counts():
 
 
 def test_stat_tracker_per_prompt_after_min_count_and_serialisable():
-    tracker = PerPromptStatTracker(buffer_size=4, min_count=2, clip=5.0)
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=2, clip=5.0, mode="history")
     first = tracker.update(["a", "b"], [1.0, 3.0])  # one reward each: batch statistics
     np.testing.assert_allclose(first, [-1, 1], atol=1e-5)
     second = tracker.update(["a", "a", "b", "b"], [0.0, 2.0, 3.0, 3.0])
@@ -90,7 +90,20 @@ def test_stat_tracker_per_prompt_after_min_count_and_serialisable():
     np.testing.assert_allclose(second[2:], 0.0, atol=1e-6)  # b's rewards are all 3: zero advantage
     restored = PerPromptStatTracker.from_state_dict(json.loads(json.dumps(tracker.state_dict())))
     np.testing.assert_array_equal(restored.update(["a"], [5.0]), tracker.update(["a"], [5.0]))
-    assert np.abs(PerPromptStatTracker(clip=1.0).update(["x"] * 4, [0, 0, 0, 100])).max() <= 1.0
+    assert np.abs(PerPromptStatTracker(clip=1.0, mode="batch").update(["x"] * 4, [0, 0, 0, 100])).max() <= 1.0
+
+
+def test_stat_tracker_group_centres_on_the_prompt_and_divides_by_the_pooled_spread():
+    tracker = PerPromptStatTracker(clip=5.0)  # mode "group", the default
+    rewards = np.array([10.0, 12.0, 0.0, 4.0, 100.0, 100.0])  # prompt offsets of 11, 2 and 100
+    advantages = tracker.update(["a", "a", "b", "b", "c", "c"], rewards)
+    residuals = np.array([-1.0, 1.0, -2.0, 2.0, 0.0, 0.0])
+    np.testing.assert_allclose(advantages, residuals / np.sqrt(np.mean(residuals**2)), rtol=1e-5)
+    assert tracker.buffers == {}  # no history: only this batch counts
+    restored = PerPromptStatTracker.from_state_dict(json.loads(json.dumps(tracker.state_dict())))
+    assert restored.mode == "group" and restored.state_dict() == tracker.state_dict()
+    batch = PerPromptStatTracker(mode="batch").update(["a", "a", "b", "b", "c", "c"], rewards)
+    np.testing.assert_allclose(batch, (rewards - rewards.mean()) / rewards.std(), rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +120,8 @@ def test_stat_tracker_per_prompt_after_min_count_and_serialisable():
         ({"lora_targets": []}, "lora_targets"),
         ({"stat_min_count": 64}, "stat_min_count"),
         ({"epochs": True}, "epochs"),
+        ({"advantage_stats": "per_prompt"}, "advantage_stats"),
+        ({"per_prompt_stats": True}, "per_prompt_stats"),
     ],
 )
 def test_bad_configs_name_the_field(values, field):

@@ -38,7 +38,7 @@ def test_first_ppo_ratio_is_exactly_one_on_fresh_samples(straight_run):
     trainer, result, _ = straight_run
     for epoch in result.summary["history"]:
         assert epoch["first_ratio_max_deviation"] == 0.0
-    assert result.summary["history"][0]["optimizer_steps"] == 2
+    assert result.summary["history"][0]["optimizer_steps"] == 2 * trainer.config.inner_epochs  # 2 per pass
 
 
 def test_run_reports_metrics_progress_grid_and_summary(straight_run):

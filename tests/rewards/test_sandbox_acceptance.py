@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 
-from rewards.sandbox_experiment import ExperimentConfig, run_experiment
 
-
-def test_reward_model_learns_the_area_preference():
-    report = run_experiment(ExperimentConfig(), threads=1)
+def test_reward_model_learns_the_area_preference(sandbox_reward_experiment):
+    report, _ = sandbox_reward_experiment
     summary = {k: report[k] for k in ("votes", "trained_decisive_accuracy", "baseline_decisive_accuracy")}
     summary |= {k: report[k] for k in ("achievable_decisive_accuracy", "total_cpu_seconds")}
     print(json.dumps(summary))
