@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -225,9 +226,10 @@ def _cpu_used(before: dict, after: dict) -> dict[str, float]:
     }
 
 
-def _start_server(port: int, env: dict, workers: int, threads: int) -> subprocess.Popen:
+def _start_server(port: int, env: dict, workers: int, threads: int, extra: str = "") -> subprocess.Popen:
     command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads)]
+    command += shlex.split(extra)  # later options win: e.g. "--worker-class sync" or "--http-parser python"
     server = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     import requests
 
@@ -284,9 +286,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--phases", type=_phases, default=_phases("floor@0,two@0,one@0,one@300"), help=_phases.__doc__)
-    parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=16)
     parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument("--server-args", default="", help='more gunicorn options, e.g. "--http-parser python"')
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     args = parser.parse_args()
 
@@ -305,7 +308,7 @@ def main() -> None:
     # Fresh tables have no planner statistics yet; production's autovacuum keeps them current.
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "ANALYZE", DB_NAME], check=True)
     port = _free_port()
-    server = _start_server(port, env, args.web_workers, args.web_threads)
+    server = _start_server(port, env, args.web_workers, args.web_threads, args.server_args)
     try:
         results = [run_phase(port, server.pid, world, args, layout, rate) for layout, rate in args.phases]
     finally:
@@ -329,6 +332,7 @@ def main() -> None:
         "web_workers": args.web_workers,
         "web_threads": args.web_threads,
         "client_processes": args.client_processes,
+        "server_args": args.server_args,
         "phases": results,
     }
     print(json.dumps(summary))
