@@ -128,6 +128,8 @@ class DDPOConfig:
         if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
             raise ConfigError("lora_targets", "must be a non-empty list of module names such as 'to_q'")
         object.__setattr__(self, "lora_targets", tuple(targets))
+        if self.advantage_stats == "group" and self.images_per_prompt < 2:
+            raise ConfigError("images_per_prompt", "group advantages compare images of one prompt: use at least 2")
         if self.samples_per_epoch % self.images_per_prompt:
             raise ConfigError("images_per_prompt", f"must divide samples_per_epoch ({self.samples_per_epoch})")
         if self.samples_per_epoch % self.train_batch_size:

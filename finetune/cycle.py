@@ -29,11 +29,11 @@ from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
 from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
 
-# A learned reward's level depends on the prompt (CLIP scores differ between captions), so the cycle's DDPO
-# normalises advantages within each prompt's group of images (GRPO-style) rather than over the batch: with
-# batch normalisation the prompt, not the image, drove the advantage and the version did not improve. A smaller
-# step with two inner epochs rose steadily against the reward model (lr 3e-2 climbed further but dipped on the way).
-CYCLE_FINETUNE: dict[str, Any] = {}  # the DDPO defaults (finetune/config.py) are tuned for the sandbox
+# The cycle fine-tunes with the DDPO defaults (finetune/config.py). They were chosen against this cycle's kind of
+# reward: a learned reward's level depends on the prompt (its scores differ between captions), so advantages are
+# taken within each prompt's group of images, and a small step with two inner epochs keeps the policy inside
+# PPO's trust region. Overrides go here (or in `rlhf_cycle --finetune`).
+CYCLE_FINETUNE: dict[str, Any] = {}
 
 # The reward oracle (for fine-tuning's gold measure) behind each pairwise oracle of the simulated annotators.
 GOLD_ORACLE_FOR = {"larger": "area", "colour": "colour", "shape": "shape"}

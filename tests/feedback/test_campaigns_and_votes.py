@@ -419,3 +419,41 @@ def test_votes_over_time_bins_cumulative_counts(campaign, client_for):
 
     # Bins of 15 minutes; a vote exactly on a bin's end belongs to that bin.
     assert [(p["votes"], p["valid_votes"]) for p in points] == [(1, 1), (2, 1), (2, 1), (3, 2)]
+
+
+def test_fresh_pairs_are_found_through_the_hand_out_index_whatever_the_statistics(campaign, users):
+    """PostgreSQL: statistics taken while every pair was fresh must not send the fresh-pair search along the
+    primary key, where it steps over every completed pair (they cluster at low ids) on each hand-out."""
+    from django.db import connection
+
+    from generators.models import GeneratedImage
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL planner check")
+    template = GeneratedImage.objects.first()
+    images = GeneratedImage.objects.bulk_create(
+        GeneratedImage(
+            model_version=template.model_version,
+            prompt=template.prompt,
+            seed=1000 + i,
+            settings={},
+            settings_hash="1" * 64,
+            file=f"plan/{i}.png",
+            sha256="0" * 64,
+            width=8,
+            height=8,
+        )
+        for i in range(60)
+    )
+    Pair.objects.bulk_create(
+        Pair(campaign=campaign, image_a=a, image_b=b) for a in images for b in images if a.pk != b.pk
+    )  # 3,540 more pairs
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE feedback_pair")  # every pair fresh
+        completed = list(campaign.pairs.order_by("id").values_list("id", flat=True))[:-40]
+        Pair.objects.filter(pk__in=completed).update(valid_votes=campaign.votes_per_pair)
+        params = {"campaign": campaign.pk, "annotator": users["annotator"].pk, "k": campaign.votes_per_pair}
+        sql = handout._REGULAR_CANDIDATE_SQL.format(band=handout._REGULAR_BANDS[1], not_tried="")
+        cursor.execute("EXPLAIN " + sql, {**params, "now": timezone.now(), "gold": False})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pair_handout_order" in plan, plan

@@ -14,7 +14,7 @@ from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TRAIN_PROMPTS, R
 SHORT_RUN = {"epochs": 30, "eval_every": 0}
 
 
-def _eval_gain(reward_fn, gold_fn=None) -> dict:
+def _short_run(reward_fn, gold_fn=None) -> dict:
     trainer = DDPOTrainer(
         PIPELINE, SHORT_RUN, reward_fn, TRAIN_PROMPTS, EVAL_PROMPTS, RecordingContext(), gold_reward_fn=gold_fn
     )
@@ -22,7 +22,7 @@ def _eval_gain(reward_fn, gold_fn=None) -> dict:
 
 
 def test_default_settings_raise_the_area_reward_on_eval_prompts():
-    summary = _eval_gain(area)
+    summary = _short_run(area)
     before, after = summary["eval_reward_before"], summary["eval_reward_after"]
     assert after - before >= 0.05, (before, after)
 
@@ -31,7 +31,7 @@ def test_default_settings_raise_a_learned_reward_on_eval_prompts(sandbox_reward_
     from rewards.scoring import RewardFunction
 
     _, model_dir = sandbox_reward_experiment
-    summary = _eval_gain(RewardFunction.from_directory(model_dir), gold_fn=area)
+    summary = _short_run(RewardFunction.from_directory(model_dir), gold_fn=area)
     before, after = summary["eval_reward_before"], summary["eval_reward_after"]
     gold = summary["eval_gold_reward_before"], summary["eval_gold_reward_after"]
     assert after - before >= 0.4, (before, after, gold)  # the model's scores spread about ±5 over images

@@ -122,6 +122,7 @@ def test_stat_tracker_group_centres_on_the_prompt_and_divides_by_the_pooled_spre
         ({"epochs": True}, "epochs"),
         ({"advantage_stats": "per_prompt"}, "advantage_stats"),
         ({"per_prompt_stats": True}, "per_prompt_stats"),
+        ({"images_per_prompt": 1}, "images_per_prompt"),
     ],
 )
 def test_bad_configs_name_the_field(values, field):
