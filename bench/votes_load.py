@@ -198,21 +198,26 @@ def run_clients(port: int, campaign: int, tokens: list[str], seconds: float, pro
     return latencies, errors, elapsed, client_cpu
 
 
-def _cpu_seconds(processes) -> dict[int, float]:
+def _cpu_seconds(processes) -> float:
+    """CPU seconds of the live processes plus those of their children that have exited.
+
+    PostgreSQL's backends come and go (Django reopens a connection after ``CONN_MAX_AGE``): an exited backend's
+    time moves into the postmaster's ``children_*`` times, so the total stays right across a phase.
+    """
     import psutil
 
-    seconds = {}
+    seconds = 0.0
     for process in processes:
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        seconds[process.pid] = times.user + times.system
+        seconds += times.user + times.system + times.children_user + times.children_system
     return seconds
 
 
-def _cpu_snapshot(server_pid: int) -> dict[str, dict[int, float]]:
-    """CPU seconds so far of the web server's processes and of PostgreSQL's (by process)."""
+def _cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the web server's processes and of PostgreSQL's."""
     import psutil
 
     server = psutil.Process(server_pid)
@@ -221,9 +226,7 @@ def _cpu_snapshot(server_pid: int) -> dict[str, dict[int, float]]:
 
 
 def _cpu_used(before: dict, after: dict) -> dict[str, float]:
-    return {
-        group: sum(seconds - before[group].get(pid, 0.0) for pid, seconds in after[group].items()) for group in after
-    }
+    return {group: after[group] - before[group] for group in after}
 
 
 def _start_server(port: int, env: dict, workers: int, threads: int, extra: str = "") -> subprocess.Popen:
