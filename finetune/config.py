@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .advantages import MODES
+
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-ADVANTAGE_STATS = ("group", "batch", "history")  # finetune.advantages.MODES
+ADVANTAGE_STATS = MODES  # the advantage baselines of finetune/advantages.py
 
 # Black et al. 2023 / kvablack/ddpo-pytorch for SD 1.x on 8 GPUs (samples and batches are per process).
 SD_RECOMMENDED: dict[str, Any] = {
