@@ -37,13 +37,13 @@ class PerPromptStatTracker:
         rewards = np.asarray(rewards, dtype=np.float64)
         if len(prompts) != len(rewards):
             raise ValueError("prompts and rewards must have the same length")
-        advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
         if self.mode == "group":
             residuals = rewards.copy()
             for rows in _rows_by_prompt(prompts).values():
                 residuals[rows] -= rewards[rows].mean()
-            advantages = residuals / (np.sqrt(np.mean(residuals**2)) + 1e-6)
-        elif self.mode == "history":
+            return np.clip(residuals / (np.sqrt(np.mean(residuals**2)) + 1e-6), -self.clip, self.clip)
+        advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+        if self.mode == "history":
             for prompt, rows in _rows_by_prompt(prompts).items():
                 buffer = self.buffers.setdefault(prompt, deque(maxlen=self.buffer_size))
                 buffer.extend(rewards[rows].tolist())
