@@ -1,7 +1,7 @@
 """One DDIM step that also returns the Gaussian log-probability of the step's result (DDPO's policy).
 
 With eta > 0 a DDIM step is a Gaussian transition x_{t-1} ~ N(mean(x_t, model_output), std_t²); the log-density
-of ``prev_sample`` under it is averaged over all non-batch dimensions (as DDPO does, Black et al. 2023). Works for epsilon-,
+of ``prev_sample`` under it is averaged over all non-batch dimensions (as DDPO does). Works for epsilon-,
 sample- and v-prediction, and for a tensor of timesteps (one per sample) as well as a single timestep.
 """
 
