@@ -15,6 +15,7 @@ class RunKindName(models.TextChoices):
     REWARD_TRAIN = "reward_train"
     FINETUNE = "finetune"
     EVALUATE = "evaluate"
+    DATASET_IMPORT = "dataset_import"
 
 
 class Run(models.Model):
