@@ -12,11 +12,19 @@ class DatasetSource(models.TextChoices):
     PARQUET = "parquet", "imported Pick-a-Pic Parquet"
 
 
+class DatasetState(models.TextChoices):
+    IMPORTING = "importing", "uploaded; its import run is validating it"
+    READY = "ready", "validated: usable for reward training"
+    FAILED = "failed", "the import found a problem (see error)"
+
+
 class PreferenceDataset(models.Model):
     """An immutable Pick-a-Pic-schema Parquet file of labelled pairs: what a reward model was trained on.
 
     A snapshot of campaigns records every vote it holds (``ranking_id`` is the vote id), so a reward
-    model can be traced to the exact votes and retrained on them.
+    model can be traced to the exact votes and retrained on them. An uploaded file is stored first and
+    ``importing`` until its ``dataset_import`` run (``import_run``) has validated every row: only a ``ready``
+    dataset can be trained on.
     """
 
     name = models.CharField(max_length=200, unique=True)
@@ -29,12 +37,20 @@ class PreferenceDataset(models.Model):
     campaigns = models.ManyToManyField("feedback.Campaign", related_name="datasets", blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="how the snapshot was taken (flagged, gold...)")
     original_path = models.CharField(max_length=1000, blank=True, default="")
+    state = models.CharField(max_length=16, choices=DatasetState.choices, default=DatasetState.READY)
+    error = models.TextField(blank=True, default="", help_text="why the import failed (never a server path)")
+    import_run = models.ForeignKey(
+        "core.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="the import run"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.CheckConstraint(condition=Q(source__in=DatasetSource.values), name="dataset_source")]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=DatasetSource.values), name="dataset_source"),
+            models.CheckConstraint(condition=Q(state__in=DatasetState.values), name="dataset_state"),
+        ]
 
     def __str__(self) -> str:
         return self.name
