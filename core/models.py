@@ -76,6 +76,7 @@ class MetricPoint(models.Model):
     key = models.CharField(max_length=100)
     step = models.IntegerField()
     value = models.FloatField(null=True, help_text="null when the value was not finite (NaN or infinite)")
+    attempt = models.PositiveIntegerField(default=0, help_text="the run's attempt that wrote it (0: not recorded)")
     recorded_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -96,6 +97,7 @@ class Artifact(models.Model):
     sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField()
     metadata = models.JSONField(default=dict, blank=True)
+    attempt = models.PositiveIntegerField(default=0, help_text="the run's attempt that wrote it (0: not recorded)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
