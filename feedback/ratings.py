@@ -42,6 +42,7 @@ import math
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
@@ -53,11 +54,15 @@ __all__ = [
     "ELO_SCALE",
     "OUTCOMES",
     "BootstrapIntervals",
+    "HeadToHead",
+    "Verdict",
     "arena_rank",
     "bootstrap_intervals",
     "display_rating",
     "fit_bradley_terry",
+    "head_to_head",
     "leaderboard",
+    "verdict_text",
 ]
 
 OUTCOMES = ("a", "b", "tie", "both_bad", "skip")
@@ -445,12 +450,30 @@ def _rate(wins: float, ties: float, total: float) -> float | None:
     return float((wins + 0.5 * ties) / total) if total else None
 
 
-def _verdict(a: Model, b: Model, interval: tuple[float, float] | None, total: int) -> str:
+class Verdict(StrEnum):
+    """What the votes say about a pair: ``model_a`` is better, ``model_b`` is better, or too few votes to tell."""
+
+    A_BETTER = "a_better"
+    B_BETTER = "b_better"
+    UNDECIDED = "undecided"
+
+
+def _verdict(interval: tuple[float, float] | None) -> Verdict:
+    """The verdict from the interval of P(a beats b): decided only when it excludes 50%."""
     if interval is not None and interval[0] > 0.5:
-        return f"{a} beats {b}"
+        return Verdict.A_BETTER
     if interval is not None and interval[1] < 0.5:
-        return f"{b} beats {a}"
-    return f"not enough votes to tell {a} and {b} apart ({total} vote{'' if total == 1 else 's'})"
+        return Verdict.B_BETTER
+    return Verdict.UNDECIDED
+
+
+def verdict_text(verdict: Verdict, name_a: str, name_b: str, total: int) -> str:
+    """The verdict in words, for display only (decisions branch on :class:`Verdict`)."""
+    if verdict is Verdict.A_BETTER:
+        return f"{name_a} beats {name_b}"
+    if verdict is Verdict.B_BETTER:
+        return f"{name_b} beats {name_a}"
+    return f"not enough votes to tell {name_a} and {name_b} apart ({total} vote{'' if total == 1 else 's'})"
 
 
 def leaderboard(
@@ -462,11 +485,15 @@ def leaderboard(
     both_bad: BothBad = "tie",
     prior: float = DEFAULT_PRIOR,
     reference: Model | None = None,
+    names: Mapping[Model, str] | None = None,
 ) -> dict[str, Any]:
     """A JSON-serialisable leaderboard: ratings with intervals and ranks, pairwise counts and verdicts.
 
     ``models`` is sorted by (rank, -strength); ``pairs`` lists every pair once, the better-placed model as
-    ``model_a``; ``matrix`` holds the same counts as square lists in ``matrix["models"]`` order.
+    ``model_a``; ``matrix`` holds the same counts as square lists in ``matrix["models"]`` order. Models are
+    keyed by their ids (``model``, ``model_a``, ``model_b``, ``winner``); ``names`` (default ``str(id)``) only
+    fills the display fields (``name``, ``name_a``, ``name_b``, ``verdict_text``, ``matrix["names"]``). Each
+    pair's ``verdict`` is a :class:`Verdict` and ``enough_votes`` says whether it is decided.
     """
     _check_prior(prior)
     data = _parse(votes, both_bad)
@@ -476,6 +503,7 @@ def leaderboard(
     s = s_hat - s_hat[ref] if ref is not None else s_hat
     k = data.n_models
     label = data.component_of()
+    name = [str(m) if names is None else str(names.get(m, m)) for m in data.models]
 
     # counts: wins[i, j] = votes i won against j, ties[i, j] (symmetric) = ties and counted both_bad
     wins = np.zeros((k, k), dtype=np.int64)
@@ -511,6 +539,7 @@ def leaderboard(
         rows.append(
             {
                 "model": _json_id(data.models[y]),
+                "name": name[y],
                 "rank": rank[y],
                 "strength": float(s[y]),
                 "strength_interval": [float(lo[y]), float(hi[y])],
@@ -533,15 +562,16 @@ def leaderboard(
             interval = None if sep else boot.win_probability.get((a, b))
             n_ab = int(total[ya, yb])
             if sep:
-                verdict = _verdict(
-                    a, b, (1.0, 1.0) if dominates[ya, yb] else (0.0, 0.0) if dominates[yb, ya] else None, n_ab
-                )
+                verdict = _verdict((1.0, 1.0) if dominates[ya, yb] else (0.0, 0.0) if dominates[yb, ya] else None)
             else:
-                verdict = _verdict(a, b, interval, n_ab)
+                verdict = _verdict(interval)
+            winner = {Verdict.A_BETTER: a, Verdict.B_BETTER: b}.get(verdict)
             pairs.append(
                 {
                     "model_a": _json_id(a),
                     "model_b": _json_id(b),
+                    "name_a": name[ya],
+                    "name_b": name[yb],
                     "wins_a": int(wins[ya, yb]),
                     "wins_b": int(wins[yb, ya]),
                     "ties": int(ties[ya, yb]),
@@ -551,6 +581,9 @@ def leaderboard(
                     "p_interval": list(interval) if interval is not None else None,
                     "separated": sep,
                     "verdict": verdict,
+                    "enough_votes": verdict is not Verdict.UNDECIDED,
+                    "winner": _json_id(winner) if winner is not None else None,
+                    "verdict_text": verdict_text(verdict, name[ya], name[yb], n_ab),
                 }
             )
 
@@ -559,6 +592,7 @@ def leaderboard(
         "pairs": pairs,
         "matrix": {
             "models": [_json_id(data.models[y]) for y in order],
+            "names": [name[y] for y in order],
             "wins": [[int(wins[ya, yb]) for yb in order] for ya in order],
             "ties": [[int(ties[ya, yb]) for yb in order] for ya in order],
             "total": [[int(total[ya, yb]) for yb in order] for ya in order],
@@ -581,3 +615,55 @@ def leaderboard(
             "scale": "rating = 400 / ln(10) * strength + 1000",
         },
     }
+
+
+@dataclass(frozen=True)
+class HeadToHead:
+    """One model against another in a :func:`leaderboard`, seen from ``model``'s side.
+
+    ``win_rate`` is ``model``'s (ties half); ``beats_interval`` the interval of P(model beats other) (None when
+    the pair is separated or not connected); ``winner`` the better model when ``enough_votes``, else None.
+    """
+
+    model: Model
+    other: Model
+    votes: int
+    win_rate: float | None
+    beats_interval: tuple[float, float] | None
+    enough_votes: bool
+    winner: Model | None
+    verdict_text: str
+
+    @property
+    def model_is_better(self) -> bool:
+        return self.enough_votes and self.winner == self.model
+
+
+def head_to_head(board: Mapping[str, Any], model: Model, other: Model) -> HeadToHead | None:
+    """``model`` against ``other`` from a :func:`leaderboard` (None when the board does not hold both)."""
+    for pair in board["pairs"]:
+        if (pair["model_a"], pair["model_b"]) == (model, other):
+            interval = pair["p_interval"]
+            return HeadToHead(
+                model=model,
+                other=other,
+                votes=pair["total"],
+                win_rate=pair["win_rate_a"],
+                beats_interval=tuple(interval) if interval is not None else None,
+                enough_votes=pair["enough_votes"],
+                winner=pair["winner"],
+                verdict_text=pair["verdict_text"],
+            )
+        if (pair["model_a"], pair["model_b"]) == (other, model):
+            interval, rate = pair["p_interval"], pair["win_rate_a"]
+            return HeadToHead(
+                model=model,
+                other=other,
+                votes=pair["total"],
+                win_rate=None if rate is None else 1.0 - rate,
+                beats_interval=(1.0 - interval[1], 1.0 - interval[0]) if interval is not None else None,
+                enough_votes=pair["enough_votes"],
+                winner=pair["winner"],
+                verdict_text=pair["verdict_text"],
+            )
+    return None

@@ -12,10 +12,12 @@ from scipy.special import expit, log_expit
 
 from feedback.ratings import (
     DEFAULT_PRIOR,
+    Verdict,
     arena_rank,
     bootstrap_intervals,
     display_rating,
     fit_bradley_terry,
+    head_to_head,
     leaderboard,
 )
 
@@ -204,22 +206,53 @@ def test_both_bad_counts_as_tie_or_is_excluded_and_skips_are_ignored():
 def test_verdicts():
     clear = [("A", "B", "a")] * 80 + [("A", "B", "b")] * 20
     (pair,) = leaderboard(clear, n_resamples=300)["pairs"]
-    assert pair["verdict"] == "A beats B"
+    assert pair["verdict"] is Verdict.A_BETTER and pair["enough_votes"] and pair["winner"] == "A"
+    assert pair["verdict_text"] == "A beats B"
     assert pair["wins_a"] == 80 and pair["win_rate_a"] == 0.8 and pair["p_interval"][0] > 0.5
     close = [("A", "B", "a")] * 3 + [("B", "A", "a")] * 2
     (pair,) = leaderboard(close, n_resamples=300)["pairs"]
-    assert pair["verdict"] == "not enough votes to tell A and B apart (5 votes)"
+    assert pair["verdict"] is Verdict.UNDECIDED and not pair["enough_votes"] and pair["winner"] is None
+    assert pair["verdict_text"] == "not enough votes to tell A and B apart (5 votes)"
     reverse = [("A", "B", "b")] * 30 + [("A", "B", "a")] * 5 + [("A", "B", "tie")] * 5
     (pair,) = leaderboard(reverse, n_resamples=300)["pairs"]
-    assert pair["model_a"] == "B" and pair["verdict"] == "B beats A" and pair["win_rate_a"] == 32.5 / 40
+    assert pair["model_a"] == "B" and pair["verdict"] == "a_better" and pair["win_rate_a"] == 32.5 / 40
+    assert pair["winner"] == "B" and pair["verdict_text"] == "B beats A"
+
+
+def test_models_are_keyed_by_id_and_names_are_for_display_only():
+    votes = [(7, 3, "a")] * 30 + [(7, 3, "b")] * 5
+    board = leaderboard(votes, n_resamples=100, names={7: "tiny/tuned", 3: "tiny/base"})
+    assert [(r["model"], r["name"]) for r in board["models"]] == [(7, "tiny/tuned"), (3, "tiny/base")]
+    (pair,) = board["pairs"]
+    assert (pair["model_a"], pair["model_b"], pair["winner"]) == (7, 3, 7)
+    assert (pair["name_a"], pair["name_b"]) == ("tiny/tuned", "tiny/base")
+    assert pair["verdict_text"] == "tiny/tuned beats tiny/base"
+    assert board["matrix"]["models"] == [7, 3] and board["matrix"]["names"] == ["tiny/tuned", "tiny/base"]
+    renamed = leaderboard(votes, n_resamples=100, names={7: "not enough votes", 3: "x"})
+    assert renamed["pairs"][0]["enough_votes"] and renamed["pairs"][0]["verdict"] is Verdict.A_BETTER
+    assert json.loads(json.dumps(board))["pairs"][0]["verdict"] == "a_better"
+
+
+def test_head_to_head_is_seen_from_either_side():
+    board = leaderboard([(1, 2, "b")] * 30 + [(1, 2, "a")] * 6, n_resamples=200)
+    two, one = head_to_head(board, 2, 1), head_to_head(board, 1, 2)
+    assert two.win_rate == pytest.approx(30 / 36) and one.win_rate == pytest.approx(6 / 36)
+    assert two.beats_interval[0] > 0.5 and one.beats_interval == pytest.approx(
+        (1 - two.beats_interval[1], 1 - two.beats_interval[0])
+    )
+    assert two.model_is_better and not one.model_is_better and one.winner == two.winner == 2
+    assert two.votes == one.votes == 36 and head_to_head(board, 1, 3) is None
+    undecided = head_to_head(leaderboard([(1, 2, "a")] * 3 + [(1, 2, "b")] * 2, n_resamples=100), 1, 2)
+    assert not undecided.enough_votes and undecided.winner is None and not undecided.model_is_better
 
 
 def test_one_sided_records_need_an_exact_sign_test():
     """A record with no loss is degenerate under the bootstrap: 2-0 is not evidence, 6-0 is (sign test, 95%)."""
     (pair,) = leaderboard([("A", "B", "a")] * 2, n_resamples=100)["pairs"]
-    assert pair["separated"] and pair["verdict"] == "not enough votes to tell A and B apart (2 votes)"
+    assert pair["separated"] and pair["verdict"] is Verdict.UNDECIDED and not pair["enough_votes"]
+    assert pair["verdict_text"] == "not enough votes to tell A and B apart (2 votes)"
     board = leaderboard([("A", "B", "a")] * 6, n_resamples=100)
-    assert board["pairs"][0]["verdict"] == "A beats B"
+    assert board["pairs"][0]["verdict"] is Verdict.A_BETTER and board["pairs"][0]["winner"] == "A"
     assert [r["rank"] for r in board["models"]] == [1, 2]
     assert [r["rank"] for r in leaderboard([("A", "B", "a")] * 5, n_resamples=100)["models"]] == [1, 1]
 
@@ -229,7 +262,8 @@ def test_disconnected_models_are_not_compared():
     assert not board["connected"]
     pairs = {(p["model_a"], p["model_b"]): p for p in board["pairs"]}
     across = pairs.get(("A", "C")) or pairs[("C", "A")]
-    assert across["p_interval"] is None and across["verdict"].endswith("apart (0 votes)")
+    assert across["p_interval"] is None and across["verdict"] is Verdict.UNDECIDED
+    assert across["verdict_text"].endswith("apart (0 votes)")
 
 
 def test_deterministic_given_seed_and_independent_of_vote_order():
