@@ -35,6 +35,11 @@ class Campaign(models.Model):
     images_per_prompt = models.PositiveIntegerField(
         default=2, help_text="images of each version per prompt (seeds 0..n-1) generated if missing"
     )
+    sampler_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="sampler settings of its images, as generate-run keys (absent: each version's default)",
+    )
     preparing_run = models.ForeignKey(
         "core.Run",
         null=True,
