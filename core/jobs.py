@@ -14,6 +14,14 @@ class JobCancelled(Exception):
     """Raised by a job that stopped because a cancel was requested (or its lease was lost)."""
 
 
+class AttemptSuperseded(JobCancelled):
+    """This attempt no longer holds its run (another worker took it over, or the run ended): stop, write nothing.
+
+    Every write of a job is checked against the run's current attempt in the database; a job that sees this
+    exception must let it propagate.
+    """
+
+
 class JobFailed(Exception):
     """A failure with a message meant for the user (bad checkpoint, reward function error...)."""
 

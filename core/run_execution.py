@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from core import run_kinds, services
-from core.jobs import JobCancelled, JobFailed
+from core.jobs import AttemptSuperseded, JobCancelled, JobFailed
 from core.models import Run
 from core.run_states import RunState
 
@@ -32,8 +32,12 @@ def worker_identity() -> str:
 class DbJobContext:
     """A :class:`core.jobs.JobContext` that writes to the Run row, fenced by the attempt number.
 
-    A background thread refreshes the heartbeat so that long steps (a big GPU batch) do not look
-    like a dead worker, and notices cancel requests and lost leases.
+    Every write is checked in the database (see :mod:`core.services`); a write refused because another
+    attempt took the run over raises :class:`~core.jobs.AttemptSuperseded`, which stops the job, and so
+    does every later write. A background thread refreshes the heartbeat so that long steps (a big GPU
+    batch) do not look like a dead worker, and notices cancel requests and lost leases. When heartbeats
+    keep failing (the database is unreachable) for longer than the stale timeout, another worker may
+    have taken the run over: the attempt counts its lease as lost and stops.
     """
 
     def __init__(self, run: Run, attempt: int) -> None:
@@ -44,6 +48,7 @@ class DbJobContext:
         self._lease_lost = threading.Event()
         self._heartbeat_done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_good_beat = time.monotonic()
 
     # heartbeat ---------------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
@@ -58,31 +63,54 @@ class DbJobContext:
     def _heartbeat_loop(self) -> None:
         try:
             while not self._heartbeat_done.wait(settings.RUN_HEARTBEAT_SECONDS):
-                self._beat()
+                if not self._beat():
+                    connection.close_if_unusable_or_obsolete()  # reconnect on the next beat if it broke
         finally:
             connection.close()
 
-    def _beat(self) -> None:
+    def _beat(self) -> bool:
+        """Refresh the heartbeat; False when the database could not be reached (the next beat retries)."""
         try:
             state = services.run_heartbeat(run_id=self.run_id, attempt=self.attempt)
-        except Exception:  # a database hiccup must not kill the job; the next beat retries
-            log.exception("heartbeat of run %s failed", self.run_id)
-            return
+        except Exception:  # the database is unreachable (or worse): logged, and counted as a missed beat
+            silent = time.monotonic() - self._last_good_beat
+            log.exception("heartbeat of run %s attempt %s failed (%.1f s since the last one)", *self._ids, silent)
+            if silent > settings.RUN_STALE_AFTER_SECONDS:
+                log.error(
+                    "run %s attempt %s: no heartbeat for %.1f s; it may have been taken over, so it stops",
+                    *self._ids,
+                    silent,
+                )
+                self._lease_lost.set()
+            return False
+        self._last_good_beat = time.monotonic()
         if state is None:
+            log.warning("run %s attempt %s was superseded; it stops", *self._ids)
             self._lease_lost.set()
         elif state == RunState.CANCELLING:
             self._stop_requested.set()
+        return True
+
+    @property
+    def _ids(self) -> tuple[int, int]:
+        return self.run_id, self.attempt
+
+    def _write(self, write, **kwargs):
+        """Call a fenced service write; once the lease is lost, nothing is written and the job is stopped."""
+        if self._lease_lost.is_set():
+            raise AttemptSuperseded(f"run {self.run_id}: attempt {self.attempt} lost the run; it writes nothing")
+        try:
+            return write(attempt=self.attempt, **kwargs)
+        except AttemptSuperseded:
+            self._lease_lost.set()
+            raise
 
     # JobContext --------------------------------------------------------------------------------
     def report_progress(self, fraction: float, message: str = "") -> None:
-        try:
-            services.run_report_progress(run_id=self.run_id, attempt=self.attempt, fraction=fraction, message=message)
-        except services.LeaseLost:
-            self._lease_lost.set()
+        self._write(services.run_report_progress, run_id=self.run_id, fraction=fraction, message=message)
 
     def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
-        if not self._lease_lost.is_set():
-            services.metrics_log(run_id=self.run_id, step=step, values=values)
+        self._write(services.metrics_log, run_id=self.run_id, step=step, values=values)
 
     def should_stop(self) -> bool:
         if not (self._stop_requested.is_set() or self._lease_lost.is_set()):
@@ -90,15 +118,13 @@ class DbJobContext:
         return self._stop_requested.is_set() or self._lease_lost.is_set()
 
     def save_checkpoint(self, payload: bytes) -> None:
-        if not self._lease_lost.is_set():
-            services.checkpoint_save(run=self.run, payload=payload)
+        self._write(services.checkpoint_save, run=self.run, payload=payload)
 
     def load_checkpoint(self) -> bytes | None:
         return services.checkpoint_load(run_id=self.run_id)
 
     def save_artifact(self, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
-        if not self._lease_lost.is_set():
-            services.artifact_save(run=self.run, name=name, data=data, kind=kind, metadata=metadata)
+        self._write(services.artifact_save, run=self.run, name=name, data=data, kind=kind, metadata=metadata)
 
     @property
     def lease_lost(self) -> bool:
@@ -128,6 +154,9 @@ def run_execute(*, run_id: int, worker: str | None = None) -> str:
     began = time.monotonic()
     try:
         result = run_kinds.get(run.kind).executor()(run, ctx)
+    except AttemptSuperseded as exc:
+        log.warning("run %s: %s; leaving the run to the new attempt", run_id, exc)
+        outcome = "superseded"
     except JobCancelled as exc:
         note = str(exc)
         outcome = _finish(ctx, lambda: services.run_mark_cancelled(run_id=run_id, attempt=attempt, note=note))
@@ -151,5 +180,5 @@ def _finish(ctx: DbJobContext, write) -> str:
         return "superseded"
     try:
         return write().state
-    except services.LeaseLost:
+    except AttemptSuperseded:
         return "superseded"

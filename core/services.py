@@ -1,7 +1,11 @@
 """Every write to runs, metrics and artifacts. Keyword-only functions named ``<entity>_<verb>``.
 
-Writes made on behalf of a worker are *fenced* by the attempt number: once a run has been claimed
-again by another worker, the old worker's progress, results and state changes are refused.
+Writes made on behalf of a worker are *fenced* by the attempt number, in the database: each one runs
+in a transaction that first updates the run's row on the condition that the writer's attempt is still
+the run's attempt and the run is still running (or cancelling). That update holds the row lock until
+the write commits, so a take-over (:func:`run_claim` locks the same row) waits for it, and once a run
+has been claimed again, the old attempt's progress, metrics, artifacts, checkpoints and outcome are
+refused with :class:`~core.jobs.AttemptSuperseded`.
 """
 
 from __future__ import annotations
@@ -24,16 +28,13 @@ from django.utils import timezone
 
 from core import run_kinds
 from core.events import send_run_finished
+from core.jobs import AttemptSuperseded
 from core.models import Artifact, MetricPoint, Run
 from core.run_states import TERMINAL_STATES, RunState, check_transition
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint"
-
-
-class LeaseLost(Exception):
-    """The worker's attempt was superseded (another worker claimed the run); it must stop writing."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,20 @@ def _fenced(run_id: int, attempt: int):
     return Run.objects.filter(pk=run_id, attempts=attempt, state__in=(RunState.RUNNING, RunState.CANCELLING))
 
 
+def _superseded(run_id: int, attempt: int) -> AttemptSuperseded:
+    return AttemptSuperseded(f"run {run_id}: attempt {attempt} no longer holds the run")
+
+
+def _hold_fence(run_id: int, attempt: int) -> None:
+    """Inside a transaction: lock the run's row while ``attempt`` holds it (and mark it alive), else raise.
+
+    The conditional UPDATE keeps the row locked until the caller's transaction ends, so the write that
+    follows it in the same transaction commits before any take-over, or not at all.
+    """
+    if not _fenced(run_id, attempt).update(heartbeat_at=timezone.now()):
+        raise _superseded(run_id, attempt)
+
+
 def run_heartbeat(*, run_id: int, attempt: int) -> str | None:
     """Mark the attempt alive; returns the run's state, or None when the attempt lost its lease."""
     if not _fenced(run_id, attempt).update(heartbeat_at=timezone.now()):
@@ -155,7 +170,7 @@ def run_report_progress(*, run_id: int, attempt: int, fraction: float, message: 
         progress=fraction, progress_message=message[:200], heartbeat_at=timezone.now()
     )
     if not updated:
-        raise LeaseLost(f"run {run_id}: attempt {attempt} no longer holds the run")
+        raise _superseded(run_id, attempt)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -163,64 +178,69 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def metrics_log(*, run_id: int, step: int, values: Mapping[str, float]) -> None:
-    """Upsert metric points: (run, key, step) is unique, so a retried step overwrites, never duplicates."""
+def metrics_log(*, run_id: int, attempt: int, step: int, values: Mapping[str, float]) -> None:
+    """Upsert metric points of ``attempt`` (fenced): (run, key, step) is unique, so a retried step overwrites,
+    never duplicates."""
     points = [
-        MetricPoint(run_id=run_id, key=str(key)[:100], step=int(step), value=_finite_or_none(value))
+        MetricPoint(run_id=run_id, attempt=attempt, key=str(key)[:100], step=int(step), value=_finite_or_none(value))
         for key, value in values.items()
     ]
-    if points:
-        MetricPoint.objects.bulk_create(
-            points,
-            update_conflicts=True,
-            unique_fields=["run", "key", "step"],
-            update_fields=["value", "recorded_at"],
-        )
+    with transaction.atomic():
+        _hold_fence(run_id, attempt)
+        if points:
+            MetricPoint.objects.bulk_create(
+                points,
+                update_conflicts=True,
+                unique_fields=["run", "key", "step"],
+                update_fields=["value", "attempt", "recorded_at"],
+            )
 
 
 # --- Artifacts and checkpoints -------------------------------------------------------------------
 
 
 def artifact_save(
-    *, run: Run, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None
+    *, run: Run, attempt: int, name: str, data: bytes, kind: str, metadata: Mapping[str, Any] | None = None
 ) -> Artifact:
-    """Store ``data`` as the run's artifact ``name``; saving the same name again replaces it.
+    """Store ``data`` as the run's artifact ``name`` (fenced by ``attempt``); saving the name again replaces it.
 
-    The new file is written under a content-addressed path before the row is switched to it, and
-    the old file is removed only after the switch commits, so a crash never leaves a row pointing at
-    a missing or half-written file. Saving identical bytes again changes nothing.
+    The file is written under a path of its own (attempt and content hash) before the row is switched
+    to it under the fence, and the old file is removed only after the switch commits, so a crash never
+    leaves a row pointing at a missing or half-written file, and a superseded attempt never replaces
+    the new attempt's file (its own file is removed). Saving identical bytes again changes nothing.
     """
     digest = hashlib.sha256(data).hexdigest()
-    existing = Artifact.objects.filter(run=run, name=name).first()
-    if existing is not None and existing.sha256 == digest:
-        return existing
-    path = f"runs/{run.pk}/{digest[:16]}-{name}"
-    if not default_storage.exists(path):  # content-addressed: an existing file already holds these bytes
+    path = f"runs/{run.pk}/a{attempt}-{digest[:16]}-{name}"
+    wrote_file = not default_storage.exists(path)  # this attempt may have stored these bytes already
+    if wrote_file:
         path = default_storage.save(path, ContentFile(data))
-    with transaction.atomic():
-        artifact, created = Artifact.objects.select_for_update().get_or_create(
-            run=run,
-            name=name,
-            defaults={
-                "kind": kind,
-                "file": path,
-                "sha256": digest,
-                "size": len(data),
-                "metadata": dict(metadata or {}),
-            },
-        )
-        old_path = None if created else artifact.file.name
-        if not created:
-            artifact.kind, artifact.file, artifact.sha256 = kind, path, digest
-            artifact.size, artifact.metadata = len(data), dict(metadata or {})
-            artifact.save()
-        if old_path and old_path != path:
-            transaction.on_commit(lambda: default_storage.delete(old_path))
+    try:
+        with transaction.atomic():
+            _hold_fence(run.pk, attempt)
+            artifact = Artifact.objects.select_for_update().filter(run=run, name=name).first()
+            if artifact is not None and artifact.sha256 == digest:
+                unused = path if artifact.file.name != path else None
+            else:
+                unused = None
+                old_path = artifact.file.name if artifact is not None else None
+                artifact = artifact or Artifact(run=run, name=name)
+                artifact.kind, artifact.file, artifact.sha256, artifact.attempt = kind, path, digest, attempt
+                artifact.size, artifact.metadata = len(data), dict(metadata or {})
+                artifact.save()
+                if old_path and old_path != path:
+                    transaction.on_commit(lambda: default_storage.delete(old_path))
+    except AttemptSuperseded:
+        if wrote_file:
+            default_storage.delete(path)
+        raise
+    if unused and wrote_file:
+        default_storage.delete(unused)
     return artifact
 
 
-def checkpoint_save(*, run: Run, payload: bytes) -> Artifact:
-    return artifact_save(run=run, name=CHECKPOINT_NAME, data=payload, kind="checkpoint")
+def checkpoint_save(*, run: Run, attempt: int, payload: bytes) -> Artifact:
+    """Replace the run's resume state (fenced by ``attempt``, like every artifact)."""
+    return artifact_save(run=run, attempt=attempt, name=CHECKPOINT_NAME, data=payload, kind="checkpoint")
 
 
 def checkpoint_load(*, run_id: int) -> bytes | None:
@@ -237,7 +257,9 @@ def checkpoint_load(*, run_id: int) -> bytes | None:
 def _lock_for_attempt(run_id: int, attempt: int) -> Run:
     run = Run.objects.select_for_update().get(pk=run_id)
     if run.attempts != attempt:
-        raise LeaseLost(f"run {run_id}: attempt {attempt} was superseded by attempt {run.attempts}")
+        raise AttemptSuperseded(f"run {run_id}: attempt {attempt} was superseded by attempt {run.attempts}")
+    if run.state not in (RunState.RUNNING, RunState.CANCELLING):
+        raise AttemptSuperseded(f"run {run_id}: attempt {attempt} no longer holds the run, which is {run.state}")
     return run
 
 

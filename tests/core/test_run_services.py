@@ -9,8 +9,9 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from core import services
+from core.jobs import AttemptSuperseded
 from core.models import Artifact, MetricPoint, Run
-from core.run_execution import run_execute
+from core.run_execution import DbJobContext, run_execute
 from core.run_states import IllegalTransition, check_transition
 
 pytestmark = pytest.mark.django_db
@@ -63,11 +64,84 @@ def test_stale_run_is_taken_over_and_the_old_attempt_is_fenced_off(run, settings
 
     assert claim.attempt == 2 and claim.resumed
     assert services.run_heartbeat(run_id=run.pk, attempt=1) is None
-    with pytest.raises(services.LeaseLost):
+    with pytest.raises(AttemptSuperseded):
         services.run_report_progress(run_id=run.pk, attempt=1, fraction=0.5)
-    with pytest.raises(services.LeaseLost):
+    with pytest.raises(AttemptSuperseded):
         services.run_succeed(run_id=run.pk, attempt=1, result={})
     assert services.run_succeed(run_id=run.pk, attempt=2, result={"ok": True}).state == "succeeded"
+    with pytest.raises(AttemptSuperseded):  # a finished run takes no more writes, not even from its last attempt
+        services.metrics_log(run_id=run.pk, attempt=2, step=9, values={"loss": 1.0})
+
+
+def _stored_files(run_id: int) -> set[str]:
+    folder = f"runs/{run_id}"
+    return set(default_storage.listdir(folder)[1]) if default_storage.exists(folder) else set()
+
+
+def test_a_superseded_attempt_writes_no_metric_artifact_or_checkpoint(
+    run, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.MEDIA_ROOT = tmp_path
+    services.run_claim(run_id=run.pk, worker="w1")
+    services.checkpoint_save(run=run, attempt=1, payload=b"step 1 of attempt 1")
+    _age_heartbeat(run.pk, settings.RUN_STALE_AFTER_SECONDS + 1)
+    services.run_claim(run_id=run.pk, worker="w2")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.checkpoint_save(run=run, attempt=2, payload=b"step 2 of attempt 2")
+    services.metrics_log(run_id=run.pk, attempt=2, step=2, values={"loss": 0.5})
+    files_of_attempt_2 = _stored_files(run.pk)
+
+    stale_writes = [
+        lambda: services.checkpoint_save(run=run, attempt=1, payload=b"step 3 of attempt 1"),
+        lambda: services.metrics_log(run_id=run.pk, attempt=1, step=2, values={"loss": 9.0}),
+        lambda: services.artifact_save(run=run, attempt=1, name="report.json", data=b"{}", kind="report"),
+    ]
+    for write in stale_writes:
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(AttemptSuperseded):
+            write()
+
+    assert services.checkpoint_load(run_id=run.pk) == b"step 2 of attempt 2"
+    assert Artifact.objects.get(run=run, name="checkpoint").attempt == 2
+    assert list(MetricPoint.objects.filter(run=run).values_list("step", "value", "attempt")) == [(2, 0.5, 2)]
+    assert not Artifact.objects.filter(run=run, name="report.json").exists()
+    assert _stored_files(run.pk) == files_of_attempt_2  # the refused attempt's files were removed
+    assert len(files_of_attempt_2) == 1 and next(iter(files_of_attempt_2)).startswith("a2-")
+
+
+def test_a_job_context_stops_at_its_first_refused_write(run, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    services.run_claim(run_id=run.pk, worker="w1")
+    ctx = DbJobContext(Run.objects.get(pk=run.pk), attempt=1)
+    ctx.log_metrics(1, {"loss": 1.0})
+    _age_heartbeat(run.pk, settings.RUN_STALE_AFTER_SECONDS + 1)
+    services.run_claim(run_id=run.pk, worker="w2")
+
+    with pytest.raises(AttemptSuperseded):
+        ctx.save_checkpoint(b"late")
+
+    assert ctx.lease_lost and ctx.should_stop()
+    with pytest.raises(AttemptSuperseded):
+        ctx.report_progress(0.9)
+    assert services.checkpoint_load(run_id=run.pk) is None
+    assert MetricPoint.objects.get(run=run).attempt == 1
+
+
+def test_heartbeats_that_keep_failing_stop_the_attempt_loudly(run, settings, monkeypatch, caplog):
+    from django.db import OperationalError
+
+    services.run_claim(run_id=run.pk, worker="w1")
+    ctx = DbJobContext(Run.objects.get(pk=run.pk), attempt=1)
+    assert not ctx.should_stop()
+
+    def unreachable(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "run_heartbeat", unreachable)
+    settings.RUN_STALE_AFTER_SECONDS = 0  # no good beat for longer than the stale timeout: maybe taken over
+
+    assert ctx.should_stop()
+    assert ctx.lease_lost
+    assert "heartbeat of run" in caplog.text and "it stops" in caplog.text
 
 
 def test_run_that_keeps_losing_its_worker_fails_after_max_attempts(users, settings):
@@ -111,8 +185,9 @@ def test_requeue_sends_each_stale_run_once_per_stale_period(run, settings, djang
 
 
 def test_metrics_upsert_never_duplicates_a_step(run):
-    services.metrics_log(run_id=run.pk, step=1, values={"loss": 1.0})
-    services.metrics_log(run_id=run.pk, step=1, values={"loss": 0.5})
+    services.run_claim(run_id=run.pk, worker="w1")
+    services.metrics_log(run_id=run.pk, attempt=1, step=1, values={"loss": 1.0})
+    services.metrics_log(run_id=run.pk, attempt=1, step=1, values={"loss": 0.5})
 
     assert list(MetricPoint.objects.filter(run=run).values_list("step", "value")) == [(1, 0.5)]
 
@@ -121,15 +196,16 @@ def test_artifact_save_is_idempotent_and_replacing_removes_the_old_file(
     run, settings, tmp_path, django_capture_on_commit_callbacks
 ):
     settings.MEDIA_ROOT = tmp_path
-    first = services.artifact_save(run=run, name="report.json", data=b"{}", kind="report")
-    again = services.artifact_save(run=run, name="report.json", data=b"{}", kind="report")
+    services.run_claim(run_id=run.pk, worker="w1")
+    first = services.artifact_save(run=run, attempt=1, name="report.json", data=b"{}", kind="report")
+    again = services.artifact_save(run=run, attempt=1, name="report.json", data=b"{}", kind="report")
     assert again.pk == first.pk and again.file.name == first.file.name
 
     with django_capture_on_commit_callbacks(execute=True):
-        replaced = services.artifact_save(run=run, name="report.json", data=b'{"a": 1}', kind="report")
+        replaced = services.artifact_save(run=run, attempt=1, name="report.json", data=b'{"a": 1}', kind="report")
 
     assert Artifact.objects.filter(run=run).count() == 1
-    assert replaced.size == 8 and replaced.sha256.startswith(replaced.file.name.split("/")[-1][:16])
+    assert replaced.size == 8 and replaced.file.name.split("/")[-1].startswith(f"a1-{replaced.sha256[:16]}-")
     assert not default_storage.exists(first.file.name)
     assert services.checkpoint_load(run_id=run.pk) is None
 
@@ -147,12 +223,14 @@ def test_execute_succeeds_with_result_metrics_and_checkpoint(run, settings, tmp_
 
 def test_execute_resumes_from_the_checkpoint(run, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
-    services.checkpoint_save(run=run, payload=b'{"step": 2}')
+    services.run_claim(run_id=run.pk, worker="lost")
+    services.checkpoint_save(run=run, attempt=1, payload=b'{"step": 2}')
+    _age_heartbeat(run.pk, settings.RUN_STALE_AFTER_SECONDS + 1)
 
     run_execute(run_id=run.pk, worker="inline")
 
     run.refresh_from_db()
-    assert run.result["resumed_from_step"] == 2
+    assert run.result["resumed_from_step"] == 2 and run.attempts == 2
     assert list(MetricPoint.objects.filter(run=run, key="matmul_gflops").values_list("step", flat=True)) == [3]
 
 

@@ -86,9 +86,10 @@ def test_list_filters_by_kind_state_and_creator(client_for, users):
 
 def test_detail_has_every_metric_series_in_step_order(client_for, users):
     run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
-    services.metrics_log(run_id=run.pk, step=2, values={"loss": 0.5, "lr": 1e-3})
-    services.metrics_log(run_id=run.pk, step=1, values={"loss": 0.9})
-    services.metrics_log(run_id=run.pk, step=3, values={"loss": float("nan")})
+    attempt = services.run_claim(run_id=run.pk, worker="w1").attempt
+    services.metrics_log(run_id=run.pk, attempt=attempt, step=2, values={"loss": 0.5, "lr": 1e-3})
+    services.metrics_log(run_id=run.pk, attempt=attempt, step=1, values={"loss": 0.9})
+    services.metrics_log(run_id=run.pk, attempt=attempt, step=3, values={"loss": float("nan")})
 
     body = client_for("reviewer").get(f"/api/v1/runs/{run.pk}/").json()
 
