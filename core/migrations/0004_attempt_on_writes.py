@@ -10,15 +10,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="artifact",
             name="attempt",
-            field=models.PositiveIntegerField(
-                default=0, help_text="the run's attempt that wrote it (0: not recorded)"
-            ),
+            field=models.PositiveIntegerField(default=0, help_text="the run's attempt that wrote it (0: not recorded)"),
         ),
         migrations.AddField(
             model_name="metricpoint",
             name="attempt",
-            field=models.PositiveIntegerField(
-                default=0, help_text="the run's attempt that wrote it (0: not recorded)"
-            ),
+            field=models.PositiveIntegerField(default=0, help_text="the run's attempt that wrote it (0: not recorded)"),
         ),
     ]
