@@ -15,9 +15,11 @@ from rest_framework.views import APIView
 from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
-from feedback import handout, selectors, services
+from feedback import handout, selectors, services, shown_images
 from feedback.models import Campaign, Purpose
 from feedback.services import SUBMITTED_CHOICES
+from generators import selectors as generator_selectors
+from generators.image_files import png_response
 from generators.models import ModelVersion, PromptSet
 
 
@@ -111,8 +113,7 @@ class CampaignListView(APIView):
 
 
 class ShownImageSerializer(serializers.Serializer):
-    image = serializers.IntegerField()
-    url = serializers.CharField()
+    url = serializers.CharField(help_text="the image, named by an opaque per-assignment token (no image id)")
 
 
 class NextPairSerializer(serializers.Serializer):
@@ -124,18 +125,14 @@ class NextPairSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-def _shown(image_id: int) -> dict:
-    return {"image": image_id, "url": f"/api/v1/images/{image_id}/file/"}
-
-
 def _next_pair_body(lease: handout.Lease) -> dict:
     """The ``next/`` response body (plain data: this runs on every request of the annotators' hot path)."""
     return {
         "assignment": lease.assignment,
         "pair": lease.pair,
         "prompt": lease.prompt,
-        "left": _shown(lease.left_image),
-        "right": _shown(lease.right_image),
+        "left": {"url": shown_images.image_url(lease.image_token, "left")},
+        "right": {"url": shown_images.image_url(lease.image_token, "right")},
         "expires_at": lease.expires_at,
     }
 
@@ -165,6 +162,20 @@ class CampaignNextView(APIView):
         if body is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(body)
+
+
+class RatingImageView(APIView):
+    """The PNG shown on one side of your assignment, named by the token ``next/`` gave you: 404 alike for a
+    token that does not exist and one that is not yours."""
+
+    permission_classes = [Raters]
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: None})
+    def get(self, request, token: str, side: str):
+        image_id = shown_images.shown_image_id(user=request.user, image_token=token, side=side)
+        if image_id is None:
+            raise NotFound("No such image among your assignments.")
+        return png_response(generator_selectors.images().get(pk=image_id))
 
 
 class VoteInputSerializer(StrictSerializer):

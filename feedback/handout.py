@@ -23,6 +23,8 @@ For an annotator in an open campaign they may annotate:
 3. Leases expire after ``campaign.lease_seconds``; an expired lease no longer counts, so its pair
    returns to the pool (for other annotators).
 4. Which image is shown on the left is drawn at random per assignment and recorded (``a_on_left``).
+5. Each assignment gets a random ``image_token``: the rater fetches the images by token and side, never by
+   image id (ids grow with generation order and would tell an arena's versions apart).
 
 "Nothing left" (None, the API's 204) means nothing for this annotator *now*: a pair that another
 annotator is leasing at this instant, or one whose votes are all leased, can come back when a lease
@@ -45,7 +47,7 @@ from django.utils import timezone
 
 from core import hot_sql
 from core.hot_sql import as_aware_datetime, db_datetime, for_update
-from feedback.models import Assignment, AssignmentStatus, Campaign, Pair
+from feedback.models import Assignment, AssignmentStatus, Campaign, Pair, new_image_token
 from generators.models import GeneratedImage, Prompt
 
 MAX_CANDIDATES = 20
@@ -66,7 +68,7 @@ _LIVE_LEASES = (
 # every request; a scalar subquery with LIMIT stays one probe of the (pair, annotator) unique index per row.
 _UNSEEN = f"(SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %(annotator)s LIMIT 1) IS NULL"  # noqa: S608
 
-_HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT}
+_HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, a.image_token, p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT}
 FROM {_A} a JOIN {_P} p ON p.id = a.pair_id
 WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.status = '{_LEASED}' AND a.expires_at > %s AND a.id <> %s
 ORDER BY a.id LIMIT 1"""  # noqa: S608 - table names come from the models, values are parameters
@@ -93,35 +95,31 @@ WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {{band}} AND {_U
 AND p.valid_votes + {_LIVE_LEASES} < %(k)s {{not_tried}}
 ORDER BY p.valid_votes DESC, p.id LIMIT 1"""  # noqa: S608
 
-_INSERT_COLUMNS = f"INSERT INTO {_A} (pair_id, annotator_id, a_on_left, status, leased_at, expires_at)"
+_INSERT_COLUMNS = f"INSERT INTO {_A} (pair_id, annotator_id, a_on_left, image_token, status, leased_at, expires_at)"
 _LEASE_GOLD_SQL = f"""{_INSERT_COLUMNS}
-VALUES (%(pair)s, %(annotator)s, %(a_on_left)s, '{_LEASED}', %(now)s, %(expires_at)s)
+VALUES (%(pair)s, %(annotator)s, %(a_on_left)s, %(image_token)s, '{_LEASED}', %(now)s, %(expires_at)s)
 ON CONFLICT DO NOTHING RETURNING id"""
 _LEASE_IF_ROOM_SQL = f"""{_INSERT_COLUMNS}
-SELECT %(pair)s, %(annotator)s, %(a_on_left)s, '{_LEASED}', %(now)s, %(expires_at)s
+SELECT %(pair)s, %(annotator)s, %(a_on_left)s, %(image_token)s, '{_LEASED}', %(now)s, %(expires_at)s
 FROM {_P} p WHERE p.id = %(pair)s AND p.valid_votes + {_LIVE_LEASES} < %(k)s
 ON CONFLICT DO NOTHING RETURNING id"""  # noqa: S608
 
 
 @dataclass(frozen=True)
 class Lease:
-    """A pair leased to an annotator: what the rating page needs to show it."""
+    """A pair leased to an annotator: what the rating page needs to show it.
+
+    The image ids stay on the server: the rater gets ``image_token`` (see ``feedback.shown_images``).
+    """
 
     assignment: int
+    image_token: str
     pair: int
     image_a: int
     image_b: int
     a_on_left: bool
     expires_at: datetime
     prompt: str
-
-    @property
-    def left_image(self) -> int:
-        return self.image_a if self.a_on_left else self.image_b
-
-    @property
-    def right_image(self) -> int:
-        return self.image_b if self.a_on_left else self.image_a
 
 
 def next_assignment(
@@ -139,10 +137,11 @@ def next_assignment(
         cursor.execute(_HELD_SQL, [annotator.pk, campaign.pk, db_now, after or 0])
         held = cursor.fetchone()
         if held is not None:
-            assignment, a_on_left, expires_at, *pair = held
-            return Lease(assignment, *pair[:3], bool(a_on_left), as_aware_datetime(expires_at), pair[3])
+            assignment, a_on_left, expires_at, image_token, *pair = held
+            return Lease(assignment, image_token, *pair[:3], bool(a_on_left), as_aware_datetime(expires_at), pair[3])
         expires_at = now + timedelta(seconds=campaign.lease_seconds)
         a_on_left = rng.random() < 0.5
+        image_token = new_image_token()
         params = {
             "campaign": campaign.pk,
             "annotator": annotator.pk,
@@ -150,6 +149,7 @@ def next_assignment(
             "now": db_now,
             "expires_at": db_datetime(expires_at),
             "a_on_left": a_on_left,
+            "image_token": image_token,
             "window": IN_PROGRESS_WINDOW,
         }
         if campaign.gold_rate and rng.random() < campaign.gold_rate:
@@ -159,12 +159,12 @@ def next_assignment(
                 cursor.execute(_LEASE_GOLD_SQL, {**params, "pair": gold[0]})
                 row = cursor.fetchone()
                 if row is not None:
-                    return Lease(row[0], *gold[:3], a_on_left, expires_at, gold[3])
+                    return Lease(row[0], image_token, *gold[:3], a_on_left, expires_at, gold[3])
         leased = _lease_regular(cursor, params)
     if leased is None:
         return None
     assignment, (pair, image_a, image_b, prompt) = leased
-    return Lease(assignment, pair, image_a, image_b, a_on_left, expires_at, prompt)
+    return Lease(assignment, image_token, pair, image_a, image_b, a_on_left, expires_at, prompt)
 
 
 def _lease_regular(cursor, params: dict) -> tuple[int, tuple] | None:

@@ -6,6 +6,8 @@ pair), a pair's two images differ, choices and purposes are from their lists.
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -105,12 +107,28 @@ class AssignmentStatus(models.TextChoices):
     VOTED = "voted"
 
 
+def new_image_token() -> str:
+    """An unguessable token for an assignment's image URLs (128 random bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
 class Assignment(models.Model):
-    """A pair leased to one annotator until ``expires_at``; ``a_on_left`` records the random side."""
+    """A pair leased to one annotator until ``expires_at``; ``a_on_left`` records the random side.
+
+    The rater sees the pair's images only as ``image_token`` + side: no image ids, nothing that orders
+    the versions (image ids grow with generation order, so they would unblind an arena).
+    """
 
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     a_on_left = models.BooleanField()
+    image_token = models.CharField(
+        max_length=32,
+        unique=True,
+        default=new_image_token,
+        editable=False,
+        help_text="opaque name of this assignment's images in URLs (the rater's, for its left and right side)",
+    )
     status = models.CharField(max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED)
     leased_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()

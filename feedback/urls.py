@@ -9,5 +9,6 @@ urlpatterns = [
     path("campaigns/<int:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
     path("campaigns/<int:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),
     path("votes/", api.VoteCreateView.as_view(), name="api-votes"),
+    path("rating-images/<str:token>/<str:side>/", api.RatingImageView.as_view(), name="api-rating-image"),
     path("leaderboard/", api.LeaderboardView.as_view(), name="api-leaderboard"),
 ]

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
+from generators.pipeline import LORA_WEIGHT_NAME
+
 ADAPTER_NAME = "default"
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+WEIGHT_NAME = LORA_WEIGHT_NAME
 
 
 def add_lora(

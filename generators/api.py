@@ -6,21 +6,17 @@ image files. Generation itself is a run: ``POST /api/v1/runs/ {"kind": "generate
 
 from __future__ import annotations
 
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import EngineerWritesStaffReads, IsEngineerOrReviewer
-from core.roles import Role, has_role
 from core.validation import StrictSerializer
-from feedback.selectors import annotator_may_see_image
 from generators import selectors, services
+from generators.image_files import png_response
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, PromptSet, Split
 from generators.pipeline import SCHEDULERS
 
@@ -209,26 +205,16 @@ class GeneratedImageListView(generics.ListAPIView):
     filterset_fields = ["model_version", "prompt", "generation_run", "seed"]
 
 
-class ImageFileAccess(BasePermission):
-    """Engineers and reviewers see every image; annotators only those of pairs assigned to them."""
-
-    def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ENGINEER, Role.REVIEWER, Role.ANNOTATOR)
-
-
 class GeneratedImageFileView(APIView):
-    """The PNG of one generated image (authorised users only; never a public media URL)."""
+    """The PNG of one generated image (engineers and reviewers; never a public media URL). Raters fetch the
+    images they rate by their assignment's opaque token instead (``/api/v1/rating-images/``): image ids
+    follow generation order and would unblind an arena."""
 
-    permission_classes = [ImageFileAccess]
+    permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
-        image = get_object_or_404(selectors.images(), pk=pk)
-        if not has_role(request.user, Role.ENGINEER, Role.REVIEWER) and not annotator_may_see_image(request.user, pk):
-            raise PermissionDenied("This image is not part of a pair assigned to you.")
-        response = FileResponse(image.file.open("rb"), content_type="image/png")
-        response["Cache-Control"] = "private, max-age=86400, immutable"
-        return response
+        return png_response(get_object_or_404(selectors.images(), pk=pk))
 
 
 class AliasChangeSerializer(serializers.ModelSerializer):

@@ -36,6 +36,7 @@ SCHEDULERS = {
 }
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 MAX_SIDE = 2048
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights(folder) reads
 
 
 class PipelineLoadError(Exception):

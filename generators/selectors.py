@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.db.models import Count, QuerySet
 
 from core.storage import artifact_as_file_named
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet
-from generators.pipeline import PipelineSpec
+from generators.pipeline import LORA_WEIGHT_NAME, PipelineSpec
 
 
 def base_models() -> QuerySet[BaseModel]:
@@ -33,16 +35,23 @@ def images() -> QuerySet[GeneratedImage]:
     return GeneratedImage.objects.select_related("model_version__base_model", "prompt")
 
 
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers' load_lora_weights(folder) looks for
+def adapter_folder(version: ModelVersion) -> Path | None:
+    """A local folder holding ``version``'s LoRA adapter as ``LORA_WEIGHT_NAME`` (what diffusers'
+    ``load_lora_weights(folder)`` reads); None for a version without an adapter."""
+    if version.adapter_id is None:
+        return None
+    return artifact_as_file_named(version.adapter, LORA_WEIGHT_NAME).parent
 
 
-def pipeline_spec_for(version: ModelVersion, *, device: str = "auto", dtype: str = "auto") -> PipelineSpec:
-    """The plain description of the pipeline that renders ``version`` (checkpoint + adapter file)."""
+def pipeline_spec_for(
+    version: ModelVersion, *, device: str = "auto", dtype: str = "auto", with_adapter: bool = True
+) -> PipelineSpec:
+    """The plain description of the pipeline that renders ``version``: its checkpoint and, unless
+    ``with_adapter`` is false (a trainer that attaches the adapter itself), its adapter file."""
     base = version.base_model
-    adapter_path = adapter_weight_name = None
-    if version.adapter_id is not None:
-        local = artifact_as_file_named(version.adapter, LORA_WEIGHT_NAME)
-        adapter_path, adapter_weight_name = str(local.parent), local.name
+    folder = adapter_folder(version) if with_adapter else None
+    adapter_path = str(folder) if folder is not None else None
+    adapter_weight_name = LORA_WEIGHT_NAME if folder is not None else None
     return PipelineSpec(
         source=base.source,
         revision=base.revision or None,

@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from core.models import Artifact, Run
 from core.uniqueness import create_named
 from generators.models import (
     AliasChange,
@@ -67,6 +68,38 @@ def base_model_register(
         return base
 
     return create_named(BaseModel, name, "base model", create)
+
+
+def model_version_create(
+    *,
+    base_model: BaseModel,
+    name: str,
+    parent: ModelVersion | None = None,
+    adapter: Artifact | None = None,
+    produced_by_run: Run | None = None,
+    notes: str = "",
+    created_by=None,
+) -> ModelVersion:
+    """Record a new immutable version of ``base_model``: the checkpoint plus an optional LoRA adapter.
+
+    Names are unique per base model; a taken name (even one taken by a concurrent request) is a
+    ValidationError on ``name``, never an IntegrityError.
+    """
+    if parent is not None and parent.base_model_id != base_model.pk:
+        raise ValidationError({"parent": [f"{parent} is not a version of {base_model.name}."]})
+
+    def create() -> ModelVersion:
+        return ModelVersion.objects.create(
+            base_model=base_model,
+            name=name,
+            parent=parent,
+            adapter=adapter,
+            produced_by_run=produced_by_run,
+            notes=notes,
+            created_by=created_by,
+        )
+
+    return create_named(ModelVersion, name, f"version of {base_model.name}", create, scope={"base_model": base_model})
 
 
 def model_alias_set(*, name: str, version: ModelVersion, updated_by=None, reason: str = "") -> ModelAlias:

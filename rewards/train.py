@@ -14,8 +14,9 @@ import io
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,16 +29,18 @@ from transformers import get_scheduler
 from core.jobs import JobCancelled, JobFailed, NullJobContext
 from core.rng import rng_state, set_rng_state
 
-from .data import PreferenceDataset, PreferencePair, check_training_pairs, collate_batch
+from .config import RewardTrainConfig, RewardTrainConfigError
+from .data import PreferenceDataset, PreferencePair, Splits, check_training_pairs, collate_batch
 from .losses import preference_loss
 from .metrics import choose_threshold, evaluate_predictions, human_ceiling, pair_probabilities, votes_by_pair
-from .model import DEFAULT_BACKBONE, RewardModel
+from .model import RewardModel
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "MemoryCallbacks",
     "RewardTrainConfig",
     "RewardTrainConfigError",
+    "RewardTrainer",
     "TrainCallbacks",
     "evaluate_reward_model",
     "predict_probabilities",
@@ -45,123 +48,6 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
-MIXED_PRECISION = ("no", "fp16", "bf16")
-SCHEDULERS = ("cosine", "linear", "constant")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class RewardTrainConfigError(ValueError):
-    """A training setting is invalid; the message starts with the field's name."""
-
-
-@dataclass
-class RewardTrainConfig:
-    """Training settings; ``validate()`` names the bad field.
-
-    The defaults are tuned for the sandbox CLIP on CPU (``rewards.sandbox_experiment``: about 30 s of one core for
-    200 steps × 64 pairs, whole model, lr 1e-3; ``trainable_layers=1`` is ~40% faster at 1-3 points less
-    accuracy). For CLIP-H / PickScore checkpoints start from :meth:`pickscore`.
-    """
-
-    backbone: str = DEFAULT_BACKBONE
-    processor: str | None = None  # where the tokenizer/image processor live, if not beside the weights
-    trainable_layers: int | None = None  # None: both towers entirely; N: last N layers + heads (HPSv2)
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 30
-    max_steps: int | None = 200  # total optimizer steps; or leave None and set epochs
-    epochs: float | None = None
-    batch_size: int = 64  # pairs per step and process
-    grad_clip: float | None = 1.0
-    scheduler: str = "cosine"  # decay after warm-up: cosine, linear or constant
-    seed: int = 0
-    mixed_precision: str = "no"  # no, fp16 (CUDA only) or bf16
-    eval_every: int = 25  # validation (and best-checkpoint selection) every N steps; also at 0 and the end
-    checkpoint_every: int | None = None  # resume checkpoint every N steps (None: at each evaluation)
-    log_every: int = 10  # loss/lr metrics, progress and the stop check every N steps
-    eval_batch_size: int = 256
-    device: str = "auto"  # auto, cpu or cuda
-    deterministic: bool = False  # CUDA: deterministic kernels, so that resume is bit-exact there too (slower)
-
-    @classmethod
-    def pickscore(cls, backbone: str, **overrides: Any) -> RewardTrainConfig:
-        """PickScore's published settings for CLIP-H (DESIGN.md §7): lr 3e-6, wd 0.3, 500 warm-up, 4,000 steps,
-        batch 128 (in total: divide by the number of GPUs), bf16."""
-        base = {
-            "backbone": backbone,
-            "lr": 3e-6,
-            "weight_decay": 0.3,
-            "warmup_steps": 500,
-            "max_steps": 4000,
-            "batch_size": 128,
-            "mixed_precision": "bf16",
-            "eval_every": 100,
-            "device": "cuda",
-        }
-        return cls(**{**base, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> RewardTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RewardTrainConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def validate(self) -> None:
-        """Raise :class:`RewardTrainConfigError` naming the first bad field."""
-
-        def bad(name: str, why: str) -> RewardTrainConfigError:
-            return RewardTrainConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        if not isinstance(self.backbone, str) or not self.backbone:
-            raise bad("backbone", "must be a CLIP hub id or a local folder")
-        if self.trainable_layers is not None and (not is_int(self.trainable_layers) or self.trainable_layers < 0):
-            raise bad("trainable_layers", "must be None (train everything) or an integer ≥ 0")
-        if not isinstance(self.lr, int | float) or not 0 < self.lr < 1:
-            raise bad("lr", "must be a number in (0, 1)")
-        if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:
-            raise bad("weight_decay", "must be ≥ 0")
-        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise bad("warmup_steps", "must be an integer ≥ 0")
-        if (self.max_steps is None) == (self.epochs is None):
-            raise bad("max_steps", "set exactly one of max_steps and epochs")
-        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
-            raise bad("max_steps", "must be an integer ≥ 1")
-        if self.epochs is not None and (not isinstance(self.epochs, int | float) or self.epochs <= 0):
-            raise bad("epochs", "must be > 0")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", "must be an integer ≥ 1")
-        if self.grad_clip is not None and (not isinstance(self.grad_clip, int | float) or self.grad_clip <= 0):
-            raise bad("grad_clip", "must be None (no clipping) or > 0")
-        if self.scheduler not in SCHEDULERS:
-            raise bad("scheduler", f"must be one of {', '.join(SCHEDULERS)}")
-        if not is_int(self.seed):
-            raise bad("seed", "must be an integer")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise bad("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
-        for name in ("eval_every", "log_every", "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise bad(name, "must be an integer ≥ 1")
-        if self.checkpoint_every is not None and (not is_int(self.checkpoint_every) or self.checkpoint_every < 1):
-            raise bad("checkpoint_every", "must be None or an integer ≥ 1")
-        if not isinstance(self.deterministic, bool):
-            raise bad("deterministic", "must be true or false")
-        if self.device not in DEVICES:
-            raise bad("device", f"must be one of {', '.join(DEVICES)}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise bad("device", "CUDA was asked for but no CUDA device is available")
-        uses_cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
-        if self.mixed_precision == "fp16" and not uses_cuda:
-            raise bad("mixed_precision", "fp16 needs a CUDA device (use bf16 or no on CPU)")
 
 
 class TrainCallbacks(Protocol):
@@ -344,222 +230,322 @@ def train_reward_model(
     kernels leave differences of order 1e-5, as between two straight runs).
     """
     config.validate()
-    if not config.deterministic:
-        return _train(config, train, val, test, callbacks, output_dir)
+    with _deterministic_kernels(config.deterministic):
+        return RewardTrainer(config, Splits(train, val, test), callbacks, output_dir).train()
+
+
+@contextmanager
+def _deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """With ``enabled``: deterministic CUDA kernels (no cuDNN autotuning) for the block, then as before."""
+    if not enabled:
+        yield
+        return
     previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     try:
-        return _train(config, train, val, test, callbacks, output_dir)
+        yield
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.backends.cudnn.benchmark = previous[1]
 
 
-def _train(
-    config: RewardTrainConfig,
-    train: Sequence[PreferencePair],
-    val: Sequence[PreferencePair],
-    test: Sequence[PreferencePair],
-    callbacks: TrainCallbacks | None,
-    output_dir: str | None,
-) -> dict[str, Any]:
-    began = time.perf_counter()
-    check_training_pairs(train, "training")
-    check_training_pairs(val, "validation")
-    callbacks = callbacks or NullJobContext()
-    accelerator = _accelerator(config)
-    main = accelerator.is_main_process
-    set_seed(config.seed)
+@dataclass
+class Baseline:
+    """The zero-shot backbone's metrics, measured once before the first step (the tie threshold chosen on val)."""
 
-    model = RewardModel.from_pretrained(
-        config.backbone, trainable_layers=config.trainable_layers, processor=config.processor
-    )
-    model.to(accelerator.device)
-    train_set, val_set = PreferenceDataset(train, model), PreferenceDataset(val, model)
-    test_set = PreferenceDataset(test, model) if test else None
+    val: dict[str, Any]
+    test: dict[str, Any] | None
 
-    sampler = _EpochSampler(len(train_set), config.seed)
-    drop_last = len(train_set) >= config.batch_size * accelerator.num_processes
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_batch, drop_last=drop_last
-    )
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
-    prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = len(loader)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    scheduler_name = "constant_with_warmup" if config.scheduler == "constant" else config.scheduler
-    scheduler = get_scheduler(
-        scheduler_name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps
-    )
-    autocast = accelerator.autocast
-    checkpoint_every = config.checkpoint_every or config.eval_every
-    fingerprint = _fingerprint(train, val)
 
-    def validate() -> dict[str, Any]:
-        p_val = predict_probabilities(model, val_set, config.eval_batch_size, autocast)
-        threshold, _ = choose_threshold(p_val, val_set.label_a.numpy())
-        return evaluate_predictions(p_val, val_set.label_a.numpy(), threshold)
+@dataclass
+class BestWeights:
+    """The best trainable weights so far by validation accuracy (then log loss), and the step they are from."""
 
-    def test_metrics(threshold: float) -> dict[str, Any] | None:
-        if test_set is None:
-            return None
-        p_test = predict_probabilities(model, test_set, config.eval_batch_size, autocast)
-        return evaluate_predictions(p_test, test_set.label_a.numpy(), threshold)
+    step: int
+    val: dict[str, Any]
+    weights: dict[str, torch.Tensor]
 
-    def better(metrics: Mapping[str, Any], than: Mapping[str, Any] | None) -> bool:
-        if than is None:
-            return True
-        return (metrics["accuracy"], -metrics["log_loss"]) > (than["accuracy"], -than["log_loss"])
+    def beaten_by(self, val: Mapping[str, Any]) -> bool:
+        return (val["accuracy"], -val["log_loss"]) > (self.val["accuracy"], -self.val["log_loss"])
 
-    # -- start or resume ---------------------------------------------------------------------------------------
-    state: dict[str, Any]
-    payload = callbacks.load_checkpoint()
-    if payload:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise JobFailed(f"reward checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
-        if state["fingerprint"] != fingerprint:
-            raise JobFailed("the checkpoint was made on different training/validation data: cannot resume")
-        if state["config"] != config.to_dict():
-            raise JobFailed("the checkpoint was made with different training settings: cannot resume")
-        model.load_trainable_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None and accelerator.scaler is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        state = {key: state[key] for key in ("step", "train_seconds", "baseline", "best")}
-        resumed_from = state["step"]
-    else:
-        val_metrics = validate()
-        state = {
-            "step": 0,
-            "train_seconds": 0.0,
-            "baseline": {"val": val_metrics, "test": test_metrics(val_metrics["threshold"])},
-            "best": {"step": 0, "val": val_metrics, "model": model.trainable_state_dict()},
-        }
-        resumed_from = 0
-        if main:
-            callbacks.log_metrics(0, {f"val_{k}": v for k, v in _finite(val_metrics).items()})
 
-    def save_checkpoint() -> None:
-        if not main:
-            return
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                **state,
-                "version": CHECKPOINT_VERSION,
-                "fingerprint": fingerprint,
-                "config": config.to_dict(),
-                "model": model.trainable_state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": rng_state(),
-            },
-            buffer,
+class _RunningLoss:
+    """The mean training loss since the last log line."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, loss: float) -> None:
+        self.total, self.count = self.total + loss, self.count + 1
+
+    def pop_mean(self) -> float:
+        mean = self.total / self.count
+        self.total, self.count = 0.0, 0
+        return mean
+
+
+class RewardTrainer:
+    """One attempt of a reward-model training run (see :func:`train_reward_model`, which is how to call it).
+
+    Everything a checkpoint carries lives in attributes: the torch objects' states plus ``step``,
+    ``train_seconds_total`` (training time over all attempts), ``baseline`` and ``best``.
+    """
+
+    def __init__(
+        self,
+        config: RewardTrainConfig,
+        pairs: Splits,
+        callbacks: TrainCallbacks | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        self.began = time.perf_counter()
+        check_training_pairs(pairs.train, "training")
+        check_training_pairs(pairs.val, "validation")
+        self.config, self.output_dir = config, output_dir
+        self.train_pairs, self.val_pairs, self.test_pairs = pairs
+        self.callbacks = callbacks or NullJobContext()
+        self.accelerator = _accelerator(config)
+        self.is_main = self.accelerator.is_main_process
+        set_seed(config.seed)
+        self._build_model()
+        self._build_optimisation()
+        self.fingerprint = _fingerprint(pairs.train, pairs.val)
+        self.step = 0
+        self.resumed_from_step = 0
+        self.train_seconds_total = 0.0
+        self.running_loss = _RunningLoss()
+        self.baseline: Baseline | None = None
+        self.best: BestWeights | None = None
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def _build_model(self) -> None:
+        config = self.config
+        self.model = RewardModel.from_pretrained(
+            config.backbone, trainable_layers=config.trainable_layers, processor=config.processor
         )
-        callbacks.save_checkpoint(buffer.getvalue())
+        self.model.to(self.accelerator.device)
+        self.train_set = PreferenceDataset(self.train_pairs, self.model)
+        self.val_set = PreferenceDataset(self.val_pairs, self.model)
+        self.test_set = PreferenceDataset(self.test_pairs, self.model) if self.test_pairs else None
 
-    def stop_requested() -> bool:
-        flag = [callbacks.should_stop() if main else False]
-        if accelerator.num_processes > 1:
+    def _build_optimisation(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        self.sampler = _EpochSampler(len(self.train_set), config.seed)
+        drop_last = len(self.train_set) >= config.batch_size * accelerator.num_processes
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            collate_fn=collate_batch,
+            drop_last=drop_last,
+        )
+        optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.prepared_model, self.optimizer, self.loader = accelerator.prepare(self.model, optimizer, loader)
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        self.scheduler = get_scheduler(
+            "constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
+            self.optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=self.total_steps,
+        )
+        self.checkpoint_every = config.checkpoint_every or config.eval_every
+        self.trainable_params = [p for _, p in self.model.trainable_named_parameters()]
+
+    # -------------------------------------------------------------------------------------------------- the run
+    def train(self) -> dict[str, Any]:
+        """Resume from the callbacks' checkpoint (or measure the zero-shot baseline), train, finish."""
+        payload = self.callbacks.load_checkpoint()
+        if payload:
+            self._resume(payload)
+        else:
+            self._start()
+        self.prepared_model.train()
+        while self.step < self.total_steps:
+            self._run_epoch()
+        return self._finish()
+
+    def _start(self) -> None:
+        val = self._validate()
+        self.baseline = Baseline(val=val, test=self._test_metrics(val["threshold"]))
+        self.best = BestWeights(step=0, val=val, weights=self.model.trainable_state_dict())
+        if self.is_main:
+            self.callbacks.log_metrics(0, {f"val_{k}": v for k, v in _finite(val).items()})
+
+    def _resume(self, payload: bytes) -> None:
+        saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        if saved.get("version") != CHECKPOINT_VERSION:
+            raise JobFailed(f"reward checkpoint version {saved.get('version')} is not {CHECKPOINT_VERSION}")
+        if saved["fingerprint"] != self.fingerprint:
+            raise JobFailed("the checkpoint was made on different training/validation data: cannot resume")
+        if saved["config"] != self.config.to_dict():
+            raise JobFailed("the checkpoint was made with different training settings: cannot resume")
+        self.model.load_trainable_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        self.step = self.resumed_from_step = saved["step"]
+        self.train_seconds_total = saved["train_seconds"]
+        self.baseline = Baseline(**saved["baseline"])
+        best = saved["best"]
+        self.best = BestWeights(step=best["step"], val=best["val"], weights=best["model"])
+
+    def _run_epoch(self) -> None:
+        """The rest of the current epoch (all of it unless a resume lands mid-epoch), or up to the last step."""
+        epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
+        self.sampler.set_epoch(epoch)
+        for index, batch in enumerate(self.loader):
+            if index < done_in_epoch:
+                continue
+            grad_norm = self._train_step(batch)
+            self._after_step(grad_norm)
+            if self.step >= self.total_steps:
+                return
+
+    def _train_step(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """One optimizer step; returns the gradient norm before clipping (None without clipping)."""
+        config, accelerator = self.config, self.accelerator
+        step_began = time.perf_counter()
+        with accelerator.autocast():
+            scores = self.prepared_model(
+                batch["input_ids"], batch["attention_mask"], batch["pixel_a"], batch["pixel_b"]
+            )
+        loss = preference_loss(scores[:, 0], scores[:, 1], batch["label_a"], batch["label_b"], batch["weight"])
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(self.trainable_params, config.grad_clip) if config.grad_clip else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.running_loss.add(float(loss.detach()))
+        self.train_seconds_total += time.perf_counter() - step_began
+        return grad_norm
+
+    def _after_step(self, grad_norm: torch.Tensor | None) -> None:
+        """Log, validate, checkpoint and honour a stop request when their step comes."""
+        config, step = self.config, self.step
+        last = step == self.total_steps
+        if step % config.log_every == 0 or last:
+            self._log_training(grad_norm)
+        if step % config.eval_every == 0 or last:
+            self._evaluate()
+        if step % self.checkpoint_every == 0 and not last:
+            self._save_checkpoint()
+        if not last and step % config.log_every == 0 and self._stop_requested():
+            if step % self.checkpoint_every:
+                self._save_checkpoint()
+            raise JobCancelled(f"reward training stopped at step {step} of {self.total_steps}")
+
+    # ----------------------------------------------------------------------------------- metrics and evaluation
+    def _log_training(self, grad_norm: torch.Tensor | None) -> None:
+        mean_loss = self.running_loss.pop_mean()
+        if not self.is_main:
+            return
+        values = {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0]}
+        if grad_norm is not None:
+            values["grad_norm"] = float(grad_norm)
+        values["logit_scale"] = float(self.model.scale().detach())
+        self.callbacks.log_metrics(self.step, values)
+        self.callbacks.report_progress(self.step / self.total_steps, f"step {self.step} of {self.total_steps}")
+
+    def _evaluate(self) -> None:
+        """Validate; keep the weights if they are the best so far."""
+        val = self._validate()
+        if self.best.beaten_by(val):
+            self.best = BestWeights(step=self.step, val=val, weights=self.model.trainable_state_dict())
+        if self.is_main:
+            values = {f"val_{k}": v for k, v in _finite(val).items()}
+            self.callbacks.log_metrics(self.step, {**values, "best_val_accuracy": self.best.val["accuracy"]})
+
+    def _validate(self) -> dict[str, Any]:
+        """Validation metrics at the tie threshold chosen on validation itself."""
+        labels = self.val_set.label_a.numpy()
+        p_val = predict_probabilities(self.model, self.val_set, self.config.eval_batch_size, self.accelerator.autocast)
+        threshold, _ = choose_threshold(p_val, labels)
+        return evaluate_predictions(p_val, labels, threshold)
+
+    def _test_metrics(self, threshold: float) -> dict[str, Any] | None:
+        if self.test_set is None:
+            return None
+        autocast = self.accelerator.autocast
+        p_test = predict_probabilities(self.model, self.test_set, self.config.eval_batch_size, autocast)
+        return evaluate_predictions(p_test, self.test_set.label_a.numpy(), threshold)
+
+    # ------------------------------------------------------------------------------------ checkpoint and stop
+    def _save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
+        scaler = self.accelerator.scaler
+        buffer = io.BytesIO()
+        state = {
+            "step": self.step,
+            "train_seconds": self.train_seconds_total,
+            "baseline": {"val": self.baseline.val, "test": self.baseline.test},
+            "best": {"step": self.best.step, "val": self.best.val, "model": self.best.weights},
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": self.fingerprint,
+            "config": self.config.to_dict(),
+            "model": self.model.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_state(),
+        }
+        torch.save(state, buffer)
+        self.callbacks.save_checkpoint(buffer.getvalue())
+
+    def _stop_requested(self) -> bool:
+        """The main process asks the callbacks; every process gets its answer."""
+        flag = [self.callbacks.should_stop() if self.is_main else False]
+        if self.accelerator.num_processes > 1:
             broadcast_object_list(flag)
         return bool(flag[0])
 
-    # -- loop --------------------------------------------------------------------------------------------------
-    step = state["step"]
-    params = [p for _, p in model.trainable_named_parameters()]
-    prepared_model.train()
-    running_loss, running_count = 0.0, 0
-    while step < total_steps:
-        epoch, skip = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            if index < skip:
-                continue
-            step_began = time.perf_counter()
-            with autocast():
-                scores = prepared_model(batch["input_ids"], batch["attention_mask"], batch["pixel_a"], batch["pixel_b"])
-            loss = preference_loss(scores[:, 0], scores[:, 1], batch["label_a"], batch["label_b"], batch["weight"])
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            state["step"] = step
-            running_loss += float(loss.detach())
-            running_count += 1
-            state["train_seconds"] += time.perf_counter() - step_began
+    # -------------------------------------------------------------------------------------------------- finish
+    def _finish(self) -> dict[str, Any]:
+        """Restore the best weights, test them, save them to ``output_dir``; the JSON-safe summary."""
+        self.model.load_trainable_state_dict(self.best.weights)
+        test = self._test_metrics(self.best.val["threshold"])
+        if self.output_dir and self.is_main:
+            self.model.save(self.output_dir)
+        self.accelerator.wait_for_everyone()
+        result = self._summary(test)
+        if self.is_main:
+            self.callbacks.report_progress(1.0, f"done: validation accuracy {self.best.val['accuracy']:.3f}")
+        return _clean(result)
 
-            if step % config.log_every == 0 or step == total_steps:
-                if main:
-                    values = {"loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0]}
-                    if grad_norm is not None:
-                        values["grad_norm"] = float(grad_norm)
-                    values["logit_scale"] = float(model.scale().detach())
-                    callbacks.log_metrics(step, values)
-                    callbacks.report_progress(step / total_steps, f"step {step} of {total_steps}")
-                running_loss, running_count = 0.0, 0
-            if step % config.eval_every == 0 or step == total_steps:
-                val_metrics = validate()
-                if better(val_metrics, state["best"]["val"]):
-                    state["best"] = {"step": step, "val": val_metrics, "model": model.trainable_state_dict()}
-                if main:
-                    values = {f"val_{k}": v for k, v in _finite(val_metrics).items()}
-                    callbacks.log_metrics(step, {**values, "best_val_accuracy": state["best"]["val"]["accuracy"]})
-            if step % checkpoint_every == 0 and step < total_steps:
-                save_checkpoint()
-            if step < total_steps and step % config.log_every == 0 and stop_requested():
-                if step % checkpoint_every:
-                    save_checkpoint()
-                raise JobCancelled(f"reward training stopped at step {step} of {total_steps}")
-            if step >= total_steps:
-                break
-
-    # -- finish ------------------------------------------------------------------------------------------------
-    model.load_trainable_state_dict(state["best"]["model"])
-    best_val = state["best"]["val"]
-    threshold = best_val["threshold"]
-    test_result = test_metrics(threshold)
-    if output_dir and main:
-        model.save(output_dir)
-    accelerator.wait_for_everyone()
-    pairs_trained = (step - resumed_from) * config.batch_size * accelerator.num_processes
-    train_seconds_here = state["train_seconds"]
-    result = {
-        "val_accuracy": best_val["accuracy"],
-        "test_accuracy": test_result["accuracy"] if test_result else None,
-        "baseline_val_accuracy": state["baseline"]["val"]["accuracy"],
-        "baseline_test_accuracy": state["baseline"]["test"]["accuracy"] if state["baseline"]["test"] else None,
-        "threshold": threshold,
-        "best_step": state["best"]["step"],
-        "val": best_val,
-        "test": test_result,
-        "baseline": {**state["baseline"], "threshold": state["baseline"]["val"]["threshold"]},
-        "human_ceiling": human_ceiling(votes_by_pair(test)) if test else None,
-        "steps": step,
-        "epochs": step / steps_per_epoch,
-        "resumed_from_step": resumed_from,
-        "train_pairs": len(train),
-        "val_pairs": len(val),
-        "test_pairs": len(test),
-        "seconds": time.perf_counter() - began,
-        "train_seconds": train_seconds_here,
-        "pairs_per_second": (step * config.batch_size * accelerator.num_processes) / train_seconds_here
-        if train_seconds_here > 0
-        else None,
-        "pairs_trained_this_attempt": pairs_trained,
-        "device": str(accelerator.device),
-        "num_processes": accelerator.num_processes,
-        "model": model.describe(),
-        "config": config.to_dict(),
-        "model_dir": output_dir,
-    }
-    if main:
-        callbacks.report_progress(1.0, f"done: validation accuracy {best_val['accuracy']:.3f}")
-    return _clean(result)
+    def _summary(self, test: dict[str, Any] | None) -> dict[str, Any]:
+        processes, batch_size = self.accelerator.num_processes, self.config.batch_size
+        baseline, best = self.baseline, self.best
+        seconds = self.train_seconds_total
+        return {
+            "val_accuracy": best.val["accuracy"],
+            "test_accuracy": test["accuracy"] if test else None,
+            "baseline_val_accuracy": baseline.val["accuracy"],
+            "baseline_test_accuracy": baseline.test["accuracy"] if baseline.test else None,
+            "threshold": best.val["threshold"],
+            "best_step": best.step,
+            "val": best.val,
+            "test": test,
+            "baseline": {"val": baseline.val, "test": baseline.test, "threshold": baseline.val["threshold"]},
+            "human_ceiling": human_ceiling(votes_by_pair(self.test_pairs)) if self.test_pairs else None,
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "resumed_from_step": self.resumed_from_step,
+            "train_pairs": len(self.train_pairs),
+            "val_pairs": len(self.val_pairs),
+            "test_pairs": len(self.test_pairs),
+            "seconds": time.perf_counter() - self.began,
+            "train_seconds": seconds,
+            "pairs_per_second": self.step * batch_size * processes / seconds if seconds > 0 else None,
+            "pairs_trained_this_attempt": (self.step - self.resumed_from_step) * batch_size * processes,
+            "device": str(self.accelerator.device),
+            "num_processes": processes,
+            "model": self.model.describe(),
+            "config": self.config.to_dict(),
+            "model_dir": self.output_dir,
+        }

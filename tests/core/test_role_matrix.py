@@ -6,6 +6,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from core import services
+from feedback import handout
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,7 @@ MATRIX = [
         "get",
         "/api/v1/images/{image}/file/",
         None,
-        {**STAFF_READ, "annotator": 403},  # annotators: only images of pairs assigned to them
+        STAFF_READ,  # raters fetch the images they rate by token (api-rating-image), never by id
     ),
     (
         "api-campaigns",
@@ -76,6 +77,14 @@ MATRIX = [
         "/api/v1/campaigns/{campaign}/next/",
         None,
         # Reviewers rate only campaigns they are assigned to (this one lists the annotator alone): 404.
+        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 404, "engineer": 403, "admin": 404},
+    ),
+    (
+        "api-rating-image",
+        "get",
+        "/api/v1/rating-images/{image_token}/left/",
+        None,
+        # Only the assignment's holder (the annotator); another rater's 404 is the one of a token that does not exist.
         {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 404, "engineer": 403, "admin": 404},
     ),
     (
@@ -168,7 +177,14 @@ def test_role_matrix(client_for, users, image, campaign, role, name, method, pat
     run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
     client = client_for(None if role == "anonymous" else role)
 
-    url = path.format(run=run.pk, image=image.pk, prompt_set=image.prompt.prompt_sets.get().pk, campaign=campaign.pk)
+    image_token = handout.next_assignment(annotator=users["annotator"], campaign=campaign).image_token
+    url = path.format(
+        run=run.pk,
+        image=image.pk,
+        prompt_set=image.prompt.prompt_sets.get().pk,
+        campaign=campaign.pk,
+        image_token=image_token,
+    )
     response = getattr(client, method)(url, body, format="json")
 
     assert response.status_code == expected[role], response.content[:300]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from playwright.sync_api import expect
 
 from feedback import services
 from feedback.models import Pair, Vote
-from generators.models import ModelVersion
+from generators.models import GeneratedImage, ModelVersion
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -44,14 +46,21 @@ def campaign(users, settings, tmp_path):
     )
 
 
-def _shown(page) -> tuple[int, int, int]:
+RATING_IMAGE_URL = re.compile(r"/api/v1/rating-images/[A-Za-z0-9_-]{22}/(left|right)/")
+
+
+def _shown(page, live_server) -> tuple[int, str, str]:
+    """The assignment on screen and the sha256 of the bytes the page shows on the left and on the right."""
     images = page.locator("#images")
     assignment = int(images.get_attribute("data-assignment"))
-    return (
-        assignment,
-        int(page.locator("#left-image").get_attribute("data-image")),
-        int(page.locator("#right-image").get_attribute("data-image")),
-    )
+    digests = []
+    for side in ("left", "right"):
+        url = page.locator(f"#{side}-image").get_attribute("src")
+        assert RATING_IMAGE_URL.fullmatch(url), url  # an opaque token, no image id
+        response = page.request.get(f"{live_server.url}{url}")
+        assert response.status == 200
+        digests.append(hashlib.sha256(response.body()).hexdigest())
+    return assignment, digests[0], digests[1]
 
 
 def test_annotator_rates_with_keyboard_and_mouse(campaign, users, page, login, live_server):
@@ -61,12 +70,12 @@ def test_annotator_rates_with_keyboard_and_mouse(campaign, users, page, login, l
 
     expected = []
     for key, choice in (("1", "left"), ("ArrowRight", "right"), ("3", "tie")):
-        assignment, left, right = _shown(page)
+        assignment, left, right = _shown(page, live_server)
         page.keyboard.press(key)
         expected.append((assignment, choice, left, right))
         expect(page.locator("#images")).not_to_have_attribute("data-assignment", str(assignment))
     for button, choice in (("Left is better (1 / ←)", "left"), ("Both bad (4)", "both_bad"), ("Skip (0)", "skip")):
-        assignment, left, right = _shown(page)
+        assignment, left, right = _shown(page, live_server)
         page.get_by_role("button", name=button).click()
         expected.append((assignment, choice, left, right))
         expect(page.locator("#images")).not_to_have_attribute("data-assignment", str(assignment))
@@ -77,11 +86,12 @@ def test_annotator_rates_with_keyboard_and_mouse(campaign, users, page, login, l
     for assignment, choice, left, right in expected:
         vote = Vote.objects.get(assignment_id=assignment)
         pair = Pair.objects.get(pk=vote.pair_id)
+        image_a, image_b = (GeneratedImage.objects.get(pk=pk).sha256 for pk in (pair.image_a_id, pair.image_b_id))
         assert vote.submitted == choice and vote.annotator == users["annotator"]
-        assert {left, right} == {pair.image_a_id, pair.image_b_id}
+        assert {left, right} == {image_a, image_b}
         if choice in ("left", "right"):
             chosen = left if choice == "left" else right
-            assert vote.choice == ("a" if chosen == pair.image_a_id else "b")
+            assert vote.choice == ("a" if chosen == image_a else "b")
         else:
             assert vote.choice == choice
         assert vote.seconds is not None and vote.seconds >= 0

@@ -13,6 +13,7 @@ from feedback.models import Assignment, Pair, Vote
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
 from tests.conftest import make_user
+from tests.support.images import store_images
 
 pytestmark = pytest.mark.django_db
 
@@ -35,12 +36,7 @@ def campaign(users, settings, tmp_path):
         name="p", split="train", prompts=[f"prompt {i}" for i in range(4)]
     )
     for prompt in prompt_set.prompts.all():
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={},
-            settings_hash="0" * 64,
-            images=[(prompt, seed, _png(prompt.pk * 10 + seed), 8, 8) for seed in (0, 1)],
-        )
+        store_images(version, [(prompt, seed, _png(prompt.pk * 10 + seed)) for seed in (0, 1)])
     return services.campaign_create(
         name="c",
         purpose="collect",
@@ -59,6 +55,15 @@ def _vote(client, assignment: int, choice: str):
     return client.post("/api/v1/votes/", {"assignment": assignment, "choice": choice, "seconds": 1.5}, format="json")
 
 
+def _token(body) -> str:
+    return Assignment.objects.get(pk=body["assignment"]).image_token
+
+
+def _a_on_left(body) -> bool:
+    """Whether the pair's image a is on the left of the pair ``next/`` answered with (the API does not say)."""
+    return Assignment.objects.get(pk=body["assignment"]).a_on_left
+
+
 def test_campaign_pairs_two_seeds_of_each_prompt(campaign):
     assert campaign.pairs.count() == 4
     assert all(p.image_a.prompt_id == p.image_b.prompt_id for p in campaign.pairs.all())
@@ -72,7 +77,8 @@ def test_next_follows_the_contract_and_is_stable_until_voted(campaign, client_fo
     assert first.status_code == 200
     body = first.json()
     assert set(body) == {"assignment", "pair", "prompt", "left", "right", "expires_at"}
-    assert body["left"]["url"] == f"/api/v1/images/{body['left']['image']}/file/"
+    assert body["left"] == {"url": f"/api/v1/rating-images/{_token(body)}/left/"}
+    assert body["right"] == {"url": f"/api/v1/rating-images/{_token(body)}/right/"}
     assert again.json()["assignment"] == body["assignment"]
     assert annotator.get(body["left"]["url"]).status_code == 200
     assert client_for("annotator").get("/api/v1/campaigns/").json()[0]["progress"]["pairs"] == 4
@@ -89,7 +95,7 @@ def test_votes_are_stored_against_images_and_resubmission_is_idempotent(campaign
     assert created.status_code == 201 and same.status_code == 200 and other.status_code == 409
     vote = Vote.objects.get()
     pair = Pair.objects.get(pk=body["pair"])
-    assert vote.choice == ("a" if body["left"]["image"] == pair.image_a_id else "b")
+    assert vote.choice == ("a" if _a_on_left(body) else "b")
     assert pair.valid_votes == 1
 
 
@@ -348,10 +354,10 @@ def test_gold_quality_flagging_and_export_leave_out_flagged_annotators(
     sloppy_client.force_authenticate(sloppy)
 
     def image_a_side(pair, body):  # always picks image a, which is right on the gold pair
-        return "left" if body["left"]["image"] == pair.image_a_id else "right"
+        return "left" if _a_on_left(body) else "right"
 
     def image_b_side(pair, body):
-        return "right" if body["left"]["image"] == pair.image_a_id else "left"
+        return "right" if _a_on_left(body) else "left"
 
     _rate_everything(client_for("annotator"), campaign, image_a_side)
     _rate_everything(sloppy_client, campaign, image_b_side)
