@@ -5,19 +5,23 @@ Views parse input with a small serializer, call one service or selector, and ren
 
 from __future__ import annotations
 
+import mimetypes
+
 import django_filters
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from core import run_kinds, selectors, services
+from core import login_throttle, run_kinds, selectors, services
 from core.models import Artifact, Run, RunKindName
 from core.permissions import EngineerWritesStaffReads, IsAuthenticatedUser, IsEngineer, RunStartAccess
 from core.roles import Role, user_roles
@@ -33,7 +37,10 @@ class TokenInputSerializer(StrictSerializer):
 
 
 class AuthTokenView(APIView):
-    """Exchange a username and password for an API token (for scripts and simulated annotators)."""
+    """Exchange a username and password for an API token (for scripts and simulated annotators).
+
+    Throttled per client address (``AUTH_THROTTLE_RATE``, counted in the shared cache) and, like the login
+    forms, locked per account and per address after ``LOGIN_FAILURE_LIMIT`` failures (429 with Retry-After)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -42,13 +49,20 @@ class AuthTokenView(APIView):
 
     @extend_schema(
         request=TokenInputSerializer,
-        responses={200: inline_serializer("TokenOutput", {"token": serializers.CharField()})},
+        responses={200: inline_serializer("TokenOutput", {"token": serializers.CharField()}), 429: None},
         auth=[],
     )
     def post(self, request):
         TokenInputSerializer(data=request.data).is_valid(raise_exception=True)
         credentials = AuthTokenSerializer(data=request.data, context={"request": request})
-        credentials.is_valid(raise_exception=True)
+        if not credentials.is_valid():
+            if getattr(request, "axes_locked_out", False):  # set by django-axes while authenticating
+                return Response(
+                    {"detail": login_throttle.lockout_message()},
+                    status=status.HTTP_429_TOO_MANY_REQUESTS,
+                    headers={"Retry-After": str(login_throttle.lockout_seconds())},
+                )
+            raise ValidationError(credentials.errors)
         token, _ = Token.objects.get_or_create(user=credentials.validated_data["user"])
         return Response({"token": token.key})
 
@@ -124,7 +138,13 @@ class RunKindListView(APIView):
 
 
 class RunSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username",
+        default=None,
+        read_only=True,
+        allow_null=True,
+        help_text="who started the run (CLI runs: --user, $PLATFORM_USER, the login name or the first admin)",
+    )
 
     class Meta:
         model = Run
@@ -230,3 +250,32 @@ class RunCancelView(APIView):
         run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
         run = services.run_request_cancel(run_id=run.pk, requested_by=request.user)
         return Response(RunDetailSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ArtifactDownloadView(APIView):
+    """The file of one run artifact (LoRA adapter, zipped reward model, checkpoint...), streamed as an
+    attachment. Engineers and admins only: reviewers see artifacts' names, sizes and hashes on a run's detail,
+    not the trained weights themselves."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="no such artifact, or its file is missing"),
+        }
+    )
+    def get(self, request, pk: int):
+        artifact = get_object_or_404(selectors.artifacts_visible_to(request.user), pk=pk)
+        try:
+            handle = artifact.file.open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"The file of artifact {artifact.pk} is missing from storage.") from None
+        response = FileResponse(
+            handle,
+            as_attachment=True,
+            filename=artifact.name,
+            content_type=mimetypes.guess_type(artifact.name)[0] or "application/octet-stream",
+        )
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response

@@ -7,7 +7,7 @@ from collections import defaultdict
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from core.models import MetricPoint, Run
+from core.models import Artifact, MetricPoint, Run
 from core.roles import Role, has_role
 
 
@@ -16,6 +16,11 @@ def runs_visible_to(user) -> QuerySet[Run]:
     if not has_role(user, Role.ENGINEER, Role.REVIEWER):
         return Run.objects.none()
     return Run.objects.select_related("created_by")
+
+
+def artifacts_visible_to(user) -> QuerySet[Artifact]:
+    """Artifacts of the runs a user may see."""
+    return Artifact.objects.filter(run__in=runs_visible_to(user))
 
 
 def run_metric_series(*, run: Run, since_step: int | None = None) -> dict[str, list[list[float | None]]]:

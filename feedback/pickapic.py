@@ -92,6 +92,7 @@ LABEL_TOLERANCE = 1e-6
 CHOICE_FOR_LABELS = {(1.0, 0.0): "a", (0.0, 1.0): "b", (0.5, 0.5): "tie"}
 ROW_GROUP_BYTES = 64 * 1024 * 1024  # ~64 MiB of image bytes per row group: a streamed group fits easily in memory.
 MAX_ROW_GROUP_ROWS = 10_000
+BATCH_ROWS = 64  # rows decoded into Python objects at a time while reading (a row group may be far larger)
 _IMAGE_COLUMNS = ("jpg_0", "jpg_1")
 _TEXT_COLUMNS = [f.name for f in PICKAPIC_SCHEMA if f.name not in _IMAGE_COLUMNS]
 
@@ -399,50 +400,73 @@ def _row_from_record(record: dict[str, Any]) -> PickapicRow:
 
 
 class PickapicReader(Iterator[PickapicRow]):
-    """Streams validated rows from a Pick-a-Pic Parquet file one row group at a time.
+    """Streams validated rows from a Pick-a-Pic Parquet file, ``batch_rows`` rows at a time.
 
     ``skipped`` and ``errors`` (messages naming the row) grow as bad rows are met with ``on_error="skip"``;
-    ``num_rows`` is the file's row count. With ``on_error="raise"`` the first bad row raises ``ValueError``.
+    ``num_rows`` is the file's row count and ``rows_read`` how many rows were examined so far. With
+    ``on_error="raise"`` the first bad row raises ``ValueError``. Messages start with ``label`` (default: the
+    path); give another label when the messages are shown to someone who must not learn server paths.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, on_error: OnError = "raise", check_images: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        on_error: OnError = "raise",
+        check_images: bool = True,
+        label: str | None = None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         self.path = os.fspath(path)
+        self.label = self.path if label is None else label
         self.on_error = on_error
         self.check_images = check_images
         self.skipped = 0
         self.errors: list[str] = []
-        self._file = pq.ParquetFile(self.path)
+        self.rows_read = 0
+        self._batch_rows = batch_rows
+        # Opened from a Python file object, pyarrow's own errors never name the path either.
+        self._handle = open(self.path, "rb")  # noqa: SIM115 - closed by close() or the end of the rows
+        try:
+            self._file = pq.ParquetFile(self._handle)
+        except Exception:
+            self._handle.close()
+            raise
         names = set(self._file.schema_arrow.names)
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing:
-            self._file.close()
-            raise ValueError(f"{self.path}: not a Pick-a-Pic file, missing column(s) {', '.join(missing)}")
+            self._release()
+            raise ValueError(f"{self.label}: not a Pick-a-Pic file, missing column(s) {', '.join(missing)}")
         self.num_rows: int = self._file.metadata.num_rows
         self._columns = [f.name for f in PICKAPIC_SCHEMA if f.name in names]
         self._rows = self._generate()
 
+    def _release(self) -> None:
+        self._file.close()
+        self._handle.close()
+
     def _generate(self) -> Generator[PickapicRow, None, None]:
-        index = 0
         try:
-            for group in range(self._file.num_row_groups):
-                table = _microsecond_timestamps(self._file.read_row_group(group, columns=self._columns))
+            for batch in self._file.iter_batches(batch_size=self._batch_rows, columns=self._columns):
+                table = _microsecond_timestamps(pa.Table.from_batches([batch]))
                 for record in table.to_pylist():
                     try:
                         row = _row_from_record(record)
                         _validate(row, check_images=self.check_images)
                     except ValueError as exc:
-                        message = f"{self.path}: row {index}: {exc}"
+                        message = f"{self.label}: row {self.rows_read}: {exc}"
                         if self.on_error == "raise":
                             raise ValueError(message) from None
                         self.skipped += 1
                         self.errors.append(message)
+                        self.rows_read += 1
                     else:
+                        self.rows_read += 1
                         yield row
-                    index += 1
         finally:
-            self._file.close()
+            self._release()
 
     def __iter__(self) -> PickapicReader:
         return self
@@ -453,14 +477,14 @@ class PickapicReader(Iterator[PickapicRow]):
     def close(self) -> None:
         """Stop early and release the file."""
         self._rows.close()
-        self._file.close()
+        self._release()
 
 
 def iter_parquet(
-    path: str | os.PathLike[str], *, on_error: OnError = "raise", check_images: bool = True
+    path: str | os.PathLike[str], *, on_error: OnError = "raise", check_images: bool = True, label: str | None = None
 ) -> PickapicReader:
-    """Stream validated :class:`PickapicRow` objects row group by row group (see :class:`PickapicReader`)."""
-    return PickapicReader(path, on_error=on_error, check_images=check_images)
+    """Stream validated :class:`PickapicRow` objects a batch at a time (see :class:`PickapicReader`)."""
+    return PickapicReader(path, on_error=on_error, check_images=check_images, label=label)
 
 
 def read_parquet(

@@ -7,6 +7,8 @@ class RewardsConfig(AppConfig):
 
     def ready(self) -> None:
         from core import run_kinds
+        from rewards import receivers  # noqa: F401 - connects the signal receivers
+        from rewards.dataset_import import DatasetImportConfigSerializer
         from rewards.run_configs import EvaluateConfigSerializer, RewardTrainConfigSerializer
 
         run_kinds.register(
@@ -25,5 +27,14 @@ class RewardsConfig(AppConfig):
                 config_serializer=EvaluateConfigSerializer,
                 executor_path="rewards.executors.evaluate",
                 description="Score versions' images of a prompt set with a reward model (generates missing ones).",
+            )
+        )
+        run_kinds.register(
+            run_kinds.RunKind(
+                name="dataset_import",
+                queue="default",
+                config_serializer=DatasetImportConfigSerializer,
+                executor_path="rewards.dataset_import.dataset_import",
+                description="Validate an uploaded Pick-a-Pic Parquet file row by row and make its dataset ready.",
             )
         )

@@ -5,35 +5,53 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 
+from core import services as core_services
 from core.uniqueness import create_named
 from feedback.exports import pickapic_rows
 from feedback.models import Campaign
-from feedback.pickapic import PickapicRow, read_parquet, write_parquet
-from rewards.datasets import dataset_stats
-from rewards.models import DatasetSource, ImageScore, PreferenceDataset, RewardModel
+from feedback.pickapic import write_parquet
+from rewards.datasets import DatasetFileError, dataset_stats, scan_pickapic
+from rewards.models import DatasetSource, DatasetState, ImageScore, PreferenceDataset, RewardModel
+
+PARQUET_MAGIC = b"PAR1"
 
 
-def _sha256(path: Path) -> str:
+def _sha256(handle) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    handle.seek(0)
     return digest.hexdigest()
 
 
-def _store(*, name: str, path: Path, rows: Sequence[PickapicRow], **fields) -> PreferenceDataset:
-    digest = _sha256(path)
+def _store_file(content: File, digest: str) -> str:
+    """Save ``content`` under a content-addressed name (once per content); returns the stored name.
+
+    A temporary upload on a filesystem storage is moved into place, not copied; other files are streamed.
+    """
     stored = f"datasets/{digest[:16]}.parquet"
     if not default_storage.exists(stored):
-        with path.open("rb") as handle:
-            stored = default_storage.save(stored, File(handle))
+        stored = default_storage.save(stored, content)
+    return stored
+
+
+def _check_name_free(name: str) -> None:
+    if PreferenceDataset.objects.filter(name=name).exists():
+        raise ValidationError({"name": [f"A dataset named {name!r} already exists."]})
+
+
+def _store(*, name: str, path: Path, stats: dict, **fields) -> PreferenceDataset:
+    with path.open("rb") as handle:
+        digest = _sha256(handle)
+        stored = _store_file(File(handle), digest)
 
     def create() -> PreferenceDataset:
         campaigns = fields.pop("campaigns", ())
@@ -42,8 +60,9 @@ def _store(*, name: str, path: Path, rows: Sequence[PickapicRow], **fields) -> P
             file=stored,
             sha256=digest,
             size=path.stat().st_size,
-            rows=len(rows),
-            stats=dataset_stats(rows),
+            rows=stats["rows"],
+            stats=stats,
+            state=DatasetState.READY,
             **fields,
         )
         dataset.campaigns.set(campaigns)
@@ -65,8 +84,7 @@ def dataset_snapshot(
     campaigns = list(campaigns)
     if not campaigns:
         raise ValidationError({"campaigns": ["Choose at least one campaign."]})
-    if PreferenceDataset.objects.filter(name=name).exists():
-        raise ValidationError({"name": [f"A dataset named {name!r} already exists."]})
+    _check_name_free(name)
     rows, excluded = pickapic_rows(
         campaigns, include_flagged=include_flagged, gold_threshold=gold_threshold, min_gold=min_gold
     )
@@ -84,7 +102,7 @@ def dataset_snapshot(
         return _store(
             name=name,
             path=path,
-            rows=rows,
+            stats=dataset_stats(rows),
             source=DatasetSource.CAMPAIGNS,
             campaigns=campaigns,
             options=options,
@@ -93,26 +111,92 @@ def dataset_snapshot(
 
 
 def dataset_import(*, name: str, path: str | os.PathLike[str], created_by=None) -> PreferenceDataset:
-    """Import a Pick-a-Pic-schema Parquet file from disk (every row validated) as a dataset."""
+    """Import a Pick-a-Pic-schema Parquet file from the server's disk, synchronously (``manage.py
+    import_pickapic``): every row is validated, a batch at a time, before the file is stored as a ready dataset.
+    Problems raise ``ValidationError`` on ``path`` (the caller's own path is named: it is their file)."""
     source = Path(path)
     if not source.is_file():
         raise ValidationError({"path": [f"No file at {str(source)!r}."]})
-    if PreferenceDataset.objects.filter(name=name).exists():
-        raise ValidationError({"name": [f"A dataset named {name!r} already exists."]})
+    _check_name_free(name)
     try:
-        rows = read_parquet(source)
-    except (ValueError, OSError) as exc:
-        raise ValidationError({"path": [f"Not a readable Pick-a-Pic Parquet file: {exc}"]}) from exc
-    if not rows:
-        raise ValidationError({"path": ["The file holds no rows."]})
+        stats = scan_pickapic(source, label=str(source))
+    except DatasetFileError as exc:
+        raise ValidationError({"path": [str(exc)]}) from exc
     return _store(
         name=name,
         path=source,
-        rows=rows,
+        stats=stats,
         source=DatasetSource.PARQUET,
         original_path=str(source.resolve()),
         created_by=created_by,
     )
+
+
+def _looks_like_parquet(upload: UploadedFile) -> bool:
+    """Parquet files start and end with ``PAR1`` (a cheap check; the import run reads the rest)."""
+    if upload.size < 2 * len(PARQUET_MAGIC) + 4:
+        return False
+    upload.seek(0)
+    head = upload.read(len(PARQUET_MAGIC))
+    upload.seek(upload.size - len(PARQUET_MAGIC))
+    tail = upload.read(len(PARQUET_MAGIC))
+    upload.seek(0)
+    return head == PARQUET_MAGIC and tail == PARQUET_MAGIC
+
+
+def dataset_upload_accept(*, name: str, upload: UploadedFile, created_by=None) -> PreferenceDataset:
+    """Store an uploaded Parquet file as an ``importing`` dataset and queue its ``dataset_import`` run.
+
+    The web request only moves the streamed temporary file into storage (its SHA-256 was computed while it
+    arrived, see ``core.uploads``); reading and validating the rows is the run's job. Problems raise
+    ``ValidationError`` on ``name`` or ``file`` with messages that never name a server path.
+    """
+    _check_name_free(name)
+    if not _looks_like_parquet(upload):
+        raise ValidationError({"file": ["Not a Parquet file: it must start and end with the bytes PAR1."]})
+    digest = getattr(upload, "sha256", None) or _sha256(upload)
+    stored = _store_file(upload, digest)
+
+    def create() -> PreferenceDataset:  # one transaction (create_named): the run is dispatched on commit
+        dataset = PreferenceDataset.objects.create(
+            name=name,
+            source=DatasetSource.PARQUET,
+            file=stored,
+            sha256=digest,
+            size=upload.size,
+            rows=0,
+            state=DatasetState.IMPORTING,
+            options={"uploaded_as": Path(upload.name or "").name[:200]},
+            created_by=created_by,
+        )
+        run = core_services.run_create(kind="dataset_import", config={"dataset": dataset.pk}, created_by=created_by)
+        dataset.import_run = run
+        dataset.save(update_fields=["import_run"])
+        return dataset
+
+    return create_named(PreferenceDataset, name, "dataset", create)
+
+
+def dataset_import_complete(*, dataset: PreferenceDataset, stats: dict) -> PreferenceDataset:
+    """The import run validated every row: the dataset is ready for training."""
+    dataset.rows, dataset.stats, dataset.state, dataset.error = stats["rows"], stats, DatasetState.READY, ""
+    dataset.save(update_fields=["rows", "stats", "state", "error"])
+    return dataset
+
+
+def dataset_import_fail(*, dataset_id: int, error: str) -> None:
+    """Mark a dataset that is still importing as failed, with a readable reason (no server paths)."""
+    PreferenceDataset.objects.filter(pk=dataset_id, state=DatasetState.IMPORTING).update(
+        state=DatasetState.FAILED, error=error[:2000]
+    )
+
+
+def dataset_import_run_finished(*, run) -> None:
+    """A ``dataset_import`` run ended: a dataset it left importing (cancelled, crashed) is marked failed."""
+    if run.state == "succeeded" or "dataset" not in run.config:
+        return
+    reason = "The import was cancelled." if run.state == "cancelled" else f"The import run {run.pk} failed."
+    dataset_import_fail(dataset_id=run.config["dataset"], error=reason)
 
 
 def reward_model_register(

@@ -68,7 +68,7 @@ def test_unregistered_kind_says_which_kinds_exist(engineer_client, monkeypatch):
 
     monkeypatch.delitem(run_kinds._REGISTRY, "finetune")  # a worker image without the fine-tuning app
     errors = _create(engineer_client, {"kind": "finetune"}).json()
-    assert "Available kinds: diagnostic, evaluate, generate, reward_train" in errors["kind"][0]
+    assert "Available kinds: dataset_import, diagnostic, evaluate, generate, reward_train" in errors["kind"][0]
 
 
 def test_list_filters_by_kind_state_and_creator(client_for, users):
@@ -114,16 +114,65 @@ def test_cancel_queued_run_is_immediate_and_cancel_of_finished_run_is_409(engine
 
 
 def test_run_kinds_lists_config_fields(client_for):
-    kinds = client_for("reviewer").get("/api/v1/run-kinds/").json()
-    assert kinds[0]["name"] == "diagnostic"
-    assert "steps" in kinds[0]["config_fields"]
+    kinds = {kind["name"]: kind for kind in client_for("reviewer").get("/api/v1/run-kinds/").json()}
+    assert "steps" in kinds["diagnostic"]["config_fields"]
+    assert (kinds["dataset_import"]["queue"], kinds["dataset_import"]["config_fields"]) == ("default", ["dataset"])
 
 
 def test_reviewers_start_only_generation_and_scoring_runs(client_for):
     reviewer, annotator = client_for("reviewer"), client_for("annotator")
-    for kind in ("diagnostic", "reward_train", "finetune"):
+    for kind in ("diagnostic", "reward_train", "finetune", "dataset_import"):
         assert reviewer.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 403
     # generate/evaluate pass the role check and reach config validation (an empty config is a 400).
     for kind in ("generate", "evaluate"):
         assert reviewer.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 400
         assert annotator.post("/api/v1/runs/", {"kind": kind, "config": {}}, format="json").status_code == 403
+
+
+def _claimed_run(users) -> services.Claim:
+    run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
+    return services.run_claim(run_id=run.pk, worker="test")
+
+
+def test_engineers_download_an_artifact_streamed_with_its_name_and_type(settings, tmp_path, client_for, users):
+    settings.MEDIA_ROOT = tmp_path
+    claim = _claimed_run(users)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    artifact = services.artifact_save(
+        run=claim.run, attempt=claim.attempt, name="reward_model.zip", data=payload, kind="reward_model"
+    )
+    url = f"/api/v1/artifacts/{artifact.pk}/download/"
+
+    for role in ("engineer", "admin"):
+        response = client_for(role).get(url)
+        assert response.status_code == 200
+        assert response.streaming and b"".join(response.streaming_content) == payload
+        assert response["Content-Type"] == "application/zip"
+        assert response["Content-Disposition"] == 'attachment; filename="reward_model.zip"'
+        assert response["Content-Length"] == str(len(payload))
+        assert response["ETag"] == f'"{artifact.sha256}"'
+    # Reviewers see the artifact's name, size and hash on the run, not the weights; annotators nothing.
+    assert client_for("reviewer").get(url).status_code == 403
+    assert client_for("annotator").get(url).status_code == 403
+    assert client_for(None).get(url).status_code == 401
+    unnamed = services.artifact_save(
+        run=claim.run, attempt=claim.attempt, name="checkpoint", data=b"state", kind="checkpoint"
+    )
+    assert client_for("engineer").get(f"/api/v1/artifacts/{unnamed.pk}/download/")["Content-Type"] == (
+        "application/octet-stream"
+    )
+
+
+def test_downloading_a_missing_artifact_or_file_is_a_404(settings, tmp_path, client_for, users):
+    settings.MEDIA_ROOT = tmp_path
+    claim = _claimed_run(users)
+    artifact = services.artifact_save(
+        run=claim.run, attempt=claim.attempt, name="adapter.safetensors", data=b"weights", kind="adapter"
+    )
+    (tmp_path / artifact.file.name).unlink()
+    engineer = client_for("engineer")
+
+    assert engineer.get(f"/api/v1/artifacts/{artifact.pk + 1}/download/").status_code == 404
+    missing = engineer.get(f"/api/v1/artifacts/{artifact.pk}/download/")
+    assert missing.status_code == 404 and "missing from storage" in missing.json()["detail"]
+    assert str(tmp_path) not in missing.content.decode()
