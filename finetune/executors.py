@@ -2,7 +2,9 @@
 
 The ML lives in :mod:`finetune.trainer` (no Django); this adapter loads what the config names, runs it with the
 run's JobContext (checkpoints, metrics, cancel) and records the result: the adapter as an artifact, a new
-immutable ModelVersion whose parent is the tuned version, and a FineTune row linking the reward used.
+immutable ModelVersion whose parent is the tuned version (through ``generators.services``), and a FineTune row
+linking the reward used. The new version's name is checked before training starts; if another version took it
+while the run trained, the run fails saying so and the adapter stays an artifact of the run.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ import dataclasses
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from core.devices import DeviceUnavailable, resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Artifact, Run
-from core.storage import artifact_as_file_named
+from finetune import services
 from finetune.models import FineTune
 from generators import selectors as generator_selectors
+from generators import services as generator_services
 from generators.models import ModelVersion
-from generators.pipeline import PipelineLoadError, PipelineSpec, load_pipeline
-from generators.selectors import LORA_WEIGHT_NAME
+from generators.pipeline import LORA_WEIGHT_NAME, PipelineLoadError, load_pipeline
 from rewards.loading import reward_function_for
 from rewards.models import RewardModel
 
@@ -59,20 +62,13 @@ def finetune(run: Run, ctx: JobContext) -> dict:
 
     config = run.config
     parent = ModelVersion.objects.select_related("base_model", "adapter").get(pk=config["model_version"])
+    _check_version_name(run, parent)
     try:
         device = resolve_device(config["device"])
-        pipe = load_pipeline(
-            PipelineSpec(
-                source=parent.base_model.source,
-                revision=parent.base_model.revision or None,
-                pipeline_class=parent.base_model.pipeline_class,
-                device=device,
-                dtype="auto",
-            )
-        )
+        pipe = load_pipeline(generator_selectors.pipeline_spec_for(parent, device=device, with_adapter=False))
     except (PipelineLoadError, DeviceUnavailable) as exc:
         raise JobFailed(f"Cannot load {parent}: {exc}") from exc
-    parent_lora = artifact_as_file_named(parent.adapter, LORA_WEIGHT_NAME).parent if parent.adapter_id else None
+    parent_lora = generator_selectors.adapter_folder(parent)  # the trainer continues the parent's adapter
     reward, gold = _reward_callables(config, device)
     train_prompts = [p.text for p in generator_selectors.prompts_of(config["train_prompt_set"])]
     eval_prompts = [p.text for p in generator_selectors.prompts_of(config["eval_prompt_set"])]
@@ -106,29 +102,48 @@ def _reward_label(config: dict) -> str:
     return f"oracle {config['oracle']}"
 
 
+def _version_name(run: Run) -> str:
+    return run.config.get("name") or f"ddpo-{run.pk}"
+
+
+def _check_version_name(run: Run, parent: ModelVersion) -> None:
+    """Fail before training when the new version's name is taken (unless this run made that version itself)."""
+    name = _version_name(run)
+    taken = generator_selectors.model_versions().filter(base_model=parent.base_model, name=name)
+    if taken.exclude(produced_by_run=run).exists():
+        raise JobFailed(f"{parent.base_model.name} already has a version {name!r}; start the run with another name.")
+
+
 def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersion:
     """Create the new version and its FineTune row once (a retried run finds them)."""
     existing = FineTune.objects.filter(run=run).select_related("version").first()
     if existing is not None:
         return existing.version
-    config = run.config
-    name = config.get("name") or f"ddpo-{run.pk}"
+    config, name = run.config, _version_name(run)
+    adapter = Artifact.objects.get(run=run, name=ADAPTER_ARTIFACT)
     with transaction.atomic():
-        version = ModelVersion.objects.create(
-            base_model=parent.base_model,
-            name=name,
-            parent=parent,
-            adapter=Artifact.objects.get(run=run, name=ADAPTER_ARTIFACT),
-            produced_by_run=run,
-            notes=f"DDPO against {_reward_label(config)}",
-            created_by=run.created_by,
-        )
-        FineTune.objects.create(
+        try:
+            version = generator_services.model_version_create(
+                base_model=parent.base_model,
+                name=name,
+                parent=parent,
+                adapter=adapter,
+                produced_by_run=run,
+                notes=f"DDPO against {_reward_label(config)}",
+                created_by=run.created_by,
+            )
+        except ValidationError as exc:
+            raise JobFailed(
+                f"Another version of {parent.base_model.name} took the name {name!r} while this run trained, so no "
+                f"version was recorded. The trained adapter is kept as the artifact {ADAPTER_ARTIFACT!r} of run "
+                f"{run.pk} (artifact {adapter.pk})."
+            ) from exc
+        services.finetune_record(
             run=run,
             parent=parent,
             version=version,
             reward_model_id=config.get("reward_model"),
             oracle=config.get("oracle", ""),
-            summary={k: v for k, v in summary.items() if k not in ("history", "config")},
+            summary=summary,
         )
     return version
