@@ -1,8 +1,16 @@
-"""Fixtures for tests that run real Celery worker processes (registered in tests/conftest.py)."""
+"""Fixtures for tests that run real Celery worker processes (registered in tests/conftest.py).
+
+Redis is used only when ``TEST_REDIS_URL`` names one (CI sets it); a test never flushes it. Each test's
+broker keys live under a prefix of its own (kombu's ``global_keyprefix``, passed to the workers as
+``CELERY_BROKER_KEY_PREFIX``) and only keys under that prefix are deleted afterwards.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -11,9 +19,12 @@ from tests.support.workers import WorkerProcess, filesystem_broker_options, use_
 
 
 def _redis_url() -> str | None:
-    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("CELERY_BROKER_URL", "")
-    if not url.startswith("redis://"):
-        url = "redis://127.0.0.1:6379/15"
+    """``TEST_REDIS_URL`` when it is set and reachable; None otherwise (a failure with REQUIRE_SERVICES=1)."""
+    url = os.environ.get("TEST_REDIS_URL", "")
+    if not url:
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("REQUIRE_SERVICES=1 needs TEST_REDIS_URL (a Redis database the tests may write keys to)")
+        return None
     try:
         import redis
 
@@ -25,25 +36,46 @@ def _redis_url() -> str | None:
     return url
 
 
+def delete_keys_with_prefix(url: str, prefix: str) -> int:
+    """Delete the keys of ``url``'s database that start with ``prefix`` (and no other); returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+@contextmanager
+def redis_test_broker(url: str) -> Iterator[dict]:
+    """Point this process's Celery producer at ``url`` under a fresh key prefix; delete that prefix's keys after."""
+    prefix = f"imagerlhf-test-{uuid.uuid4().hex}:"
+    options = {"visibility_timeout": 5, "global_keyprefix": prefix}
+    use_broker(url, options)
+    try:
+        yield {"name": "redis", "url": url, "options": options, "key_prefix": prefix}
+    finally:
+        delete_keys_with_prefix(url, prefix)
+
+
 @pytest.fixture(params=["filesystem", "redis"])
 def broker(request, tmp_path):
     """A clean broker shared by this test process and the workers it starts: kombu's filesystem
-    transport (the embedded default) or Redis (production).
+    transport (the embedded default) or Redis (production; only with ``TEST_REDIS_URL``).
     """
     original = (settings.CELERY_BROKER_URL, dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS))
-    if request.param == "filesystem":
-        url, options = "filesystem://", filesystem_broker_options(tmp_path / "broker")
-    else:
-        url = _redis_url()
-        if url is None:
-            pytest.skip("Redis is not running (set REQUIRE_SERVICES=1 to make this a failure)")
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
-        options = {"visibility_timeout": 5}
-    use_broker(url, options)
-    yield {"name": request.param, "url": url, "options": options}
-    use_broker(*original)
+    try:
+        if request.param == "filesystem":
+            options = filesystem_broker_options(tmp_path / "broker")
+            use_broker("filesystem://", options)
+            yield {"name": "filesystem", "url": "filesystem://", "options": options, "key_prefix": None}
+        else:
+            url = _redis_url()
+            if url is None:
+                pytest.skip("no TEST_REDIS_URL (set it to a Redis database the tests may use)")
+            with redis_test_broker(url) as redis_broker:
+                yield redis_broker
+    finally:
+        use_broker(*original)
 
 
 @pytest.fixture
@@ -56,9 +88,10 @@ def start_worker(broker, tmp_path, settings):
     if broker["name"] == "filesystem":
         # The worker's settings build its broker folders from PLATFORM_VAR_DIR: make them ours.
         (var_dir / "broker").symlink_to(tmp_path / "broker", target_is_directory=True)
+    extra_env = {"CELERY_BROKER_KEY_PREFIX": broker["key_prefix"]} if broker["key_prefix"] else {}
 
     def start() -> WorkerProcess:
-        worker = WorkerProcess(broker_url=broker["url"], var_dir=var_dir).start()
+        worker = WorkerProcess(broker_url=broker["url"], var_dir=var_dir, extra_env=extra_env).start()
         started.append(worker)
         return worker
 
