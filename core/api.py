@@ -11,7 +11,7 @@ import django_filters
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -259,12 +259,7 @@ class ArtifactDownloadView(APIView):
 
     permission_classes = [IsEngineer]
 
-    @extend_schema(
-        responses={
-            (200, "application/octet-stream"): OpenApiTypes.BINARY,
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="no such artifact, or its file is missing"),
-        }
-    )
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
         artifact = get_object_or_404(selectors.artifacts_visible_to(request.user), pk=pk)
         try:
