@@ -199,6 +199,18 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Plug-ins and model defaults (core/plugins.py; docs/architecture.md, "Plug-ins") ----------------
+# Modules whose register() adds built-in plug-ins at start-up (the sandbox is one registration), and the
+# operator's own entries by kind, e.g. PLUGINS='{"oracle": {"aesthetic": "my_pkg.rewards:aesthetic"}}'.
+PLUGIN_REGISTRATIONS = env.list("PLUGIN_REGISTRATIONS", default=["generators.sandbox.registration"])
+PLUGINS = env.json("PLUGINS", default={})
+# Diffusers pipeline classes a base model may name besides the built-in list (generators/pipeline_classes.py).
+EXTRA_PIPELINE_CLASSES = env.list("EXTRA_PIPELINE_CLASSES", default=[])
+DEFAULT_REWARD_BACKBONE = env("DEFAULT_REWARD_BACKBONE", default="sandbox")  # a reward_backbone name, folder or hub id
+DEFAULT_TRAIN_PROMPT_SET = env("DEFAULT_TRAIN_PROMPT_SET", default="sandbox-train")
+DEFAULT_EVAL_PROMPT_SET = env("DEFAULT_EVAL_PROMPT_SET", default="sandbox-eval")
+DEFAULT_PAIR_ORACLE = env("DEFAULT_PAIR_ORACLE", default="larger")  # simulate_annotators --oracle
+
 # --- Celery ---------------------------------------------------------------------------------------
 # The database row is the truth; Celery only delivers. See docs/architecture.md, "Jobs".
 RUN_HARD_TIME_LIMIT = env.int("RUN_HARD_TIME_LIMIT", default=48 * 3600)

@@ -9,3 +9,19 @@ class CoreConfig(AppConfig):
         from core import run_kinds, signals  # noqa: F401  (signals registers worker hooks)
 
         run_kinds.register_builtin_kinds()
+        _register_plugins()
+
+
+def _register_plugins() -> None:
+    """Built-ins from the PLUGIN_REGISTRATIONS modules; the PLUGINS setting checked now, read at each look-up."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from core import plugins
+
+    plugins.use_settings(lambda: settings.PLUGINS)
+    try:
+        plugins.load_registrations(settings.PLUGIN_REGISTRATIONS)
+        plugins.settings_entries()
+    except plugins.PluginError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc

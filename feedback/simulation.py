@@ -6,8 +6,9 @@ images, asks a pairwise oracle which is better, perturbs the answer (position bi
 ``POST /api/v1/votes/``.
 
 An oracle is any function ``(prompt, image_left, image_right) -> "left" | "right" | "tie" | "both_bad"``
-taking PIL images, named by a dotted path (``pkg.mod.fn`` or ``pkg.mod:fn``) or by a built-in short name
-(see :data:`BUILTIN_ORACLES`).
+taking PIL images, named by a registered ``pair_oracle`` plug-in (:mod:`core.plugins`; the sandbox registers
+``larger``, ``colour`` and ``shape``) or, since the simulation is a local user's own tool, by a dotted path
+(``pkg.mod.fn`` or ``pkg.mod:fn``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 from PIL import Image
 
-from generators.sandbox.oracles import area_reward, colour_reward, shape_reward
+from core import plugins
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +73,17 @@ def reward_oracle(
     return judge
 
 
-# Built-ins from the sandbox pixel rewards. Each says "both_bad" when both rewards are below BOTH_BAD_BELOW:
-# larger - no shape drawn in either image; colour - neither shape is near the prompt's colour;
-# shape - neither drawn shape overlaps the prompt's shape template.
-BUILTIN_ORACLES: dict[str, PairOracle] = {
-    "larger": reward_oracle(area_reward, name="larger"),
-    "colour": reward_oracle(colour_reward, name="colour"),
-    "shape": reward_oracle(shape_reward, name="shape"),
-}
-
-
 def resolve_pair_oracle(name: str) -> PairOracle:
-    """The oracle called ``name``: a built-in short name, ``pkg.mod:attr.attr`` or ``pkg.mod.fn``."""
+    """The oracle called ``name``: a registered ``pair_oracle``, ``pkg.mod:attr.attr`` or ``pkg.mod.fn``."""
     name = (name or "").strip()
-    if name in BUILTIN_ORACLES:
-        return BUILTIN_ORACLES[name]
+    if name in plugins.names("pair_oracle"):
+        try:
+            return plugins.resolve("pair_oracle", name)
+        except plugins.PluginError as exc:
+            raise OracleError(str(exc)) from exc
     if "." not in name and ":" not in name:
         raise OracleError(
-            f"Unknown oracle {name!r}: use a built-in ({', '.join(BUILTIN_ORACLES)}) "
+            f"Unknown oracle {name!r}: use a registered one ({', '.join(plugins.names('pair_oracle')) or 'none'}) "
             "or a dotted path to a function (pkg.module.function or pkg.module:function)."
         )
     module_name, _, attrs = name.partition(":") if ":" in name else name.rpartition(".")

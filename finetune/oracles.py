@@ -1,45 +1,41 @@
-"""Named pixel-oracle rewards and plug-in reward functions (no Django).
+"""Oracle rewards ``(prompt, image) -> float`` that fine-tuning runs name: registered plug-ins only (no Django).
 
-A fine-tuning run may optimise a sandbox oracle (``area``, ``colour``, ``shape``) or any function
-``(prompt, image) -> float`` given by its dotted path (``package.module.function`` or ``package.module:function``).
+A run config is user input, so an oracle is a name registered in :mod:`core.plugins` (kind ``oracle``: built-ins
+such as the sandbox's ``area``, ``colour``, ``shape``, an operator's entry points or ``PLUGINS`` setting), never a
+dotted path: nothing that is not registered is ever imported.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from importlib import import_module
 from typing import Any
 
-SANDBOX_ORACLES = {
-    "area": "generators.sandbox.oracles.area_reward",
-    "colour": "generators.sandbox.oracles.colour_reward",
-    "shape": "generators.sandbox.oracles.shape_reward",
-}
-DOTTED_PATH = re.compile(r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$")
+from core import plugins
+
+KIND = "oracle"
 
 
 class OracleError(ValueError):
-    """An oracle name that is neither a sandbox oracle nor an importable function."""
+    """An oracle name that is not registered, or whose registered target cannot be loaded."""
+
+
+def oracle_names() -> list[str]:
+    """The registered oracle names (what a run config may name)."""
+    return plugins.names(KIND)
 
 
 def check_oracle_name(name: str) -> str:
-    """Validate the form of an oracle name without importing anything (safe in a web process)."""
-    if name in SANDBOX_ORACLES or DOTTED_PATH.match(name):
-        return name
-    raise OracleError(
-        f"{name!r} is not a sandbox oracle ({', '.join(SANDBOX_ORACLES)}) nor a dotted path such as 'pkg.mod.fn'."
-    )
+    """``name`` if it is a registered oracle; imports nothing (safe in a web process)."""
+    try:
+        plugins.get(KIND, name)
+    except plugins.PluginError as exc:
+        raise OracleError(str(exc)) from exc
+    return name
 
 
 def resolve_oracle(name: str) -> Callable[[str, Any], float]:
-    """The function ``(prompt, image) -> float`` behind ``name``."""
-    path = SANDBOX_ORACLES.get(check_oracle_name(name), name)
-    module_name, _, attribute = path.replace(":", ".").rpartition(".")
+    """The registered function ``(prompt, image) -> float`` called ``name`` (imported now: workers only)."""
     try:
-        function = getattr(import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise OracleError(f"Oracle {name!r} cannot be imported: {exc}") from exc
-    if not callable(function):
-        raise OracleError(f"Oracle {name!r} is not a function.")
-    return function
+        return plugins.resolve(KIND, name)
+    except plugins.PluginError as exc:
+        raise OracleError(str(exc)) from exc

@@ -31,9 +31,11 @@ PLATFORM_FIELDS = (
 class FinetuneConfigSerializer(serializers.Serializer):
     model_version = serializers.IntegerField(min_value=1, help_text="the version to fine-tune (the parent)")
     reward_model = serializers.IntegerField(min_value=1, required=False, help_text="reward model id")
-    oracle = serializers.CharField(max_length=300, required=False, help_text="or a pixel oracle (area, colour...)")
+    oracle = serializers.CharField(
+        max_length=300, required=False, help_text="or a registered oracle's name (sandbox: area, colour, shape)"
+    )
     gold_oracle = serializers.CharField(
-        max_length=300, required=False, help_text="an oracle also measured on the eval prompts (reward hacking)"
+        max_length=300, required=False, help_text="a registered oracle also measured on the eval prompts (hacking)"
     )
     train_prompt_set = serializers.IntegerField(min_value=1)
     eval_prompt_set = serializers.IntegerField(min_value=1)

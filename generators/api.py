@@ -6,6 +6,7 @@ image files. Generation itself is a run: ``POST /api/v1/runs/ {"kind": "generate
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -19,6 +20,7 @@ from generators import selectors, services
 from generators.image_files import png_response
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, PromptSet, Split
 from generators.pipeline import SCHEDULERS
+from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class
 
 
 class BaseModelSerializer(serializers.ModelSerializer):
@@ -52,9 +54,17 @@ class BaseModelCreateSerializer(StrictSerializer):
     name = serializers.SlugField(max_length=100)
     source = serializers.CharField(max_length=500, help_text="hub id (org/name) or local diffusers folder")
     revision = serializers.CharField(max_length=100, required=False, default="")
-    pipeline_class = serializers.CharField(max_length=100, required=False, default="AutoPipelineForText2Image")
+    pipeline_class = serializers.CharField(
+        max_length=100, required=False, default="AutoPipelineForText2Image", help_text="a diffusers pipeline class"
+    )
     default_settings = DefaultSettingsSerializer(required=False, default=dict)
     description = serializers.CharField(required=False, default="", allow_blank=True)
+
+    def validate_pipeline_class(self, name: str) -> str:
+        try:
+            return check_pipeline_class(name, settings.EXTRA_PIPELINE_CLASSES)
+        except UnknownPipelineClass as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 class BaseModelListView(generics.ListAPIView):

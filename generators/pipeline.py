@@ -114,15 +114,24 @@ def _torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def load_pipeline(spec: PipelineSpec):
-    """Load ``spec.source`` (hub id or local folder) with ``from_pretrained`` and attach the adapter."""
+def diffusers_pipeline_class(name: str) -> type:
+    """The diffusers pipeline class called ``name`` (a DiffusionPipeline or an AutoPipeline), else an error."""
     import diffusers
 
+    found = getattr(diffusers, name, None) if name.isidentifier() else None
+    is_pipeline = isinstance(found, type) and (
+        issubclass(found, diffusers.DiffusionPipeline) or found.__module__ == "diffusers.pipelines.auto_pipeline"
+    )
+    if not is_pipeline:
+        raise PipelineLoadError(f"{name!r} is not a diffusers pipeline class.")
+    return found
+
+
+def load_pipeline(spec: PipelineSpec):
+    """Load ``spec.source`` (hub id or local folder) with ``from_pretrained`` and attach the adapter."""
     device = resolve_device(spec.device)
     dtype = resolve_dtype_name(spec.dtype, device)
-    pipeline_class = getattr(diffusers, spec.pipeline_class, None)
-    if pipeline_class is None or not hasattr(pipeline_class, "from_pretrained"):
-        raise PipelineLoadError(f"{spec.pipeline_class!r} is not a diffusers pipeline class.")
+    pipeline_class = diffusers_pipeline_class(spec.pipeline_class)
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
     if spec.revision:
         kwargs["revision"] = spec.revision

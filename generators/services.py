@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -24,6 +25,7 @@ from generators.models import (
     PromptSet,
     PromptSetItem,
 )
+from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class
 
 BASE_VERSION_NAME = "base"
 
@@ -53,6 +55,10 @@ def base_model_register(
 ) -> BaseModel:
     """Register a checkpoint and its ``base`` model version (the checkpoint with no adapter)."""
     _check_source(source)
+    try:
+        check_pipeline_class(pipeline_class, settings.EXTRA_PIPELINE_CLASSES)
+    except UnknownPipelineClass as exc:
+        raise ValidationError({"pipeline_class": [str(exc)]}) from exc
 
     def create() -> BaseModel:
         base = BaseModel.objects.create(

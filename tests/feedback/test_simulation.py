@@ -15,7 +15,6 @@ from PIL import Image
 from feedback import services
 from feedback.models import Assignment, Campaign, Pair, Vote
 from feedback.simulation import (
-    BUILTIN_ORACLES,
     AnnotatorLoop,
     AnnotatorStats,
     ApiClient,
@@ -28,6 +27,7 @@ from feedback.simulation import (
 )
 from generators import services as generator_services
 from generators.models import ModelVersion
+from generators.sandbox import pair_oracles
 from generators.sandbox.dataset import COLOURS, render
 
 SMALL, LARGE = 10, 24
@@ -70,7 +70,7 @@ def test_a_seeded_annotator_repeats_its_decisions_and_rejects_bad_settings():
     left, right = _shape(side=SMALL), _shape(side=LARGE)
 
     def decisions(seed: int) -> list[str]:
-        annotator = SimulatedAnnotator(oracle=BUILTIN_ORACLES["larger"], noise=0.5, seed=seed)
+        annotator = SimulatedAnnotator(oracle=pair_oracles.larger, noise=0.5, seed=seed)
         return [annotator.judge("a red square", left, right)[1] for _ in range(40)]
 
     assert decisions(7) == decisions(7) != decisions(8)
@@ -86,11 +86,11 @@ def test_a_seeded_annotator_repeats_its_decisions_and_rejects_bad_settings():
 # --- Oracles --------------------------------------------------------------------------------------------
 
 
-def test_oracles_resolve_by_short_name_or_dotted_path():
-    assert resolve_pair_oracle("larger") is BUILTIN_ORACLES["larger"]
+def test_oracles_resolve_by_registered_name_or_dotted_path():
+    assert resolve_pair_oracle("larger") is pair_oracles.larger
     assert resolve_pair_oracle("tests.feedback.test_simulation.always_right") is always_right
     assert resolve_pair_oracle("tests.feedback.test_simulation:always_right") is always_right
-    with pytest.raises(OracleError, match="Unknown oracle 'bigger'.*larger, colour, shape"):
+    with pytest.raises(OracleError, match="Unknown oracle 'bigger'.*colour, larger, shape"):
         resolve_pair_oracle("bigger")
     with pytest.raises(OracleError, match="cannot import"):
         resolve_pair_oracle("no_such_package.judge")
@@ -100,8 +100,8 @@ def test_oracles_resolve_by_short_name_or_dotted_path():
         resolve_pair_oracle("tests.feedback.test_simulation.SMALL")
 
 
-def test_builtin_oracles_judge_rendered_sandbox_shapes():
-    larger, colour, shape = (BUILTIN_ORACLES[name] for name in ("larger", "colour", "shape"))
+def test_sandbox_pair_oracles_judge_rendered_sandbox_shapes():
+    larger, colour, shape = (resolve_pair_oracle(name) for name in ("larger", "colour", "shape"))
     small, large = _shape(side=SMALL), _shape(side=LARGE)
     assert larger("a red square", small, large) == "right"
     assert larger("a red square", large, small) == "left"
@@ -151,7 +151,7 @@ def test_the_loop_retries_a_lost_vote_and_counts_the_replay_once():
             ("POST", "/api/v1/votes/"): [TimeoutError("read timed out"), Response(200, b"{}")],
         }
     )
-    annotator = SimulatedAnnotator(oracle=BUILTIN_ORACLES["larger"])
+    annotator = SimulatedAnnotator(oracle=pair_oracles.larger)
     settings = LoopSettings(idle_grace=0.0)
 
     stats = AnnotatorLoop(client, annotator, 3, settings, AnnotatorStats("sim-1"), threading.Event()).run()

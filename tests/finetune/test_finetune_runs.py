@@ -99,12 +99,59 @@ def test_prompt_sets_must_have_the_right_split(sandbox, client_for, users):
     assert "not train" in response.json()["config"]["train_prompt_set"][0]
 
 
-def test_a_reward_that_raises_fails_the_run_readably(sandbox, users):
+@pytest.mark.parametrize("field", ["oracle", "gold_oracle"])
+@pytest.mark.parametrize("name", ["shutil.rmtree", "shutil:rmtree", "tests.finetune.test_finetune_runs.record"])
+def test_an_oracle_given_as_a_dotted_path_is_400_naming_the_registered_ones(sandbox, client_for, users, field, name):
+    body = {"kind": "finetune", "config": _config(sandbox, **{field: name})}
+    response = client_for("engineer").post("/api/v1/runs/", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert "area, colour, shape" in response.json()["config"][field][0]
+    assert not Run.objects.exists()
+
+
+def test_a_forged_config_naming_code_fails_on_the_worker_without_importing_or_calling_it(sandbox, users, tmp_path):
+    """The proven attack: oracle shutil.rmtree and a prompt that is a directory; here written past validation."""
+    from core import services
+    from generators.services import prompt_set_create
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    train = prompt_set_create(name="paths", split="train", prompts=[str(victim)])
+    run = services.run_create(kind="finetune", config=_config(sandbox))
+    forged = {**run.config, "oracle": "shutil.rmtree", "train_prompt_set": train.pk}
+    Run.objects.filter(pk=run.pk).update(config=forged)
+
+    assert run_execute(run_id=run.pk, worker="inline") == "failed"
+    assert "Unknown oracle 'shutil.rmtree'" in Run.objects.get(pk=run.pk).error
+    assert victim.is_dir()
+
+    Run.objects.filter(pk=run.pk).update(state="queued", config={**run.config, "gold_oracle": _HERE + ".record"})
+    assert run_execute(run_id=run.pk, worker="inline") == "failed"
+    assert f"Unknown oracle '{_HERE}.record'" in Run.objects.get(pk=run.pk).error
+    assert RECORDED == []
+
+
+_HERE = "tests.finetune.test_finetune_runs"
+RECORDED: list = []
+
+
+def record(prompt, image) -> float:
+    RECORDED.append(prompt)
+    return 0.0
+
+
+def test_an_oracle_the_operator_registers_in_settings_is_accepted(sandbox, client_for, users, settings):
+    settings.PLUGINS = {"oracle": {"broken": f"{_HERE}:broken"}}
+    body = {"kind": "finetune", "config": _config(sandbox, oracle="broken")}
+    response = client_for("engineer").post("/api/v1/runs/", body, format="json")
+    assert response.status_code == 201, response.json()
+
+
+def test_a_reward_that_raises_fails_the_run_readably(sandbox, users, settings):
     from core import services
 
-    run = services.run_create(
-        kind="finetune", config=_config(sandbox, oracle="tests.finetune.test_finetune_runs.broken")
-    )
+    settings.PLUGINS = {"oracle": {"broken": f"{_HERE}:broken"}}
+    run = services.run_create(kind="finetune", config=_config(sandbox, oracle="broken"))
 
     assert run_execute(run_id=run.pk, worker="inline") == "failed"
     assert "reward" in Run.objects.get(pk=run.pk).error.lower()

@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import re
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from core import plugins
 from core.roles import Role
 from feedback.models import Campaign, CampaignStatus
 from feedback.simulation import (
-    BUILTIN_ORACLES,
     FatalError,
     LoopSettings,
     OracleError,
@@ -44,9 +45,9 @@ class Command(BaseCommand):
         parser.add_argument("--campaign", type=int, required=True, help="id of an open campaign")
         parser.add_argument(
             "--oracle",
-            default="larger",
-            help=f"built-in ({', '.join(BUILTIN_ORACLES)}) or dotted path to a function "
-            "(prompt, image_left, image_right) -> left|right|tie|both_bad (default: larger)",
+            default=settings.DEFAULT_PAIR_ORACLE,
+            help=f"registered pair oracle ({', '.join(plugins.names('pair_oracle'))}) or dotted path to a function "
+            f"(prompt, image_left, image_right) -> left|right|tie|both_bad (default: {settings.DEFAULT_PAIR_ORACLE})",
         )
         parser.add_argument("--noise", type=float, default=0.0, help="probability of swapping left and right")
         parser.add_argument("--position-bias", type=float, default=0.0, help="probability of answering left")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.cli import add_run_arguments, start_run
 from generators.models import PromptSet
-from generators.sandbox_catalog import EVAL_SET, TRAIN_SET
 
 
 class Command(BaseCommand):
@@ -21,10 +21,14 @@ class Command(BaseCommand):
         parser.add_argument("--model-version", type=int, required=True, help="model version id to fine-tune")
         reward = parser.add_mutually_exclusive_group(required=True)
         reward.add_argument("--reward-model", type=int, help="reward model id")
-        reward.add_argument("--oracle", help="pixel oracle: area, colour, shape or a dotted path")
-        parser.add_argument("--gold-oracle", default=None, help="an oracle also measured on the eval prompts")
-        parser.add_argument("--train-prompt-set", default=TRAIN_SET, help="train prompt set name or id")
-        parser.add_argument("--eval-prompt-set", default=EVAL_SET, help="eval prompt set name or id")
+        reward.add_argument("--oracle", help="a registered oracle's name (sandbox: area, colour, shape)")
+        parser.add_argument("--gold-oracle", default=None, help="a registered oracle measured on the eval prompts")
+        parser.add_argument(
+            "--train-prompt-set", default=settings.DEFAULT_TRAIN_PROMPT_SET, help="train prompt set name or id"
+        )
+        parser.add_argument(
+            "--eval-prompt-set", default=settings.DEFAULT_EVAL_PROMPT_SET, help="eval prompt set name or id"
+        )
         parser.add_argument("--name", default=None, help="name of the new version")
         parser.add_argument("--device", default="auto")
         parser.add_argument(

@@ -1,0 +1,16 @@
+"""Pairwise judges of simulated annotators from the sandbox pixel rewards (registered as ``pair_oracle``).
+
+Each says "both_bad" when both rewards are below ``feedback.simulation.BOTH_BAD_BELOW``: larger - no shape drawn
+in either image; colour - neither shape is near the prompt's colour; shape - neither drawn shape overlaps the
+prompt's shape template.
+"""
+
+from __future__ import annotations
+
+from feedback.simulation import reward_oracle
+
+from .oracles import area_reward, colour_reward, shape_reward
+
+larger = reward_oracle(area_reward, name="larger")
+colour = reward_oracle(colour_reward, name="colour")
+shape = reward_oracle(shape_reward, name="shape")

@@ -1,0 +1,29 @@
+"""The sandbox's one registration: its pixel oracles, its pairwise judges and its CLIP, as named plug-ins.
+
+Listed in the ``PLUGIN_REGISTRATIONS`` setting (the embedded default), so ``core.apps`` calls :func:`register` at
+start-up; product code names none of these. Registering imports nothing heavy: targets are imported on use.
+The sandbox's model and prompt sets are database rows: ``manage.py sandbox_setup`` creates them, and the
+``DEFAULT_*_PROMPT_SET`` settings name its prompt sets by default.
+"""
+
+from __future__ import annotations
+
+from core import plugins
+
+ORACLES = {
+    "area": "generators.sandbox.oracles:area_reward",
+    "colour": "generators.sandbox.oracles:colour_reward",
+    "shape": "generators.sandbox.oracles:shape_reward",
+}
+PAIR_ORACLES = {
+    "larger": "generators.sandbox.pair_oracles:larger",
+    "colour": "generators.sandbox.pair_oracles:colour",
+    "shape": "generators.sandbox.pair_oracles:shape",
+}
+REWARD_BACKBONES = {"sandbox": "generators.sandbox:CLIP_PATH"}
+
+
+def register() -> None:
+    for kind, entries in (("oracle", ORACLES), ("pair_oracle", PAIR_ORACLES), ("reward_backbone", REWARD_BACKBONES)):
+        for name, target in entries.items():
+            plugins.register(kind, name, target)
