@@ -157,6 +157,13 @@ STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_URL = "media/"  # never served directly: files go through permission-checked views
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Uploads never sit in a web process's memory: streamed to a temporary file on disk (not /tmp, often RAM),
+# hashed on the way and cut off at UPLOAD_MAX_BYTES (core/uploads.py).
+FILE_UPLOAD_HANDLERS = ["core.uploads.HashingLimitedUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+FILE_UPLOAD_TEMP_DIR = Path(env("FILE_UPLOAD_TEMP_DIR", default=str(VAR_DIR / "uploads")))
+FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=2 * 1024**3)
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 STORAGES = {
     # Shared storage for workers on other machines: an S3-compatible backend (django-storages),
@@ -190,6 +197,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Image RLHF platform API",
     "DESCRIPTION": "Pairwise feedback, reward models, DDPO fine-tuning and model review for text-to-image.",
     "VERSION": "1",
+    # Several models have a "state": each enum keeps its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStateEnum": "core.run_states.RunState",
+        "DatasetStateEnum": "rewards.models.DatasetState",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["core.permissions.IsAuthenticatedUser"],

@@ -10,4 +10,5 @@ urlpatterns = [
     path("runs/", api.RunListCreateView.as_view(), name="api-runs"),
     path("runs/<int:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
     path("runs/<int:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
+    path("artifacts/<int:pk>/download/", api.ArtifactDownloadView.as_view(), name="api-artifact-download"),
 ]

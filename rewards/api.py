@@ -6,14 +6,11 @@ version on a prompt set is a run of kind ``evaluate``.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,17 +21,15 @@ from feedback.models import Campaign
 from rewards import audit, selectors, services
 from rewards.models import PreferenceDataset, RewardModel
 
-MAX_UPLOAD_BYTES = 2 * 1024**3
-
 
 class DatasetSerializer(serializers.ModelSerializer):
     campaigns = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = PreferenceDataset
-        fields = ["id", "name", "source", "rows", "stats", "sha256", "size", "campaigns", "options"]
-        fields += ["created_by", "created_at"]
+        fields = ["id", "name", "source", "state", "error", "import_run", "rows", "stats", "sha256", "size"]
+        fields += ["campaigns", "options", "created_by", "created_at"]
 
 
 class DatasetSnapshotSerializer(StrictSerializer):
@@ -47,50 +42,57 @@ class DatasetSnapshotSerializer(StrictSerializer):
 
 class DatasetUploadSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
-    file = serializers.FileField(help_text="a Pick-a-Pic-schema Parquet file")
-
-    def validate_file(self, upload):
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise serializers.ValidationError("At most 2 GiB per upload; import larger files with manage.py.")
-        return upload
+    file = serializers.FileField(
+        help_text="a Pick-a-Pic-schema Parquet file, at most UPLOAD_MAX_BYTES (default 2 GiB)",
+        allow_empty_file=False,
+        use_url=False,
+    )
 
 
 class DatasetListView(generics.ListAPIView):
-    """Preference datasets. Engineers snapshot campaigns' votes (JSON) or upload a Pick-a-Pic Parquet file
-    (multipart, ``name`` and ``file``)."""
+    """Preference datasets. Engineers snapshot campaigns' votes (JSON: ``name``, ``campaigns``; answers 201
+    with a ready dataset) or upload a Pick-a-Pic Parquet file (multipart: ``name``, ``file``; answers 202
+    with an ``importing`` dataset whose ``import_run`` validates the rows, then marks it ``ready`` or
+    ``failed`` with an ``error``)."""
 
     permission_classes = [EngineerWritesStaffReads]
     serializer_class = DatasetSerializer
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [JSONParser, MultiPartParser]
 
     def get_queryset(self):
         return selectors.datasets()
 
-    @extend_schema(request=DatasetSnapshotSerializer, responses={201: DatasetSerializer})
+    @extend_schema(
+        request={"application/json": DatasetSnapshotSerializer, "multipart/form-data": DatasetUploadSerializer},
+        responses={
+            201: OpenApiResponse(DatasetSerializer, description="snapshot taken: a ready dataset"),
+            202: OpenApiResponse(DatasetSerializer, description="upload stored: an importing dataset and its run"),
+            413: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="{file: [the upload is larger than UPLOAD_MAX_BYTES]}"
+            ),
+        },
+    )
     def post(self, request):
-        if "file" in request.data:
+        if request.content_type.startswith("multipart/"):
             data = DatasetUploadSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            dataset = self._import_upload(data.validated_data, request.user)
-        else:
-            data = DatasetSnapshotSerializer(data=request.data)
-            data.is_valid(raise_exception=True)
-            dataset = services.dataset_snapshot(created_by=request.user, **data.validated_data)
+            upload = data.validated_data
+            dataset = services.dataset_upload_accept(
+                name=upload["name"], upload=upload["file"], created_by=request.user
+            )
+            return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError(
+                {
+                    "non_field_errors": [
+                        "Send a JSON object with name and campaigns, or a multipart form with name and file."
+                    ]
+                }
+            )
+        data = DatasetSnapshotSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_snapshot(created_by=request.user, **data.validated_data)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
-
-    @staticmethod
-    def _import_upload(validated: dict, user) -> PreferenceDataset:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "upload.parquet"
-            with path.open("wb") as sink:
-                for chunk in validated["file"].chunks():
-                    sink.write(chunk)
-            try:
-                return services.dataset_import(name=validated["name"], path=path, created_by=user)
-            except services.ValidationError as exc:
-                if hasattr(exc, "error_dict") and "path" in exc.error_dict:
-                    raise services.ValidationError({"file": exc.error_dict["path"]}) from exc
-                raise
 
 
 class DatasetDetailView(generics.RetrieveAPIView):

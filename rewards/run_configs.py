@@ -8,6 +8,7 @@ from core.validation import StrictSerializer
 from feedback.models import Campaign
 from generators.models import PromptSet
 from generators.run_configs import check_model_version_ids
+from rewards.dataset_import import ready_dataset_id
 from rewards.models import PreferenceDataset, RewardModel
 
 SANDBOX_BACKBONE = "sandbox"
@@ -54,7 +55,8 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return name
 
     def validate_dataset(self, pk: int) -> int:
-        return _exists(PreferenceDataset, pk, "dataset")
+        _exists(PreferenceDataset, pk, "dataset")
+        return ready_dataset_id(pk)
 
     def validate_campaigns(self, ids: list[int]) -> list[int]:
         missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))

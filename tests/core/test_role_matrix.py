@@ -31,6 +31,8 @@ MATRIX = [
     ),
     ("api-run-detail", "get", "/api/v1/runs/{run}/", None, STAFF_READ),
     ("api-run-cancel", "post", "/api/v1/runs/{run}/cancel/", None, {**ENGINEER_ONLY, "engineer": 202, "admin": 202}),
+    # Trained weights (adapters, reward models, checkpoints) are engineer material; reviewers see their metadata.
+    ("api-artifact-download", "get", "/api/v1/artifacts/{artifact}/download/", None, ENGINEER_ONLY),
     ("api-base-models", "get", "/api/v1/base-models/", None, STAFF_READ),
     (
         "api-base-models",
@@ -156,6 +158,16 @@ def image(settings, tmp_path):
     return image
 
 
+@pytest.fixture
+def artifact(image, users):
+    """A stored artifact of a claimed run (stored under the image fixture's media folder)."""
+    run = services.run_create(kind="diagnostic", config={}, created_by=users["engineer"])
+    claim = services.run_claim(run_id=run.pk, worker="matrix")
+    return services.artifact_save(
+        run=claim.run, attempt=claim.attempt, name="adapter.safetensors", data=b"weights", kind="adapter"
+    )
+
+
 def _api_url_names(patterns, prefix: str = "") -> set[str]:
     names: set[str] = set()
     for pattern in patterns:
@@ -173,7 +185,7 @@ def test_every_api_endpoint_is_in_the_matrix():
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("name", "method", "path", "body", "expected"), MATRIX, ids=[f"{m[1]} {m[0]}" for m in MATRIX])
-def test_role_matrix(client_for, users, image, campaign, role, name, method, path, body, expected):
+def test_role_matrix(client_for, users, image, campaign, artifact, role, name, method, path, body, expected):
     run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
     client = client_for(None if role == "anonymous" else role)
 
@@ -184,6 +196,7 @@ def test_role_matrix(client_for, users, image, campaign, role, name, method, pat
         prompt_set=image.prompt.prompt_sets.get().pk,
         campaign=campaign.pk,
         image_token=image_token,
+        artifact=artifact.pk,
     )
     response = getattr(client, method)(url, body, format="json")
 
