@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CoreConfig(AppConfig):
@@ -7,8 +8,10 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core import run_kinds, signals  # noqa: F401  (signals registers worker hooks)
+        from core.cache_table import create_cache_table
 
         run_kinds.register_builtin_kinds()
+        post_migrate.connect(create_cache_table, sender=self, dispatch_uid="core.create_cache_table")
         _register_plugins()
 
 

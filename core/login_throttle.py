@@ -49,7 +49,7 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
             original_response.template_name,
             {**context, "lockout_message": message},
             status=HTTP_TOO_MANY_REQUESTS,
-        )
+        ).render()  # middleware answers are not rendered by the handler
     elif request.path.startswith("/api/"):
         response = JsonResponse({"detail": message}, status=HTTP_TOO_MANY_REQUESTS)
     else:
