@@ -16,6 +16,7 @@ from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, selectors, services, shown_images
+from feedback.leaderboard_serializers import LeaderboardSerializer
 from feedback.models import Campaign, Purpose
 from feedback.services import SUBMITTED_CHOICES
 from generators import selectors as generator_selectors
@@ -343,7 +344,7 @@ class LeaderboardView(APIView):
             OpenApiParameter("resamples", int),
             OpenApiParameter("seed", int),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: LeaderboardSerializer},
     )
     def get(self, request):
         params = LeaderboardParamsSerializer(data=request.query_params.dict())

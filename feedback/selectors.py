@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from core import hot_sql
 from core.roles import Role, has_role
@@ -60,15 +61,31 @@ def campaign_to_rate(user, *, pk: int | None = None, pair: int | None = None) ->
     return None if row is None else Campaign.from_db(connection.alias, _CAMPAIGN_COLUMNS, row)
 
 
+def with_progress(campaigns: QuerySet[Campaign], user) -> QuerySet[Campaign]:
+    """``campaigns`` with their progress for ``user`` computed in the same query (for lists: no query per row)."""
+    regular = Pair.objects.filter(campaign=OuterRef("pk"), is_gold=False).order_by().values("campaign")
+    mine = (
+        Vote.objects.filter(pair__campaign=OuterRef("pk"), annotator=user)
+        .exclude(choice=Choice.SKIP)
+        .order_by()
+        .values("pair__campaign")
+    )
+    return campaigns.annotate(
+        progress_pairs=Coalesce(Subquery(regular.annotate(n=Count("id")).values("n")), 0),
+        progress_valid_votes=Coalesce(Subquery(regular.annotate(n=Sum("valid_votes")).values("n")), 0),
+        progress_my_votes=Coalesce(Subquery(mine.annotate(n=Count("id")).values("n")), 0),
+    )
+
+
 def campaign_progress(campaign: Campaign, user) -> dict:
-    pairs = campaign.pairs.filter(is_gold=False).aggregate(n=Count("id"), votes=Sum("valid_votes"))
-    mine = Vote.objects.filter(pair__campaign=campaign, annotator=user).exclude(choice=Choice.SKIP).count()
-    return {
-        "pairs": pairs["n"] or 0,
-        "votes_wanted": (pairs["n"] or 0) * campaign.votes_per_pair,
-        "valid_votes": pairs["votes"] or 0,
-        "my_votes": mine,
-    }
+    """Pairs, votes wanted and given, and ``user``'s votes (read from :func:`with_progress`'s columns if there)."""
+    if hasattr(campaign, "progress_pairs"):
+        pairs, valid, mine = campaign.progress_pairs, campaign.progress_valid_votes, campaign.progress_my_votes
+    else:
+        totals = campaign.pairs.filter(is_gold=False).aggregate(n=Count("id"), votes=Sum("valid_votes"))
+        pairs, valid = totals["n"] or 0, totals["votes"] or 0
+        mine = Vote.objects.filter(pair__campaign=campaign, annotator=user).exclude(choice=Choice.SKIP).count()
+    return {"pairs": pairs, "votes_wanted": pairs * campaign.votes_per_pair, "valid_votes": valid, "my_votes": mine}
 
 
 def annotator_may_see_image(user, image_id: int) -> bool:
@@ -146,39 +163,35 @@ def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
     return points
 
 
-def arena_votes(campaign: Campaign) -> list[tuple[str, str, str]]:
-    """The campaign's votes as (version of image a, version of image b, choice), versions named
-    ``base/version``; skips included (the ratings ignore them)."""
+def arena_votes(campaign: Campaign) -> list[tuple[int, int, str]]:
+    """The campaign's votes as (version id of image a, version id of image b, choice); skips included (the
+    ratings ignore them)."""
     rows = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False).values_list(
-        "pair__image_a__model_version__base_model__name",
-        "pair__image_a__model_version__name",
-        "pair__image_b__model_version__base_model__name",
-        "pair__image_b__model_version__name",
-        "choice",
+        "pair__image_a__model_version_id", "pair__image_b__model_version_id", "choice"
     )
-    return [(f"{ba}/{va}", f"{bb}/{vb}", choice) for ba, va, bb, vb, choice in rows.order_by("id")]
+    return list(rows.order_by("id"))
 
 
 def campaign_leaderboard(campaign: Campaign, *, both_bad: str = "tie", n_resamples: int = 1000, seed: int = 0) -> dict:
     """Bradley–Terry ratings of the campaign's model versions with bootstrap intervals (see ``feedback.ratings``).
 
-    Models are named ``base/version``; ``version_ids`` maps the names to ids, and every pair says in
-    ``enough_votes`` whether the interval of its win rate excludes 50% (the verdict says it in words).
+    Versions are keyed by id (``model``, ``model_a``, ``model_b``, ``winner``); ``name`` fields (``base/version``)
+    are for display. Every pair carries a :class:`feedback.ratings.Verdict` and ``enough_votes``; ``versions``
+    lists the campaign's versions (id and name), voted on or not.
     """
     from generators.models import ModelVersion
 
-    versions = ModelVersion.objects.filter(campaigns=campaign).select_related("base_model")
+    versions = ModelVersion.objects.filter(campaigns=campaign).select_related("base_model").order_by("pk")
+    names = {v.pk: str(v) for v in versions}
     board = {
         "campaign": campaign.pk,
         "purpose": campaign.purpose,
-        "version_ids": {str(v): v.pk for v in versions},
+        "versions": [{"id": pk, "name": name} for pk, name in names.items()],
     }
     votes = arena_votes(campaign)
     if not any(choice != Choice.SKIP for _, _, choice in votes):
         return {**board, "models": [], "pairs": [], "matrix": None, "votes": {"used": 0}, "connected": False}
-    result = ratings.leaderboard(votes, n_resamples=n_resamples, seed=seed, both_bad=both_bad)
-    for pair in result["pairs"]:
-        pair["enough_votes"] = not pair["verdict"].startswith("not enough")
+    result = ratings.leaderboard(votes, n_resamples=n_resamples, seed=seed, both_bad=both_bad, names=names)
     return {**board, **result}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
@@ -11,6 +12,7 @@ from core.models import RunKindName
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
 from feedback import selectors as feedback_selectors
+from feedback.models import Purpose
 from frontend.access import role_required
 from frontend.interval_plot import interval_plot
 from generators import selectors as generator_selectors
@@ -23,7 +25,7 @@ def home(request):
         return redirect("runs")
     if has_role(request.user, Role.REVIEWER):
         return redirect("campaigns")
-    campaigns = feedback_selectors.campaigns_for(request.user)
+    campaigns = feedback_selectors.with_progress(feedback_selectors.campaigns_for(request.user), request.user)
     rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns]
     return render(request, "frontend/annotator_home.html", {"campaigns": rows})
 
@@ -69,6 +71,7 @@ def run_detail(request, pk: int):
 @role_required(Role.ENGINEER, Role.REVIEWER)
 def campaign_list(request):
     campaigns = feedback_selectors.campaigns_for(request.user).select_related("preparing_run")
+    campaigns = feedback_selectors.with_progress(campaigns, request.user)
     rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns[:200]]
     ratable = set(feedback_selectors.campaigns_to_rate(request.user).values_list("pk", flat=True))
     return render(request, "frontend/campaign_list.html", {"campaigns": rows, "ratable": ratable})
@@ -96,26 +99,21 @@ def campaign_detail(request, pk: int):
 def leaderboard(request, pk: int):
     """An arena campaign's ratings with intervals, the win-rate matrix, verdicts, and promotion."""
     campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user), pk=pk)
+    if campaign.purpose != Purpose.ARENA:
+        raise Http404(f"Campaign {campaign.pk} is a {campaign.purpose} campaign: leaderboards rank arena campaigns.")
     board = feedback_selectors.campaign_leaderboard(campaign)
     plot = None
     if board["models"]:
-        plot = interval_plot([(m["model"], m["rating"], *m["rating_interval"]) for m in board["models"]])
+        plot = interval_plot([(m["name"], m["rating"], *m["rating_interval"]) for m in board["models"]])
     matrix = None
     if board["matrix"]:
-        names = board["matrix"]["models"]
+        names = board["matrix"]["names"]
         matrix = [
             (name, list(zip(names, board["matrix"]["win_rate"][i], board["matrix"]["total"][i], strict=True)))
             for i, name in enumerate(names)
         ]
     champion = generator_selectors.aliases().filter(name="champion").first()
-    rows = [
-        {
-            **m,
-            "version_id": board["version_ids"].get(m["model"]),
-            "is_champion": bool(champion) and champion.version_id == board["version_ids"].get(m["model"]),
-        }
-        for m in board["models"]
-    ]
+    rows = [{**m, "is_champion": bool(champion) and champion.version_id == m["model"]} for m in board["models"]]
     return render(
         request,
         "frontend/leaderboard.html",
@@ -142,6 +140,7 @@ def campaign_audit(request, pk: int):
         "model_versions": list(campaign.model_versions.values_list("pk", flat=True)),
         "prompt_set": campaign.prompt_set_id,
         "images_per_prompt": campaign.images_per_prompt,
+        **campaign.sampler_settings,
     }
     return render(
         request,

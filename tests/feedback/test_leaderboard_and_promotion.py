@@ -64,23 +64,51 @@ def _vote_all(arena, prefer_child_every: int) -> None:
 
 def test_leaderboard_ranks_the_winner_with_intervals_and_a_verdict(arena, client_for):
     _vote_all(arena, prefer_child_every=6)  # the child wins 30 of 36 votes
+    child, parent = arena["child"].pk, arena["parent"].pk
 
     board = client_for("reviewer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}&resamples=200").json()
 
-    assert [m["model"] for m in board["models"]] == ["tiny/tuned", "tiny/base"]
+    assert [(m["model"], m["name"]) for m in board["models"]] == [(child, "tiny/tuned"), (parent, "tiny/base")]
     top = board["models"][0]
     assert top["rank"] == 1 and top["wins"] == 30 and top["losses"] == 6
     assert top["rating_interval"][0] < top["rating"] < top["rating_interval"][1]
     (pair,) = board["pairs"]
+    assert (pair["model_a"], pair["model_b"]) == (child, parent)
     assert pair["win_rate_a"] == pytest.approx(30 / 36) and pair["p_interval"][0] > 0.5
-    assert pair["enough_votes"] and pair["verdict"] == "tiny/tuned beats tiny/base"
-    assert board["version_ids"] == {"tiny/tuned": arena["child"].pk, "tiny/base": arena["parent"].pk}
-    assert board["matrix"]["total"][0][1] == 36
+    assert pair["verdict"] == "a_better" and pair["enough_votes"] is True and pair["winner"] == child
+    assert pair["verdict_text"] == "tiny/tuned beats tiny/base"
+    assert board["versions"] == [{"id": parent, "name": "tiny/base"}, {"id": child, "name": "tiny/tuned"}]
+    assert board["matrix"]["models"] == [child, parent] and board["matrix"]["total"][0][1] == 36
+
+
+def test_an_undecided_pair_says_so_in_typed_fields(arena, client_for):
+    annotator = arena["annotators"][0]
+    for _ in range(3):  # three ties: not enough to tell the versions apart
+        lease = handout.next_assignment(annotator=annotator, campaign=arena["campaign"])
+        services.vote_submit(annotator=annotator, assignment_id=lease.assignment, submitted="tie")
+
+    (pair,) = client_for("engineer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}").json()["pairs"]
+
+    assert pair["verdict"] == "undecided" and pair["enough_votes"] is False and pair["winner"] is None
+    assert pair["verdict_text"].startswith("not enough votes to tell") and pair["verdict_text"].endswith("(3 votes)")
+
+
+def test_the_leaderboard_page_marks_the_champion_by_version_id(arena, users, client):
+    _vote_all(arena, prefer_child_every=6)
+    generator_services.model_alias_set(name="champion", version=arena["child"])
+    client.force_login(users["reviewer"])
+
+    page = client.get(f"/leaderboard/{arena['campaign'].pk}/").content.decode()
+
+    assert 'data-verdict="a_better"' in page and "<strong>tiny/tuned beats tiny/base</strong>" in page
+    assert f'<option value="{arena["child"].pk}">tiny/tuned</option>' in page
+    assert 'tiny/tuned <span class="state state-open">champion</span>' in page
 
 
 def test_leaderboard_of_a_campaign_without_votes_is_empty(arena, client_for):
     board = client_for("engineer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}").json()
     assert board["models"] == [] and board["votes"]["used"] == 0
+    assert {v["id"] for v in board["versions"]} == {arena["parent"].pk, arena["child"].pk}
 
 
 @pytest.mark.parametrize(
