@@ -100,10 +100,12 @@ class DbJobContext:
         if self._lease_lost.is_set():
             raise AttemptSuperseded(f"run {self.run_id}: attempt {self.attempt} lost the run; it writes nothing")
         try:
-            return write(attempt=self.attempt, **kwargs)
+            written = write(attempt=self.attempt, **kwargs)
         except AttemptSuperseded:
             self._lease_lost.set()
             raise
+        self._last_good_beat = time.monotonic()  # a fenced write refreshed the heartbeat too
+        return written
 
     # JobContext --------------------------------------------------------------------------------
     def report_progress(self, fraction: float, message: str = "") -> None:
