@@ -50,6 +50,9 @@ class Campaign(models.Model):
         related_name="+",
         help_text="the generation run making this campaign's missing images",
     )
+    status_note = models.CharField(
+        max_length=500, blank=True, default="", help_text="why the campaign is in its status (e.g. back to draft)"
+    )
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
