@@ -16,25 +16,12 @@ from generators.executors import generate_missing_images
 from generators.models import GeneratedImage
 from generators.run_configs import GenerateConfigSerializer
 from rewards import services
+from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.loading import resolve_backbone, reward_function_for
 from rewards.models import PreferenceDataset, RewardModel
+from rewards.run_configs import TRAINING_FIELDS
 
 MODEL_ARTIFACT = "reward_model.zip"
-TRAIN_KEYS = (
-    "trainable_layers",
-    "lr",
-    "weight_decay",
-    "warmup_steps",
-    "max_steps",
-    "batch_size",
-    "grad_clip",
-    "scheduler",
-    "eval_every",
-    "seed",
-    "mixed_precision",
-    "device",
-    "deterministic",
-)
 
 
 def _dataset_of(run: Run) -> PreferenceDataset:
@@ -62,19 +49,19 @@ def _dataset_of(run: Run) -> PreferenceDataset:
 def reward_train(run: Run, ctx: JobContext) -> dict:
     from rewards.data import RewardDataError, pairs_from_pickapic, split_by_prompt
     from rewards.model import RewardModelError
-    from rewards.train import RewardTrainConfig, RewardTrainConfigError, train_reward_model
+    from rewards.train import train_reward_model
 
     config = run.config
     dataset = _dataset_of(run)
     rows = read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False)
     pairs = pairs_from_pickapic(rows, both_bad_as_tie=config["both_bad_as_tie"])
-    settings = {key: config[key] for key in TRAIN_KEYS if key in config}
-    settings["backbone"] = resolve_backbone(config["backbone"])
+    # The run config holds the validated training settings at its top level (absent ones: the defaults).
+    settings = {name: config[name] for name in TRAINING_FIELDS if name in config}
     try:
+        train_config = RewardTrainConfig.from_dict({**settings, "backbone": resolve_backbone(config["backbone"])})
         splits = split_by_prompt(
-            pairs, val_fraction=config["val_fraction"], test_fraction=config["test_fraction"], seed=config["seed"]
+            pairs, val_fraction=config["val_fraction"], test_fraction=config["test_fraction"], seed=train_config.seed
         )
-        train_config = RewardTrainConfig.from_dict(settings)
         with tempfile.TemporaryDirectory() as folder:
             result = train_reward_model(train_config, splits.train, splits.val, splits.test, ctx, output_dir=folder)
             ctx.save_artifact(MODEL_ARTIFACT, zip_directory(folder), kind="reward_model")

@@ -8,10 +8,13 @@ from core.validation import StrictSerializer
 from feedback.models import Campaign
 from generators.models import PromptSet
 from generators.run_configs import check_model_version_ids
+from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
 from rewards.models import PreferenceDataset, RewardModel
 
 SANDBOX_BACKBONE = "sandbox"
+# The run names its backbone (resolved on the worker); every other RewardTrainConfig field is a run setting.
+TRAINING_FIELDS = tuple(name for name in RewardTrainConfig.field_names() if name != "backbone")
 
 
 def _exists(model, pk: int, label: str) -> int:
@@ -21,7 +24,12 @@ def _exists(model, pk: int, label: str) -> int:
 
 
 class RewardTrainConfigSerializer(StrictSerializer):
-    """Data (a dataset, or campaigns snapshotted when the run starts), backbone and the training settings."""
+    """Data (a dataset, or campaigns snapshotted when the run starts), backbone and the training settings.
+
+    The training settings are the fields of :class:`rewards.config.RewardTrainConfig` (all of them but
+    ``backbone``, which here is a name the worker resolves: ``sandbox``, a hub id or a folder), given at the
+    top level and checked by that class, so the run accepts exactly what the trainer does.
+    """
 
     name = serializers.CharField(max_length=200, required=False, help_text="reward model name (default: reward-<run>)")
     dataset = serializers.IntegerField(min_value=1, required=False)
@@ -33,21 +41,17 @@ class RewardTrainConfigSerializer(StrictSerializer):
     backbone = serializers.CharField(
         max_length=500, default=SANDBOX_BACKBONE, help_text="CLIP hub id, local folder, or 'sandbox'"
     )
-    trainable_layers = serializers.IntegerField(min_value=0, max_value=100, required=False, allow_null=True)
-    lr = serializers.FloatField(min_value=1e-9, max_value=0.5, default=1e-3)
-    weight_decay = serializers.FloatField(min_value=0.0, max_value=10.0, default=0.1)
-    warmup_steps = serializers.IntegerField(min_value=0, max_value=1_000_000, default=30)
-    max_steps = serializers.IntegerField(min_value=1, max_value=10_000_000, default=200)
-    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
-    grad_clip = serializers.FloatField(min_value=0.0, max_value=1e6, default=1.0, allow_null=True)
-    scheduler = serializers.ChoiceField(choices=["cosine", "linear", "constant"], default="cosine")
-    eval_every = serializers.IntegerField(min_value=1, max_value=1_000_000, default=25)
     val_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
     test_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
-    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
-    mixed_precision = serializers.ChoiceField(choices=["no", "fp16", "bf16"], default="no")
-    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
-    deterministic = serializers.BooleanField(default=False, help_text="bit-exact resume on CUDA (slower kernels)")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """The declared fields plus one per training setting: listed and documented here, checked by
+        :meth:`RewardTrainConfig.from_dict` in :meth:`validate` (one definition of their ranges)."""
+        fields = super().get_fields()
+        for name in TRAINING_FIELDS:
+            help_text = RewardTrainConfig.describe(name)
+            fields[name] = serializers.JSONField(required=False, allow_null=True, help_text=help_text)
+        return fields
 
     def validate_name(self, name: str) -> str:
         if RewardModel.objects.filter(name=name).exists():
@@ -67,6 +71,12 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return ids
 
     def validate(self, attrs: dict) -> dict:
+        training = {name: attrs.pop(name) for name in TRAINING_FIELDS if name in attrs}
+        try:
+            settings = RewardTrainConfig.from_dict(training).to_dict()
+        except RewardTrainConfigError as exc:
+            raise serializers.ValidationError({exc.field_name: [exc.reason]}) from exc
+        attrs.update({name: settings[name] for name in TRAINING_FIELDS})
         if ("dataset" in attrs) == ("campaigns" in attrs):
             raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
         if attrs["val_fraction"] <= 0:

@@ -6,6 +6,7 @@ import io
 
 import pytest
 from django.core.management import call_command
+from rest_framework import serializers
 
 from core.models import Run
 from core.run_execution import run_execute
@@ -51,13 +52,17 @@ def _train_config(dataset, /, **overrides) -> dict:
 def test_reward_train_run_records_a_reward_model_with_its_metrics_and_folder(media, client_for, users):
     dataset = _dataset(media)
     response = client_for("engineer").post(
-        "/api/v1/runs/", {"kind": "reward_train", "config": _train_config(dataset, name="rm")}, format="json"
+        "/api/v1/runs/",
+        {"kind": "reward_train", "config": _train_config(dataset, name="rm", log_every=2)},
+        format="json",
     )
     assert response.status_code == 201, response.json()
     run = Run.objects.get(pk=response.json()["id"])
     assert run.queue == "gpu" and run.config["backbone"] == "sandbox"
 
     assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    # Every training setting reaches the trainer: the loss is logged every 2 steps (the default is 10).
+    assert sorted(run.metric_points.filter(key="loss").values_list("step", flat=True)) == [2, 4, 6]
 
     run.refresh_from_db()
     reward_model = RewardModel.objects.get(name="rm")
@@ -96,6 +101,96 @@ def test_bad_reward_train_configs_are_400_naming_the_field(media, client_for, us
     body = {"kind": "reward_train", "config": _train_config(dataset, **overrides)}
     response = client_for("engineer").post("/api/v1/runs/", body, format="json")
     assert response.status_code == 400 and field in response.json()["config"], response.json()
+
+
+# One non-default value per RewardTrainConfig field that a run sets (the run names its backbone itself).
+EVERY_TRAINING_SETTING = {
+    "processor": "openai/clip-vit-base-patch32",
+    "trainable_layers": 2,
+    "lr": 2e-4,
+    "weight_decay": 0.3,
+    "warmup_steps": 5,
+    "max_steps": None,
+    "epochs": 2.5,
+    "batch_size": 32,
+    "grad_clip": None,
+    "scheduler": "linear",
+    "seed": 7,
+    "mixed_precision": "bf16",
+    "eval_every": 10,
+    "checkpoint_every": 20,
+    "log_every": 5,
+    "eval_batch_size": 128,
+    "device": "cpu",
+    "deterministic": True,
+}
+
+
+def test_every_trainer_setting_is_settable_through_a_reward_train_run(media, client_for, users):
+    from rewards.config import RewardTrainConfig
+
+    assert set(EVERY_TRAINING_SETTING) == set(RewardTrainConfig.field_names()) - {"backbone"}
+    dataset = _dataset(media)
+    config = {"dataset": dataset.pk, **EVERY_TRAINING_SETTING}
+    response = client_for("engineer").post("/api/v1/runs/", {"kind": "reward_train", "config": config}, format="json")
+
+    assert response.status_code == 201, response.json()
+    stored = Run.objects.get(pk=response.json()["id"]).config
+    assert {name: stored[name] for name in EVERY_TRAINING_SETTING} == EVERY_TRAINING_SETTING
+    kinds = {kind["name"]: kind for kind in client_for("engineer").get("/api/v1/run-kinds/").json()}
+    assert set(EVERY_TRAINING_SETTING) <= set(kinds["reward_train"]["config_fields"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"log_every": 0}, "log_every"),
+        ({"eval_batch_size": 10**30}, "eval_batch_size"),
+        ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"epochs": 1e30, "max_steps": None}, "epochs"),
+        ({"epochs": 2.0}, "max_steps"),
+        ({"processor": ""}, "processor"),
+        ({"grad_clip": 0}, "grad_clip"),
+        ({"lr": 0.9, "weight_decay": "heavy"}, "weight_decay"),
+        ({"deterministic": "yes"}, "deterministic"),
+    ],
+)
+def test_a_bad_training_setting_is_400_naming_it_with_what_it_accepts(media, client_for, users, overrides, field):
+    config = _train_config(_dataset(media), **overrides)
+    response = client_for("engineer").post("/api/v1/runs/", {"kind": "reward_train", "config": config}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["config"]) == [field]
+    assert "must" in response.json()["config"][field][0] or "set exactly one" in response.json()["config"][field][0]
+
+
+PROBES = [None, True, "1", -1, 0, 1e-9, 0.5, 1, 1.5, 2, 10, 11, 100, 101, 4096, 4097, 10_000, 10_001, 10**6]
+PROBES += [10**6 + 1, 10**7, 10**7 + 1, 2**31 - 1, 2**31, 1e6, 1e6 + 1, 10**30]
+
+
+def test_the_run_config_accepts_exactly_what_the_trainer_accepts(media, users):
+    """One definition of the ranges: probing every setting, the run config and the trainer agree."""
+    from core import run_kinds
+    from rewards.config import RewardTrainConfig, RewardTrainConfigError
+
+    dataset, kind = _dataset(media), run_kinds.get("reward_train")
+    disagreements = []
+    for name in set(RewardTrainConfig.field_names()) - {"backbone"}:
+        for value in PROBES:
+            settings = {name: value, "max_steps": None} if name == "epochs" else {name: value}
+            try:
+                RewardTrainConfig.from_dict(settings)
+                trainer_accepts = True
+            except RewardTrainConfigError:
+                trainer_accepts = False
+            try:
+                kind.validate_config({"dataset": dataset.pk, **settings})
+                run_accepts = True
+            except serializers.ValidationError:
+                run_accepts = False
+            if trainer_accepts != run_accepts:
+                disagreements.append((name, value, trainer_accepts, run_accepts))
+    assert not disagreements
 
 
 def test_all_ties_fail_the_run_with_a_readable_message(media, users):
@@ -146,6 +241,37 @@ def test_evaluate_run_generates_missing_images_and_stores_scores(media, client_f
     again = Run.objects.create(kind="evaluate", config=Run.objects.get(pk=run["id"]).config, queue="gpu")
     assert run_execute(run_id=again.pk, worker="inline") == "succeeded"
     assert Run.objects.get(pk=again.pk).result["scored_now"] == 0  # scores are kept, not recomputed
+
+
+def test_evaluate_scores_the_images_of_its_sampler_settings_only(media, client_for, users):
+    from generators.models import GeneratedImage, ModelVersion, PromptSet
+
+    call_command("sandbox_setup", stdout=io.StringIO())
+    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
+    prompt_set = PromptSet.objects.get(name="sandbox-eval")
+    prompts = prompt_set.prompts.count()
+    reward_model = (
+        client_for("engineer")
+        .post("/api/v1/reward-models/", {"name": "clip", "backbone": "sandbox"}, format="json")
+        .json()["id"]
+    )
+    base_config = {"reward_model": reward_model, "model_versions": [version.pk], "prompt_set": prompt_set.pk}
+    results = {}
+    for steps in (3, 2):  # the 3-step images are made first (lower ids), then the 2-step ones
+        config = {**base_config, "images_per_prompt": 1, "steps": steps}
+        run = client_for("engineer").post("/api/v1/runs/", {"kind": "evaluate", "config": config}, format="json")
+        assert run.status_code == 201, run.json()
+        assert run_execute(run_id=run.json()["id"], worker="inline") == "succeeded"
+        results[steps] = Run.objects.get(pk=run.json()["id"]).result
+
+    for steps, result in results.items():
+        assert result["scored_now"] == prompts and result["versions"][str(version.pk)]["n"] == prompts
+    assert GeneratedImage.objects.count() == 2 * prompts
+    scored_steps = ImageScore.objects.filter(reward_model_id=reward_model).values_list("image__settings", flat=True)
+    assert sorted(settings["steps"] for settings in scored_steps) == [2] * prompts + [3] * prompts
+    bad = {**base_config, "steps": 0}
+    response = client_for("engineer").post("/api/v1/runs/", {"kind": "evaluate", "config": bad}, format="json")
+    assert response.status_code == 400 and "steps" in response.json()["config"]
 
 
 def test_train_reward_command_starts_a_run(media, users):
