@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "rewards",
     "finetune",
     "frontend",
+    "orchestration",
 ]
 
 MIDDLEWARE = [

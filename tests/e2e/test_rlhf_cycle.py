@@ -63,4 +63,9 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     assert tune.reward_model_id == reward["reward_model"]
     board = results["leaderboard"]
     assert board["votes"] == Campaign.objects.get(name="cycle-ci-arena").pairs.count() * 3
-    assert set(board["ranks"]) == {"sandbox/base", "sandbox/cycle-ci"} and board["verdict"]
+    ranked = {(row["version"], row["name"]) for row in board["ranks"]}
+    assert ranked == {(tune.parent_id, "sandbox/base"), (tune.version_id, "sandbox/cycle-ci")}
+    assert isinstance(board["enough_votes"], bool) and board["verdict_text"]
+    assert board["winner"] in (None, tune.parent_id, tune.version_id)
+    assert board["tuned_is_better"] == (board["enough_votes"] and board["winner"] == tune.version_id)
+    assert results["state"]["tuned_version"] == tune.version_id == results["fine-tune"]["model_version"]

@@ -1,8 +1,9 @@
 """Simulated annotators voting on a campaign through the public REST API, judged by a pixel oracle.
 
 Accounts ``<prefix>-1..N`` are created (or reused) in the annotator group, added to the campaign and given
-tokens through the ORM; every lease and vote then goes over HTTP to ``--base-url``, exactly as a person's
-browser would. The last line printed is a JSON summary.
+tokens through the ORM (``feedback.simulated_annotators.simulate_votes``, which the RLHF cycle calls too); every
+lease and vote then goes over HTTP to ``--base-url``, exactly as a person's browser would. The last line printed is
+a JSON summary.
 """
 
 from __future__ import annotations
@@ -11,25 +12,11 @@ import json
 import re
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from core import plugins
-from core.roles import Role
-from feedback.models import Campaign, CampaignStatus
-from feedback.simulation import (
-    FatalError,
-    LoopSettings,
-    OracleError,
-    Simulation,
-    SimulationResult,
-    check_server,
-    resolve_pair_oracle,
-    run_simulation,
-)
+from feedback.simulated_annotators import NoVoteCast, SimulationRefused, simulate_votes
+from feedback.simulation import LoopSettings, OracleError, Simulation, SimulationResult, resolve_pair_oracle
 
 PREFIX = re.compile(r"^[\w.@+-]{1,100}$")
 BASE_URL = re.compile(r"^https?://[^/\s]+")
@@ -67,17 +54,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         simulation = self._simulation(options)
-        campaign = _open_campaign(options["campaign"])
-        accounts = _annotator_accounts(campaign, options["prefix"], options["annotators"])
         try:
-            check_server(simulation.base_url, accounts[0][1], campaign.pk, timeout=simulation.timeout)
-        except FatalError as exc:
+            result = simulate_votes(simulation, annotators=options["annotators"], prefix=options["prefix"])
+        except SimulationRefused as exc:
             raise CommandError(str(exc)) from exc
-        result = run_simulation(simulation, accounts)
-        self._report(result, campaign, options["oracle"])
-        failed = [a for a in result.annotators if a.stop_reason in ("failed", "crashed", "unreachable")]
-        if failed and not any(a.votes for a in result.annotators):
-            raise CommandError("No vote was cast: " + "; ".join(m for a in failed for m in a.messages[:1]))
+        except NoVoteCast as exc:
+            self._report(exc.result, simulation.campaign, options["oracle"])
+            raise CommandError(str(exc)) from exc
+        self._report(result, simulation.campaign, options["oracle"])
 
     def _simulation(self, options: dict) -> Simulation:
         _validate(options)
@@ -101,11 +85,11 @@ class Command(BaseCommand):
             ),
         )
 
-    def _report(self, result: SimulationResult, campaign: Campaign, oracle: str) -> None:
+    def _report(self, result: SimulationResult, campaign: int, oracle: str) -> None:
         for stats in result.annotators:
             line = f"{stats.username}: {stats.votes} votes, {stats.errors} errors, stopped: {stats.stop_reason}"
             self.stdout.write(line + "".join(f"\n  {message}" for message in stats.messages))
-        self.stdout.write(json.dumps({"campaign": campaign.pk, "oracle": oracle, **result.summary()}))
+        self.stdout.write(json.dumps({"campaign": campaign, "oracle": oracle, **result.summary()}))
 
 
 def _validate(options: dict) -> None:
@@ -126,29 +110,3 @@ def _validate(options: dict) -> None:
     wrong = [problem for problem, failed in problems.items() if failed]
     if wrong:
         raise CommandError("; ".join(wrong) + ".")
-
-
-def _open_campaign(pk: int) -> Campaign:
-    campaign = Campaign.objects.filter(pk=pk).first()
-    if campaign is None:
-        raise CommandError(f"No campaign {pk}.")
-    if campaign.status != CampaignStatus.OPEN:
-        hint = " (its images are still being generated)" if campaign.status == CampaignStatus.PREPARING else ""
-        raise CommandError(f"Campaign {pk} is {campaign.status}{hint}: only an open campaign hands out pairs.")
-    return campaign
-
-
-@transaction.atomic
-def _annotator_accounts(campaign: Campaign, prefix: str, count: int) -> list[tuple[str, str]]:
-    """(username, token) of ``<prefix>-1..count``: annotators of ``campaign``, created when missing."""
-    group, _ = Group.objects.get_or_create(name=Role.ANNOTATOR)
-    accounts = []
-    for i in range(1, count + 1):
-        user, created = get_user_model().objects.get_or_create(username=f"{prefix}-{i}")
-        if created:
-            user.set_unusable_password()  # token only: nobody logs in as a simulated annotator
-            user.save(update_fields=["password"])
-        user.groups.add(group)
-        campaign.annotators.add(user)
-        accounts.append((user.username, Token.objects.get_or_create(user=user)[0].key))
-    return accounts

@@ -1,4 +1,4 @@
-"""``manage.py rlhf_cycle``: the whole RLHF loop on the sandbox with simulated annotators (see finetune/cycle.py)."""
+"""``manage.py rlhf_cycle``: the whole RLHF loop on the sandbox with simulated annotators (orchestration/cycle.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from finetune.cycle import CYCLE_FINETUNE, CycleError, CycleSettings, StepReport, run_cycle
+from orchestration.cycle import StepReport, run_cycle
+from orchestration.state import CYCLE_FINETUNE, CycleError, CycleSettings
 
 
 def _json_object(text: str, option: str) -> dict:
@@ -60,7 +61,6 @@ class Command(BaseCommand):
             reward=_json_object(options["reward"], "--reward"),
             finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
             step_timeout=options["step_timeout"],
-            tag=options["tag"],
         )
 
         def report(step: StepReport) -> None:
@@ -68,7 +68,7 @@ class Command(BaseCommand):
             self.stderr.write(f"[{step.minutes:5.1f} min] {step.name}: {figures}")
 
         try:
-            results = run_cycle(settings, report)
+            results = run_cycle(settings, report, tag=options["tag"])
         except CycleError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(results, default=str))

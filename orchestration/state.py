@@ -1,0 +1,84 @@
+"""The RLHF cycle's typed settings and state: what to do, and what has been made so far (ids only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# The cycle fine-tunes with the DDPO defaults (finetune/config.py). They were chosen against this cycle's kind of
+# reward: a learned reward's level depends on the prompt (its scores differ between captions), so advantages are
+# taken within each prompt's group of images, and a small step with two inner epochs keeps the policy inside
+# PPO's trust region. Overrides go here (or in `rlhf_cycle --finetune`).
+CYCLE_FINETUNE: dict[str, Any] = {}
+
+
+class CycleError(Exception):
+    """A step failed or cannot start; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """How the cycle runs: the web server the simulated annotators use, their oracle, and each step's scale."""
+
+    base_url: str = "http://127.0.0.1:8000"
+    oracle: str = "larger"
+    noise: float = 0.1
+    annotators: int = 5
+    train_prompts: int = 0  # 0: every prompt of the sandbox train set
+    eval_prompts: int = 0
+    collect_images_per_prompt: int = 8
+    collect_votes_per_pair: int = 3
+    arena_images_per_prompt: int = 4
+    arena_votes_per_pair: int = 3
+    reward: dict[str, Any] = field(default_factory=dict)  # reward_train config overrides
+    finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
+    step_timeout: float = 3600.0
+    created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs
+
+
+# The step that fills each field of CycleState, for the error raised when a later step finds it empty.
+_MADE_BY = {
+    "base_version": "setup",
+    "train_prompt_set": "setup",
+    "eval_prompt_set": "setup",
+    "collect_campaign": "collect campaign",
+    "reward_model": "reward model",
+    "tuned_version": "fine-tune",
+    "arena_campaign": "arena campaign",
+}
+
+
+@dataclass(frozen=True)
+class CycleState:
+    """What the cycle has made so far, as ids; None until the step that makes it has run.
+
+    ``tag`` names the campaigns, prompt sets and versions the cycle creates. Steps return a new state
+    (``dataclasses.replace``); a state can be built by hand to run one step alone.
+    """
+
+    tag: str
+    base_version: int | None = None
+    train_prompt_set: int | None = None
+    eval_prompt_set: int | None = None
+    collect_campaign: int | None = None
+    reward_model: int | None = None
+    tuned_version: int | None = None
+    arena_campaign: int | None = None
+
+    def require(self, name: str) -> int:
+        """The id in field ``name``, or :class:`CycleError` naming the step that makes it."""
+        value = getattr(self, name)
+        if value is None:
+            raise CycleError(f"No {name.replace('_', ' ')} yet: the {_MADE_BY[name]!r} step makes it.")
+        return value
+
+    def ids(self) -> dict[str, int | str | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A step's new state and the figures it reports (ids and measurements, JSON-serialisable)."""
+
+    state: CycleState
+    figures: dict[str, Any]

@@ -1,0 +1,246 @@
+"""The RLHF cycle's steps: each ``step(state, settings) -> StepResult``, callable alone on a state built by hand.
+
+They drive the apps only through their services, selectors and runs: ``generators`` (sandbox, prompt sets),
+``feedback`` (campaigns, simulated annotators over HTTP, the leaderboard), ``rewards`` (the ``reward_train`` run)
+and ``finetune`` (the ``finetune`` run). Runs execute on the Celery workers; a step waits for its run.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from core import services as run_services
+from core.cli import wait_for_run
+from core.models import Run
+from core.run_states import RunState
+from feedback import ratings
+from feedback import selectors as feedback_selectors
+from feedback import services as feedback_services
+from feedback.models import Campaign, CampaignStatus, Purpose
+from feedback.simulated_annotators import NoVoteCast, SimulationRefused, simulate_votes
+from feedback.simulation import OracleError, Simulation, resolve_pair_oracle
+from generators import services as generator_services
+from generators.models import ModelVersion, PromptSet
+from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
+from orchestration.state import CycleError, CycleSettings, CycleState, StepResult
+
+# The reward oracle (for fine-tuning's gold measure) behind each pairwise oracle of the simulated annotators.
+GOLD_ORACLE_FOR = {"larger": "area", "colour": "colour", "shape": "shape"}
+
+REWARD_FIGURES = ("reward_model", "votes", "val_accuracy", "test_accuracy", "baseline_test_accuracy", "human_ceiling")
+FINETUNE_FIGURES = (
+    "model_version",
+    "eval_reward_before",
+    "eval_reward_after",
+    "eval_gold_reward_before",
+    "eval_gold_reward_after",
+    "epochs",
+)
+
+
+# --- Helpers ---------------------------------------------------------------------------------------------------
+
+
+def _creator(settings: CycleSettings):
+    return get_user_model().objects.get(pk=settings.created_by) if settings.created_by is not None else None
+
+
+def _run_to_success(kind: str, config: dict[str, Any], settings: CycleSettings) -> Run:
+    """Start a run and wait for it; :class:`CycleError` unless it succeeds within the step timeout."""
+    run = run_services.run_create(kind=kind, config=config, created_by=_creator(settings))
+    return _wait(run.pk, settings.step_timeout)
+
+
+def _wait(run_id: int, timeout: float) -> Run:
+    try:
+        run = wait_for_run(run_id, timeout=timeout, poll=1.0, stream=io.StringIO())
+    except CommandError as exc:  # still not finished after the timeout
+        raise CycleError(str(exc)) from exc
+    if run.state != RunState.SUCCEEDED:
+        state = run.state if run.state in (RunState.FAILED, RunState.CANCELLED) else f"still {run.state}"
+        raise CycleError(f"{run.kind} run {run.pk} is {state}: {run.error or 'is a worker running?'}")
+    return run
+
+
+def _open(campaign_id: int, timeout: float) -> Campaign:
+    """The campaign once open: after its image generation run, when it has one, and the event that opens it."""
+    campaign = Campaign.objects.get(pk=campaign_id)
+    if campaign.preparing_run_id:
+        _wait(campaign.preparing_run_id, timeout)
+    deadline = time.monotonic() + 60
+    while campaign.status != CampaignStatus.OPEN and time.monotonic() < deadline:  # opened by the run's event
+        time.sleep(0.5)
+        campaign.refresh_from_db()
+    if campaign.status != CampaignStatus.OPEN:
+        raise CycleError(f"Campaign {campaign.pk} did not open (status {campaign.status}).")
+    return campaign
+
+
+def _subset(source: str, count: int, name: str, split: str) -> PromptSet:
+    prompt_set = PromptSet.objects.get(name=source)
+    if not count:
+        return prompt_set
+    texts = list(prompt_set.items.order_by("position").values_list("prompt__text", flat=True))
+    step = max(1, len(texts) // count)  # spread over colours and shapes rather than the first few
+    return generator_services.prompt_set_create(name=name, split=split, prompts=texts[::step][:count])
+
+
+def _campaign(
+    state: CycleState,
+    settings: CycleSettings,
+    *,
+    purpose: str,
+    prompt_set: int,
+    versions: list[int],
+    votes_per_pair: int,
+    images_per_prompt: int,
+) -> Campaign:
+    created = feedback_services.campaign_create(
+        name=f"cycle-{state.tag}-{purpose}",
+        purpose=purpose,
+        prompt_set=PromptSet.objects.get(pk=prompt_set),
+        model_versions=[ModelVersion.objects.get(pk=pk) for pk in versions],
+        votes_per_pair=votes_per_pair,
+        images_per_prompt=images_per_prompt,
+        created_by=_creator(settings),
+    )
+    return _open(created.pk, settings.step_timeout)
+
+
+def _campaign_figures(campaign: Campaign) -> dict[str, Any]:
+    return {"campaign": campaign.pk, "generation_run": campaign.preparing_run_id, "pairs": campaign.pairs.count()}
+
+
+def _simulate(settings: CycleSettings, campaign: int, prefix: str) -> dict[str, Any]:
+    """Simulated annotators rate every pair of ``campaign`` over HTTP; their summary."""
+    try:
+        oracle = resolve_pair_oracle(settings.oracle)
+    except OracleError as exc:
+        raise CycleError(str(exc)) from exc
+    simulation = Simulation(base_url=settings.base_url, campaign=campaign, oracle=oracle, noise=settings.noise)
+    try:
+        result = simulate_votes(simulation, annotators=settings.annotators, prefix=prefix)
+    except (SimulationRefused, NoVoteCast) as exc:
+        raise CycleError(f"Simulated annotators on campaign {campaign}: {exc}") from exc
+    return {"campaign": campaign, "oracle": settings.oracle, **result.summary()}
+
+
+# --- Run configs (pure: what the reward and fine-tune steps start) ----------------------------------------------
+
+
+def reward_run_config(state: CycleState, settings: CycleSettings) -> dict[str, Any]:
+    """The ``reward_train`` config: the collect campaign's votes, named after the tag, with the overrides."""
+    return {"campaigns": [state.require("collect_campaign")], "name": f"cycle-{state.tag}-reward", **settings.reward}
+
+
+def finetune_run_config(state: CycleState, settings: CycleSettings) -> dict[str, Any]:
+    """The ``finetune`` config: the base version against the reward model, gold-measured by the annotators'
+    oracle when it has a pointwise counterpart."""
+    config = {
+        "model_version": state.require("base_version"),
+        "reward_model": state.require("reward_model"),
+        "train_prompt_set": state.require("train_prompt_set"),
+        "eval_prompt_set": state.require("eval_prompt_set"),
+        "name": f"cycle-{state.tag}",
+        **settings.finetune,
+    }
+    if settings.oracle in GOLD_ORACLE_FOR:
+        config.setdefault("gold_oracle", GOLD_ORACLE_FOR[settings.oracle])
+    return config
+
+
+# --- Steps -------------------------------------------------------------------------------------------------------
+
+
+def setup(state: CycleState, settings: CycleSettings) -> StepResult:
+    """Register the sandbox (idempotent) and take the train and eval prompt sets (subsets when asked)."""
+    call_command("sandbox_setup", stdout=io.StringIO())
+    base = ModelVersion.objects.get(base_model__name=SANDBOX_BASE_MODEL, name=generator_services.BASE_VERSION_NAME)
+    train = _subset(TRAIN_SET, settings.train_prompts, f"cycle-{state.tag}-train", "train")
+    evaluation = _subset(EVAL_SET, settings.eval_prompts, f"cycle-{state.tag}-eval", "eval")
+    state = replace(state, base_version=base.pk, train_prompt_set=train.pk, eval_prompt_set=evaluation.pk)
+    figures = {
+        "base_version": base.pk,
+        "train_prompts": train.prompts.count(),
+        "eval_prompts": evaluation.prompts.count(),
+    }
+    return StepResult(state, figures)
+
+
+def collect_campaign(state: CycleState, settings: CycleSettings) -> StepResult:
+    """A collect campaign of the base version's images on the train prompts, open once its images exist."""
+    campaign = _campaign(
+        state,
+        settings,
+        purpose=Purpose.COLLECT,
+        prompt_set=state.require("train_prompt_set"),
+        versions=[state.require("base_version")],
+        votes_per_pair=settings.collect_votes_per_pair,
+        images_per_prompt=settings.collect_images_per_prompt,
+    )
+    return StepResult(replace(state, collect_campaign=campaign.pk), _campaign_figures(campaign))
+
+
+def collect_votes(state: CycleState, settings: CycleSettings) -> StepResult:
+    """Simulated annotators rate every pair of the collect campaign."""
+    return StepResult(state, _simulate(settings, state.require("collect_campaign"), f"sim-{state.tag}"))
+
+
+def reward_model(state: CycleState, settings: CycleSettings) -> StepResult:
+    """Train a reward model on the collect campaign's votes (a ``reward_train`` run)."""
+    run = _run_to_success("reward_train", reward_run_config(state, settings), settings)
+    state = replace(state, reward_model=run.result["reward_model"])
+    return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in REWARD_FIGURES}})
+
+
+def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
+    """Fine-tune the base version against the reward model (a ``finetune`` run, DDPO + LoRA)."""
+    run = _run_to_success("finetune", finetune_run_config(state, settings), settings)
+    state = replace(state, tuned_version=run.result["model_version"])
+    return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in FINETUNE_FIGURES}})
+
+
+def arena_campaign(state: CycleState, settings: CycleSettings) -> StepResult:
+    """An arena campaign, base against tuned, on the eval prompts."""
+    campaign = _campaign(
+        state,
+        settings,
+        purpose=Purpose.ARENA,
+        prompt_set=state.require("eval_prompt_set"),
+        versions=[state.require("base_version"), state.require("tuned_version")],
+        votes_per_pair=settings.arena_votes_per_pair,
+        images_per_prompt=settings.arena_images_per_prompt,
+    )
+    return StepResult(replace(state, arena_campaign=campaign.pk), _campaign_figures(campaign))
+
+
+def arena_votes(state: CycleState, settings: CycleSettings) -> StepResult:
+    """Simulated annotators rate every pair of the arena."""
+    return StepResult(state, _simulate(settings, state.require("arena_campaign"), f"sim-{state.tag}-arena"))
+
+
+def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
+    """The arena's Bradley–Terry leaderboard: the tuned version against the base, decided by the typed verdict."""
+    tuned, base = state.require("tuned_version"), state.require("base_version")
+    board = feedback_selectors.campaign_leaderboard(Campaign.objects.get(pk=state.require("arena_campaign")))
+    match = ratings.head_to_head(board, tuned, base)
+    if match is None:
+        raise CycleError("The arena has no votes between the two versions.")
+    figures = {
+        "tuned_win_rate": match.win_rate,
+        "tuned_beats_base_probability_interval": list(match.beats_interval) if match.beats_interval else None,
+        "votes": match.votes,
+        "enough_votes": match.enough_votes,
+        "tuned_is_better": match.model_is_better,
+        "winner": match.winner,
+        "verdict_text": match.verdict_text,
+        "ranks": [{"version": row["model"], "name": row["name"], "rank": row["rank"]} for row in board["models"]],
+    }
+    return StepResult(state, figures)
