@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from core import hot_sql
@@ -86,15 +86,6 @@ def campaign_progress(campaign: Campaign, user) -> dict:
         pairs, valid = totals["n"] or 0, totals["votes"] or 0
         mine = Vote.objects.filter(pair__campaign=campaign, annotator=user).exclude(choice=Choice.SKIP).count()
     return {"pairs": pairs, "votes_wanted": pairs * campaign.votes_per_pair, "valid_votes": valid, "my_votes": mine}
-
-
-def annotator_may_see_image(user, image_id: int) -> bool:
-    """An annotator may fetch an image only while it is part of a pair assigned to them."""
-    return (
-        Assignment.objects.filter(annotator=user)
-        .filter(Q(pair__image_a_id=image_id) | Q(pair__image_b_id=image_id))
-        .exists()
-    )
 
 
 def vote_records(campaign: Campaign) -> list[dict]:
