@@ -11,12 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 
 from core.models import Artifact
 from generators.models import BaseModel, ModelVersion, PromptSet, Split
-from generators.sandbox_catalog import EVAL_SET
 
 # The name finetune.executors saves its before/after grid under (not imported: that module pulls in torch).
 GRID_ARTIFACT = "eval_grid.png"
@@ -162,9 +162,9 @@ def eval_grid_artifact(version: ModelVersion) -> Artifact | None:
 
 
 def default_eval_prompt_set() -> PromptSet | None:
-    """The sandbox eval set if it exists, else the first eval set, else the first set."""
+    """The set named by the DEFAULT_EVAL_PROMPT_SET setting if it exists, else the first eval set, else the first."""
     return (
-        PromptSet.objects.filter(name=EVAL_SET).first()
+        PromptSet.objects.filter(name=settings.DEFAULT_EVAL_PROMPT_SET).first()
         or PromptSet.objects.filter(split=Split.EVAL).order_by("name").first()
         or PromptSet.objects.order_by("name").first()
     )

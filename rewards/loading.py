@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+from core import plugins
 from core.storage import artifact_directory
-from generators.sandbox import CLIP_PATH
 from rewards.models import RewardModel
-from rewards.run_configs import SANDBOX_BACKBONE
 
 
 def resolve_backbone(backbone: str) -> str:
-    """``sandbox`` → the bundled sandbox CLIP folder; anything else (hub id, folder) as given."""
-    return str(CLIP_PATH) if backbone == SANDBOX_BACKBONE else backbone
+    """A registered ``reward_backbone`` name (the sandbox registers ``sandbox``) → its checkpoint; anything else
+    (hub id, folder) as given."""
+    if backbone in plugins.names("reward_backbone"):
+        return os.fspath(plugins.resolve("reward_backbone", backbone))
+    return backbone
 
 
 def reward_function_for(reward_model: RewardModel, *, device: str | None = None, batch_size: int = 64):

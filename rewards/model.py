@@ -19,10 +19,7 @@ from PIL import Image
 from torch import nn
 from transformers import CLIPModel, CLIPProcessor
 
-from generators.sandbox import CLIP_PATH
-
 __all__ = [
-    "DEFAULT_BACKBONE",
     "REWARD_CONFIG_NAME",
     "RewardModel",
     "RewardModelConfig",
@@ -31,7 +28,6 @@ __all__ = [
     "to_pil",
 ]
 
-DEFAULT_BACKBONE = str(CLIP_PATH)
 REWARD_CONFIG_NAME = "reward_config.json"
 FORMAT_VERSION = 1
 
@@ -46,7 +42,7 @@ class RewardModelError(Exception):
 class RewardModelConfig:
     """Our settings, stored beside the CLIP weights as ``reward_config.json``."""
 
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str = ""  # the CLIP hub id or folder it started from
     trainable_layers: int | None = None
     format_version: int = FORMAT_VERSION
 
@@ -108,7 +104,7 @@ class RewardModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike[str] = DEFAULT_BACKBONE,
+        name_or_path: str | os.PathLike[str],
         *,
         trainable_layers: int | None = None,
         processor: str | os.PathLike[str] | None = None,

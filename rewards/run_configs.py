@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
 from core.validation import StrictSerializer
@@ -12,7 +13,6 @@ from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
 from rewards.models import PreferenceDataset, RewardModel
 
-SANDBOX_BACKBONE = "sandbox"
 # The run names its backbone (resolved on the worker); every other RewardTrainConfig field is a run setting.
 TRAINING_FIELDS = tuple(name for name in RewardTrainConfig.field_names() if name != "backbone")
 
@@ -39,7 +39,10 @@ class RewardTrainConfigSerializer(StrictSerializer):
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
     both_bad_as_tie = serializers.BooleanField(default=True)
     backbone = serializers.CharField(
-        max_length=500, default=SANDBOX_BACKBONE, help_text="CLIP hub id, local folder, or 'sandbox'"
+        max_length=500,
+        default=lambda: settings.DEFAULT_REWARD_BACKBONE,
+        help_text="a registered reward_backbone name (the sandbox's: 'sandbox'), a CLIP hub id or local folder "
+        "(default: the DEFAULT_REWARD_BACKBONE setting)",
     )
     val_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)
     test_fraction = serializers.FloatField(min_value=0.0, max_value=0.5, default=0.15)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .model import DEFAULT_BACKBONE, ImageInput, RewardModel, is_reward_model_dir, to_pil
+from .model import ImageInput, RewardModel, is_reward_model_dir, to_pil
 
 __all__ = ["OracleReward", "RewardCallable", "RewardFunction", "as_image_list", "load_reward_function"]
 
@@ -51,7 +51,7 @@ class RewardFunction:
     @classmethod
     def zero_shot(
         cls,
-        name_or_path: str | os.PathLike[str] = DEFAULT_BACKBONE,
+        name_or_path: str | os.PathLike[str],
         *,
         processor: str | os.PathLike[str] | None = None,
         **kwargs: Any,
@@ -81,7 +81,7 @@ class OracleReward:
         return [float(self.oracle(p, np.asarray(to_pil(i)))) for p, i in zip(prompts, images, strict=True)]
 
 
-def load_reward_function(source: str | os.PathLike[str] = DEFAULT_BACKBONE, **kwargs: Any) -> RewardFunction:
+def load_reward_function(source: str | os.PathLike[str], **kwargs: Any) -> RewardFunction:
     """A saved reward model folder → trained reward; anything else (CLIP folder, hub id) → zero-shot CLIP score."""
     if is_reward_model_dir(Path(source)):
         return RewardFunction.from_directory(source, **kwargs)

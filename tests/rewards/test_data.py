@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generators.sandbox import CLIP_PATH
 from rewards.data import (
     PreferenceDataset,
     PreferencePair,
@@ -89,7 +90,7 @@ def test_prompt_weights():
 
 
 def test_dataset_caches_unique_images_and_batches(small_pairs, tmp_path):
-    model = RewardModel.from_pretrained()
+    model = RewardModel.from_pretrained(CLIP_PATH)
     image = small_pairs[0].image_a
     path = tmp_path / "a.png"
     Image.fromarray(image).save(path)
