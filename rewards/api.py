@@ -14,7 +14,8 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.permissions import EngineerWritesStaffReads, IsEngineerOrReviewer
+from core.ids import BoundedPrimaryKeyRelatedField
+from core.permissions import EngineerWritesStaffReads, IsEngineer
 from core.validation import StrictSerializer
 from feedback import services as feedback_services
 from feedback.models import Campaign
@@ -104,7 +105,7 @@ class DatasetDetailView(generics.RetrieveAPIView):
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RewardModel
@@ -144,7 +145,7 @@ class RewardModelDetailView(generics.RetrieveAPIView):
 
 
 class AuditCampaignSerializer(StrictSerializer):
-    reward_model = serializers.PrimaryKeyRelatedField(queryset=RewardModel.objects.all())
+    reward_model = BoundedPrimaryKeyRelatedField(queryset=RewardModel.objects.all())
     margin = serializers.FloatField(min_value=0.5, max_value=1.0, default=0.8)
     name = serializers.CharField(max_length=200)
     votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
@@ -154,7 +155,7 @@ class AuditCampaignView(APIView):
     """Turn a campaign's reward-hacking audit (pairs where the reward model strongly prefers the side people
     rejected) into a new ``collect`` campaign, so the reward model can be retrained on its own mistakes."""
 
-    permission_classes = [IsEngineerOrReviewer]
+    permission_classes = [IsEngineer]  # it creates a campaign: engineers only
 
     @extend_schema(request=AuditCampaignSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):

@@ -98,15 +98,18 @@ MATRIX = [
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
+    ("api-aliases", "post", "/api/v1/aliases/", {}, {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400}),
     ("api-leaderboard", "get", "/api/v1/leaderboard/?campaign={campaign}", None, STAFF_READ),
     (
         "api-audit-campaign",
         "post",
         "/api/v1/campaigns/{campaign}/audit-campaign/",
         {},
-        {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400},
+        {**ENGINEER_ONLY, "engineer": 400, "admin": 400},
     ),
     ("api-datasets", "get", "/api/v1/datasets/", None, STAFF_READ),
+    ("api-datasets", "post", "/api/v1/datasets/", {}, {**ENGINEER_ONLY, "engineer": 400, "admin": 400}),
+    ("api-reward-models", "post", "/api/v1/reward-models/", {}, {**ENGINEER_ONLY, "engineer": 400, "admin": 400}),
     ("api-dataset-detail", "get", "/api/v1/datasets/999/", None, STAFF_READ_404),
     ("api-reward-models", "get", "/api/v1/reward-models/", None, STAFF_READ),
     ("api-reward-model-detail", "get", "/api/v1/reward-models/999/", None, STAFF_READ_404),
@@ -122,7 +125,28 @@ MATRIX = [
     ("api-docs", "get", "/api/docs/", None, ANY_USER),
 ]
 # The token endpoint admits everybody by design (it is how scripts log in); tested in test_auth.py.
-OPEN_BY_DESIGN = {"api-auth-token"}
+OPEN_BY_DESIGN = {("api-auth-token", "post")}
+
+# Who may write, per write endpoint (whichever app exposes it). A write endpoint missing here fails
+# test_every_write_endpoint_has_a_policy; a matrix row that admits a role outside its policy (or refuses one in
+# it) fails test_role_matrix. Creating or changing campaigns, models, prompt sets and runs is for engineers.
+ENGINEERS = frozenset({"engineer", "admin"})
+RATERS = frozenset({"annotator", "reviewer", "admin"})
+PROMOTERS = frozenset({"engineer", "reviewer", "admin"})
+WRITE_POLICY = {
+    ("api-runs", "post"): ENGINEERS,  # the matrix starts a diagnostic run; reviewers start only generate/evaluate
+    ("api-run-cancel", "post"): ENGINEERS,
+    ("api-base-models", "post"): ENGINEERS,
+    ("api-prompt-sets", "post"): ENGINEERS,
+    ("api-campaigns", "post"): ENGINEERS,
+    ("api-campaign-gold", "post"): ENGINEERS,
+    ("api-audit-campaign", "post"): ENGINEERS,  # creates a collect campaign
+    ("api-datasets", "post"): ENGINEERS,
+    ("api-reward-models", "post"): ENGINEERS,
+    ("api-aliases", "post"): PROMOTERS,
+    ("api-votes", "post"): RATERS,
+}
+WRITE_METHODS = ("post", "put", "patch", "delete")
 
 
 @pytest.fixture
@@ -168,19 +192,27 @@ def artifact(image, users):
     )
 
 
-def _api_url_names(patterns, prefix: str = "") -> set[str]:
-    names: set[str] = set()
+def _api_endpoints(patterns, prefix: str = "") -> set[tuple[str, str]]:
+    """(url name, method) for every API URL and every HTTP method its view implements."""
+    endpoints: set[tuple[str, str]] = set()
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            names |= _api_url_names(pattern.url_patterns, prefix + str(pattern.pattern))
+            endpoints |= _api_endpoints(pattern.url_patterns, prefix + str(pattern.pattern))
         elif isinstance(pattern, URLPattern) and (prefix + str(pattern.pattern)).startswith("api/") and pattern.name:
-            names.add(pattern.name)
-    return names
+            view = getattr(pattern.callback, "cls", None) or getattr(pattern.callback, "view_class", None)
+            methods = [m for m in ("get", *WRITE_METHODS) if view is None or hasattr(view, m)]
+            endpoints |= {(pattern.name, method) for method in methods}
+    return endpoints
 
 
 def test_every_api_endpoint_is_in_the_matrix():
-    covered = {name for name, *_ in MATRIX} | OPEN_BY_DESIGN
-    assert _api_url_names(get_resolver().url_patterns) == covered
+    covered = {(name, method) for name, method, *_ in MATRIX} | OPEN_BY_DESIGN
+    assert _api_endpoints(get_resolver().url_patterns) == covered
+
+
+def test_every_write_endpoint_has_a_policy():
+    writes = {(name, method) for name, method in _api_endpoints(get_resolver().url_patterns) if method != "get"}
+    assert writes - OPEN_BY_DESIGN == set(WRITE_POLICY)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -201,6 +233,9 @@ def test_role_matrix(client_for, users, image, campaign, artifact, role, name, m
     response = getattr(client, method)(url, body, format="json")
 
     assert response.status_code == expected[role], response.content[:300]
+    if method in WRITE_METHODS:
+        admitted = response.status_code not in (401, 403)
+        assert admitted == (role in WRITE_POLICY[(name, method)]), f"{role} {method} {name}: {response.status_code}"
 
 
 def test_annotators_can_never_list_runs_or_users(client_for):
