@@ -488,17 +488,17 @@ def iter_parquet(
 
 
 def read_parquet(
-    path: str | os.PathLike[str], *, on_error: OnError = "raise", check_images: bool = True
+    path: str | os.PathLike[str], *, on_error: OnError = "raise", check_images: bool = True, label: str | None = None
 ) -> PickapicRows:
     """Read and validate every row of a Pick-a-Pic Parquet file (ours or the public schema).
 
     Validation: labels are (1, 0), (0, 1) or (0.5, 0.5) within 1e-6 and non-negative (snapped to the exact
     values); both images decode with Pillow (``check_images=False`` only checks they are non-empty bytes); the
     caption is non-empty; ``has_label``, when present, is true; our ``choice`` column, when set, matches the
-    labels. A bad row raises ``ValueError("<path>: row <i>: <problem>")``; with ``on_error="skip"`` bad rows are
-    left out and the result's ``skipped`` / ``errors`` report them. Missing optional columns default to ``""``
+    labels. A bad row raises ``ValueError("<path or label>: row <i>: <problem>")``; with ``on_error="skip"`` bad
+    rows are left out and the result's ``skipped`` / ``errors`` report them. Missing optional columns default to ``""``
     / 0 / ``None``, image uids to :func:`content_uid`, and ``choice`` is derived from the labels.
     """
-    reader = iter_parquet(path, on_error=on_error, check_images=check_images)
+    reader = iter_parquet(path, on_error=on_error, check_images=check_images, label=label)
     rows = list(reader)
     return PickapicRows(rows, skipped=reader.skipped, errors=reader.errors)

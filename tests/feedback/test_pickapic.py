@@ -12,6 +12,7 @@ from PIL import Image
 
 from feedback.pickapic import (
     PICKAPIC_SCHEMA,
+    PickapicReader,
     PickapicRow,
     content_uid,
     iter_parquet,
@@ -308,3 +309,32 @@ def test_empty_export_round_trips(tmp_path):
     assert write_parquet([], path) == 0
     assert pq.read_schema(path).names == PICKAPIC_SCHEMA.names
     assert read_parquet(path) == []
+
+
+def test_a_label_replaces_the_path_in_every_message(tmp_path):
+    """Messages shown to someone who must not learn server paths name the file by a label instead."""
+    bad_row = tmp_path / "bad.parquet"
+    plain_file(bad_row, [GOOD, {**GOOD, "jpg_1": b"not an image"}])
+    no_labels = tmp_path / "nolabels.parquet"
+    pq.write_table(pa.table({"caption": ["x"], "jpg_0": [RED], "jpg_1": [GREEN]}), no_labels)
+    not_parquet = tmp_path / "text.parquet"
+    not_parquet.write_bytes(b"not parquet at all")
+
+    for path, problem in ((bad_row, "row 1: jpg_1 does not decode"), (no_labels, "missing column(s) label_0")):
+        with pytest.raises(ValueError) as error:
+            read_parquet(path, label="the upload")
+        assert str(error.value).startswith("the upload: ") and problem in str(error.value)
+        assert str(tmp_path) not in str(error.value)
+    with pytest.raises(ValueError) as error:  # pyarrow's own message: the file is opened as a file object
+        read_parquet(not_parquet, label="the upload")
+    assert "magic bytes" in str(error.value) and str(tmp_path) not in str(error.value)
+
+
+def test_reading_goes_a_batch_at_a_time_and_counts_the_rows_read(tmp_path):
+    path = tmp_path / "one_group.parquet"
+    rows = sample_rows() * 50
+    write_parquet(rows, path, row_group_size=len(rows))  # a single row group
+    reader = PickapicReader(path, batch_rows=16)
+    first = next(reader)
+    assert first.caption == rows[0].caption and reader.rows_read == 1
+    assert len(list(reader)) == len(rows) - 1 and reader.rows_read == len(rows)
