@@ -9,6 +9,7 @@ values, and an error names the field. Checks that need the worker's hardware (is
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class Rule:
             text = f"a non-empty string of at most {self.max_length} characters"
         else:
             noun = "an integer" if self.kind is int else "a number"
+            low, high = (f"{end:d}" if self.kind is int else f"{end:g}" for end in (self.low, self.high))
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+            text = f"{noun} in {left}{low}, {high}{right}"
         return f"null or {text}" if self.nullable else text
 
     def accepts(self, value: Any) -> bool:
@@ -97,7 +99,7 @@ class RewardTrainConfig:
         None, Rule(str, nullable=True), "where the tokenizer/image processor live, if not beside the weights"
     )
     trainable_layers: int | None = _setting(
-        None, Rule(int, 0, 100, nullable=True), "null: both towers entirely; N: the last N layers + heads (HPSv2)"
+        None, Rule(int, 0, 100, nullable=True), "null: both towers; N: the last N layers + heads (HPSv2)"
     )
     lr: float = _setting(1e-3, Rule(float, 0.0, 1.0, low_open=True, high_open=True), "peak learning rate")
     weight_decay: float = _setting(0.1, Rule(float, 0.0, 10.0), "AdamW decay (not on biases, norms, τ)")
@@ -113,15 +115,15 @@ class RewardTrainConfig:
         1.0, Rule(float, 0.0, 1e6, low_open=True, nullable=True), "gradient norm clip (null: none)"
     )
     scheduler: str = _setting("cosine", Rule(str, choices=SCHEDULERS), "decay after warm-up")
-    seed: int = _setting(0, Rule(int, 0, 2**31 - 1), "data split, initial order and dropout")
-    mixed_precision: str = _setting("no", Rule(str, choices=MIXED_PRECISION), "fp16 needs CUDA")
+    seed: int = _setting(0, Rule(int, 0, 2**31 - 1), "data split, data order and initialisation")
+    mixed_precision: str = _setting("no", Rule(str, choices=MIXED_PRECISION), "autocast precision (fp16 needs CUDA)")
     eval_every: int = _setting(25, _steps(1), "validation and best-checkpoint choice every N steps (and at the end)")
     checkpoint_every: int | None = _setting(
         None, _steps(1, nullable=True), "resume checkpoint every N steps (null: at each evaluation)"
     )
     log_every: int = _setting(10, _steps(1), "loss/lr metrics, progress and the stop check every N steps")
     eval_batch_size: int = _setting(256, Rule(int, 1, 4096), "prompts or images encoded at once when evaluating")
-    device: str = _setting("auto", Rule(str, choices=DEVICES), "auto: CUDA when there is one")
+    device: str = _setting("auto", Rule(str, choices=DEVICES), "where to train (auto: CUDA when there is one)")
     deterministic: bool = _setting(False, Rule(bool), "bit-exact resume on CUDA (slower kernels)")
 
     def __post_init__(self) -> None:
@@ -159,7 +161,7 @@ class RewardTrainConfig:
     def describe(cls, name: str) -> str:
         """A field's help line and what it accepts, for forms, ``--help`` and the run-kinds listing."""
         field = next(f for f in dataclasses.fields(cls) if f.name == name)
-        return f"{field.metadata['help']}: {field.metadata['rule'].describe()} (default {field.default!r})"
+        return f"{field.metadata['help']}: {field.metadata['rule'].describe()} (default {json.dumps(field.default)})"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> RewardTrainConfig:

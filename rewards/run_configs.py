@@ -76,10 +76,10 @@ class RewardTrainConfigSerializer(StrictSerializer):
     def validate(self, attrs: dict) -> dict:
         training = {name: attrs.pop(name) for name in TRAINING_FIELDS if name in attrs}
         try:
-            settings = RewardTrainConfig.from_dict(training).to_dict()
+            checked = RewardTrainConfig.from_dict(training).to_dict()
         except RewardTrainConfigError as exc:
             raise serializers.ValidationError({exc.field_name: [exc.reason]}) from exc
-        attrs.update({name: settings[name] for name in TRAINING_FIELDS})
+        attrs.update({name: checked[name] for name in TRAINING_FIELDS})
         if ("dataset" in attrs) == ("campaigns" in attrs):
             raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
         if attrs["val_fraction"] <= 0:

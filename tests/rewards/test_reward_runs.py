@@ -280,3 +280,17 @@ def test_train_reward_command_starts_a_run(media, users):
     call_command("train_reward", "--dataset", dataset.name, "--max-steps", "2", stdout=out, stderr=io.StringIO())
     assert '"kind": "reward_train"' in out.getvalue()
     assert Run.objects.get(kind="reward_train").config["max_steps"] == 2
+
+
+def test_train_reward_command_takes_every_training_setting(media, users):
+    from django.core.management.base import CommandError
+
+    dataset = _dataset(media)
+    options = ["--dataset", dataset.name, "--max-steps", "null", "--epochs", "1.5", "--scheduler", "linear"]
+    options += ["--log-every", "2", "--checkpoint-every", "4", "--deterministic", "true"]
+    call_command("train_reward", *options, stdout=io.StringIO(), stderr=io.StringIO())
+    config = Run.objects.get(kind="reward_train").config
+    assert (config["max_steps"], config["epochs"], config["scheduler"]) == (None, 1.5, "linear")
+    assert (config["log_every"], config["checkpoint_every"], config["deterministic"]) == (2, 4, True)
+    with pytest.raises(CommandError, match="log_every"):
+        call_command("train_reward", "--dataset", dataset.name, "--log-every", "0", stderr=io.StringIO())

@@ -33,7 +33,7 @@ def test_numeric_settings_cover_the_trainer_loop_settings():
 
 
 def test_built_configs_are_checked_and_frozen():
-    with pytest.raises(RewardTrainConfigError, match="^log_every: must be an integer in \\[1, 1e\\+06\\]"):
+    with pytest.raises(RewardTrainConfigError, match="^log_every: must be an integer in \\[1, 1000000\\] \\(got 0\\)"):
         RewardTrainConfig(log_every=0)
     config = RewardTrainConfig(weight_decay=1, epochs=3, max_steps=None)
     assert isinstance(config.weight_decay, float) and isinstance(config.epochs, float) and config.epochs == 3.0

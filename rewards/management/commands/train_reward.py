@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 from django.core.management.base import BaseCommand, CommandError
 
 from core.cli import add_run_arguments, start_run
+from rewards.config import RewardTrainConfig
 from rewards.models import PreferenceDataset
+from rewards.run_configs import TRAINING_FIELDS
 
 OPTIONAL = {
     "name": str,
     "backbone": str,
-    "trainable_layers": int,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_steps": int,
-    "max_steps": int,
-    "batch_size": int,
-    "eval_every": int,
     "val_fraction": float,
     "test_fraction": float,
-    "seed": int,
-    "mixed_precision": str,
-    "device": str,
 }
+
+
+def _setting(text: str):
+    """A training setting as JSON (``6``, ``1e-3``, ``null``, ``true``) or else the text itself (``cosine``);
+    the run config checks it."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _ids(text: str, option: str) -> list[int]:
@@ -41,6 +45,9 @@ class Command(BaseCommand):
         source.add_argument("--dataset", help="dataset name or id")
         for option, kind in OPTIONAL.items():
             parser.add_argument(f"--{option.replace('_', '-')}", type=kind, default=None)
+        for name in TRAINING_FIELDS:
+            help_text = RewardTrainConfig.describe(name).replace("%", "%%")
+            parser.add_argument(f"--{name.replace('_', '-')}", type=_setting, default=argparse.SUPPRESS, help=help_text)
         parser.add_argument("--include-flagged", action="store_true", help="keep votes of flagged annotators")
         parser.add_argument("--both-bad-dropped", action="store_true", help="leave both_bad votes out (not ties)")
         add_run_arguments(parser)
@@ -60,4 +67,5 @@ class Command(BaseCommand):
                 raise CommandError(f"No dataset named or numbered {options['dataset']!r}.")
             config["dataset"] = dataset.pk
         config |= {key: options[key] for key in OPTIONAL if options[key] is not None}
+        config |= {name: options[name] for name in TRAINING_FIELDS if name in options}  # given, maybe null
         start_run(self, kind="reward_train", config=config, options=options)
