@@ -1,8 +1,12 @@
 """URLs: pages at the root, the REST API under /api/v1/, its schema and docs, the Django admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core.ids import IdConverter
+
+register_converter(IdConverter, "id")  # <id:pk>: digits that fit a 64-bit primary key (else 404)
 
 api_v1 = [
     path("", include("core.urls")),

@@ -5,6 +5,7 @@ print a one-line JSON summary last so scripts can parse it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -17,10 +18,38 @@ from core.run_states import TERMINAL_STATES, RunState
 
 def add_run_arguments(parser) -> None:
     """``--user`` (recorded as the run's creator) and the waiting options."""
-    parser.add_argument("--user", default=None, help="username recorded as the run's creator")
+    parser.add_argument("--user", default=None, help=USER_HELP)
     parser.add_argument("--wait", action="store_true", help="block until the run finishes; print a JSON summary last")
     parser.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     parser.add_argument("--poll", type=float, default=0.5, help="with --wait: seconds between checks")
+
+
+USER_HELP = (
+    "username recorded as the run's creator (default: $PLATFORM_USER, else your login name if the platform has "
+    "such a user, else the first admin)"
+)
+
+
+def acting_user(username: str | None = None):
+    """The platform user a command acts as: ``username`` (``--user``), else ``$PLATFORM_USER``, else the OS
+    login name when a platform user has it, else the oldest active admin; None only when there is none of these.
+    A name given explicitly (option or environment) that matches no user is a CommandError."""
+    import getpass
+
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.filter(is_active=True)
+    explicit = username or os.environ.get("PLATFORM_USER")
+    if explicit:
+        user = users.filter(username=explicit).first()
+        if user is None:
+            raise CommandError(f"No active user named {explicit!r}.")
+        return user
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = ""
+    return (login and users.filter(username=login).first()) or users.filter(is_superuser=True).order_by("pk").first()
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -62,16 +91,11 @@ def wait_for_run(run_id: int, *, timeout: float | None = None, poll: float = 0.5
 
 def start_run(command, *, kind: str, config: dict, options: dict) -> None:
     """Create a run of ``kind`` as ``--user``, then wait and print its summary as the options ask."""
-    from django.contrib.auth import get_user_model
     from rest_framework.exceptions import ValidationError
 
     from core import services
 
-    user = None
-    if options["user"]:
-        user = get_user_model().objects.filter(username=options["user"]).first()
-        if user is None:
-            raise CommandError(f"No user named {options['user']!r}.")
+    user = acting_user(options["user"])
     try:
         run = services.run_create(kind=kind, config=config, created_by=user)
     except ValidationError as exc:

@@ -69,7 +69,9 @@ class DiagnosticConfigSerializer(StrictSerializer):
     step_seconds = serializers.FloatField(min_value=0.0, max_value=3600.0, default=0.2)
     matrix_size = serializers.IntegerField(min_value=8, max_value=16_384, default=256)
     device = serializers.RegexField(r"^(auto|cpu|cuda(:\d+)?)$", default="auto", max_length=16)
-    fail_at_step = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    fail_at_step = serializers.IntegerField(
+        min_value=1, max_value=100_000, required=False, allow_null=True, default=None
+    )
 
 
 def register_builtin_kinds() -> None:

@@ -8,7 +8,7 @@ urlpatterns = [
     path("users/", api.UserListView.as_view(), name="api-users"),
     path("run-kinds/", api.RunKindListView.as_view(), name="api-run-kinds"),
     path("runs/", api.RunListCreateView.as_view(), name="api-runs"),
-    path("runs/<int:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
-    path("runs/<int:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
-    path("artifacts/<int:pk>/download/", api.ArtifactDownloadView.as_view(), name="api-artifact-download"),
+    path("runs/<id:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
+    path("runs/<id:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
+    path("artifacts/<id:pk>/download/", api.ArtifactDownloadView.as_view(), name="api-artifact-download"),
 ]

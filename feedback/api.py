@@ -12,6 +12,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.ids import BoundedPrimaryKeyRelatedField, IdField
 from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
@@ -73,8 +74,8 @@ class CampaignSerializer(serializers.ModelSerializer):
 class CampaignCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     purpose = serializers.ChoiceField(choices=Purpose.choices)
-    prompt_set = serializers.PrimaryKeyRelatedField(queryset=PromptSet.objects.all())
-    model_versions = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all(), many=True)
+    prompt_set = BoundedPrimaryKeyRelatedField(queryset=PromptSet.objects.all())
+    model_versions = BoundedPrimaryKeyRelatedField(queryset=ModelVersion.objects.all(), many=True)
     annotators = serializers.SlugRelatedField(
         slug_field="username",
         many=True,
@@ -180,15 +181,14 @@ class RatingImageView(APIView):
 
 
 class VoteInputSerializer(StrictSerializer):
-    assignment = serializers.IntegerField(min_value=1)
+    assignment = IdField()
     choice = serializers.ChoiceField(choices=SUBMITTED_CHOICES)
     seconds = serializers.FloatField(min_value=0.0, max_value=86_400.0, required=False, allow_null=True, default=None)
     next = serializers.BooleanField(
         default=False,
         help_text="also lease the next pair of the same campaign and return it as `next` (one request per vote)",
     )
-    after = serializers.IntegerField(
-        min_value=1,
+    after = IdField(
         required=False,
         allow_null=True,
         default=None,
@@ -305,7 +305,7 @@ class QualityParamsSerializer(serializers.Serializer):
 
 
 class GoldInputSerializer(StrictSerializer):
-    pair = serializers.IntegerField(min_value=1)
+    pair = IdField()
     choice = serializers.ChoiceField(choices=["a", "b", "tie"])
 
 
@@ -324,8 +324,11 @@ class CampaignGoldView(APIView):
         return Response({"pair": pair.pk, "is_gold": pair.is_gold, "gold_choice": pair.gold_choice})
 
 
+NOT_AN_ARENA = "Campaign {id} is a {purpose} campaign: leaderboards rank the model versions of an arena campaign."
+
+
 class LeaderboardParamsSerializer(StrictSerializer):
-    campaign = serializers.IntegerField(min_value=1)
+    campaign = IdField()
     both_bad = serializers.ChoiceField(choices=["tie", "exclude"], default="tie")
     resamples = serializers.IntegerField(min_value=100, max_value=10_000, default=1000)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
@@ -350,6 +353,8 @@ class LeaderboardView(APIView):
         params = LeaderboardParamsSerializer(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         campaign = get_object_or_404(Campaign, pk=params.validated_data["campaign"])
+        if campaign.purpose != Purpose.ARENA:
+            raise ValidationError({"campaign": [NOT_AN_ARENA.format(id=campaign.pk, purpose=campaign.purpose)]})
         return Response(
             selectors.campaign_leaderboard(
                 campaign,

@@ -4,10 +4,10 @@ from feedback import api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
-    path("campaigns/<int:pk>/next/", api.CampaignNextView.as_view(), name="api-campaign-next"),
-    path("campaigns/<int:pk>/quality/", api.CampaignQualityView.as_view(), name="api-campaign-quality"),
-    path("campaigns/<int:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
-    path("campaigns/<int:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),
+    path("campaigns/<id:pk>/next/", api.CampaignNextView.as_view(), name="api-campaign-next"),
+    path("campaigns/<id:pk>/quality/", api.CampaignQualityView.as_view(), name="api-campaign-quality"),
+    path("campaigns/<id:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
+    path("campaigns/<id:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),
     path("votes/", api.VoteCreateView.as_view(), name="api-votes"),
     path("rating-images/<str:token>/<str:side>/", api.RatingImageView.as_view(), name="api-rating-image"),
     path("leaderboard/", api.LeaderboardView.as_view(), name="api-leaderboard"),

@@ -15,6 +15,30 @@ from .advantages import MODES
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 ADVANTAGE_STATS = MODES  # the advantage baselines of finetune/advantages.py
+MAX_SEED = 2**31 - 1
+
+# (lowest, highest) of every integer setting: a run config outside them is a 400 naming the field.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "epochs": (1, 100_000),
+    "samples_per_epoch": (1, 65_536),
+    "images_per_prompt": (1, 1024),
+    "sample_batch_size": (1, 1024),
+    "train_batch_size": (1, 1024),
+    "steps": (1, 1000),
+    "inner_epochs": (1, 100),
+    "lora_rank": (1, 1024),
+    "stat_buffer_size": (1, 1_000_000),
+    "stat_min_count": (1, 1_000_000),
+    "eval_images_per_prompt": (1, 256),
+    "reward_workers": (1, 64),
+    "height": (0, 4096),
+    "width": (0, 4096),
+    "timesteps_per_forward": (0, 1000),
+    "eval_every": (0, 100_000),
+    "grid_prompts": (0, 256),
+    "seed": (0, MAX_SEED),
+    "eval_seed": (0, MAX_SEED),
+}
 
 # Black et al. 2023 / kvablack/ddpo-pytorch for SD 1.x on 8 GPUs (samples and batches are per process).
 SD_RECOMMENDED: dict[str, Any] = {
@@ -86,24 +110,8 @@ class DDPOConfig:
             value = getattr(self, f.name)
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
-        positive_ints = (
-            "epochs",
-            "samples_per_epoch",
-            "images_per_prompt",
-            "sample_batch_size",
-            "train_batch_size",
-            "steps",
-            "inner_epochs",
-            "lora_rank",
-            "stat_buffer_size",
-            "stat_min_count",
-            "eval_images_per_prompt",
-            "reward_workers",
-        )
-        for name in positive_ints:
-            _check(name, getattr(self, name), int, low=1)
-        for name in ("height", "width", "timesteps_per_forward", "eval_every", "grid_prompts", "seed", "eval_seed"):
-            _check(name, getattr(self, name), int, low=0)
+        for name, (low, high) in INT_RANGES.items():
+            _check(name, getattr(self, name), int, low=low, high=high)
         for name in ("height", "width"):
             if getattr(self, name) % 8:
                 raise ConfigError(name, "must be a multiple of 8 (or 0 for the model's size)")
@@ -114,12 +122,12 @@ class DDPOConfig:
         _check("adam_beta2", self.adam_beta2, float, low=0.0, high=1.0, high_open=True)
         _check("adam_weight_decay", self.adam_weight_decay, float, low=0.0, high=1.0)
         _check("adam_epsilon", self.adam_epsilon, float, low=0.0, high=1.0, low_open=True)
-        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, low_open=True)
+        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, high=1e6, low_open=True)
         _check("clip_range", self.clip_range, float, low=0.0, high=1.0, low_open=True)
-        _check("adv_clip_max", self.adv_clip_max, float, low=0.0, low_open=True)
+        _check("adv_clip_max", self.adv_clip_max, float, low=0.0, high=1e6, low_open=True)
         _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)
-        _check("kl_beta", self.kl_beta, float, low=0.0)
-        _check("lora_alpha", self.lora_alpha, float, low=0.0)
+        _check("kl_beta", self.kl_beta, float, low=0.0, high=1e6)
+        _check("lora_alpha", self.lora_alpha, float, low=0.0, high=1e6)
         if self.advantage_stats not in ADVANTAGE_STATS:
             raise ConfigError("advantage_stats", f"must be one of {', '.join(ADVANTAGE_STATS)}")
         if self.stat_min_count > self.stat_buffer_size:

@@ -10,6 +10,7 @@ import dataclasses
 
 from rest_framework import serializers
 
+from core.ids import IdField
 from finetune.config import ConfigError, DDPOConfig
 from finetune.oracles import OracleError, check_oracle_name
 from generators.models import ModelVersion, PromptSet, Split
@@ -29,16 +30,16 @@ PLATFORM_FIELDS = (
 
 
 class FinetuneConfigSerializer(serializers.Serializer):
-    model_version = serializers.IntegerField(min_value=1, help_text="the version to fine-tune (the parent)")
-    reward_model = serializers.IntegerField(min_value=1, required=False, help_text="reward model id")
+    model_version = IdField(help_text="the version to fine-tune (the parent)")
+    reward_model = IdField(required=False, help_text="reward model id")
     oracle = serializers.CharField(
         max_length=300, required=False, help_text="or a registered oracle's name (sandbox: area, colour, shape)"
     )
     gold_oracle = serializers.CharField(
         max_length=300, required=False, help_text="a registered oracle also measured on the eval prompts (hacking)"
     )
-    train_prompt_set = serializers.IntegerField(min_value=1)
-    eval_prompt_set = serializers.IntegerField(min_value=1)
+    train_prompt_set = IdField()
+    eval_prompt_set = IdField()
     name = serializers.CharField(max_length=200, required=False, help_text="new version name (default ddpo-<run>)")
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.ids import IdField
 from core.validation import StrictSerializer
 from generators.models import ModelVersion, PromptSet, PromptSetItem
 from generators.pipeline import DTYPES, MAX_SIDE, SCHEDULERS
@@ -27,8 +28,8 @@ def check_model_version_ids(ids: list[int]) -> list[int]:
 
 
 class GenerateConfigSerializer(StrictSerializer):
-    model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
-    prompt_set = serializers.IntegerField(min_value=1)
+    model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)
+    prompt_set = IdField()
     images_per_prompt = serializers.IntegerField(min_value=1, max_value=256, default=1)
     seed = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image"

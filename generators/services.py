@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,25 @@ from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_cla
 BASE_VERSION_NAME = "base"
 
 
+# A Hugging Face Hub repository id: owner/name, each at most 96 letters, digits, '-', '_' or '.'.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def _exists(path: Path, *, file: bool = False) -> bool:
+    """Whether ``path`` exists (as a file if ``file``); a name the file system cannot hold (too long) does not."""
+    try:
+        return path.is_file() if file else path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_source(source: str) -> None:
     """A local source must be a diffusers folder; anything else is taken as a hub id (org/name)."""
-    looks_local = source.startswith(("/", ".", "~")) or Path(source).exists()
+    looks_local = source.startswith(("/", ".", "~")) or _exists(Path(source))
     if looks_local:
-        path = Path(source).expanduser()
-        if not (path / "model_index.json").is_file():
+        if not _exists(Path(source).expanduser() / "model_index.json", file=True):
             raise ValidationError({"source": [f"No diffusers checkpoint at {source!r}: model_index.json is missing."]})
-    elif source.count("/") != 1 or any(not part for part in source.split("/")):
+    elif not HUB_ID.fullmatch(source):
         raise ValidationError(
             {"source": [f"{source!r} is neither a local diffusers folder nor a hub id of the form 'org/name'."]}
         )

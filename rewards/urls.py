@@ -4,8 +4,8 @@ from rewards import api
 
 urlpatterns = [
     path("datasets/", api.DatasetListView.as_view(), name="api-datasets"),
-    path("datasets/<int:pk>/", api.DatasetDetailView.as_view(), name="api-dataset-detail"),
-    path("campaigns/<int:pk>/audit-campaign/", api.AuditCampaignView.as_view(), name="api-audit-campaign"),
+    path("datasets/<id:pk>/", api.DatasetDetailView.as_view(), name="api-dataset-detail"),
+    path("campaigns/<id:pk>/audit-campaign/", api.AuditCampaignView.as_view(), name="api-audit-campaign"),
     path("reward-models/", api.RewardModelListView.as_view(), name="api-reward-models"),
-    path("reward-models/<int:pk>/", api.RewardModelDetailView.as_view(), name="api-reward-model-detail"),
+    path("reward-models/<id:pk>/", api.RewardModelDetailView.as_view(), name="api-reward-model-detail"),
 ]

@@ -99,7 +99,13 @@ MATRIX = [
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
     ("api-aliases", "post", "/api/v1/aliases/", {}, {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400}),
-    ("api-leaderboard", "get", "/api/v1/leaderboard/?campaign={campaign}", None, STAFF_READ),
+    (
+        "api-leaderboard",
+        "get",
+        "/api/v1/leaderboard/?campaign={campaign}",
+        None,
+        {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400},  # a collect campaign has no leaderboard
+    ),
     (
         "api-audit-campaign",
         "post",
