@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from core.ids import IdField
 from core.validation import StrictSerializer
 from feedback.models import Campaign
 from generators.models import PromptSet
@@ -32,8 +33,8 @@ class RewardTrainConfigSerializer(StrictSerializer):
     """
 
     name = serializers.CharField(max_length=200, required=False, help_text="reward model name (default: reward-<run>)")
-    dataset = serializers.IntegerField(min_value=1, required=False)
-    campaigns = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
+    dataset = IdField(required=False)
+    campaigns = serializers.ListField(child=IdField(), required=False, max_length=100)
     include_flagged = serializers.BooleanField(default=False)
     gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
@@ -92,9 +93,9 @@ class RewardTrainConfigSerializer(StrictSerializer):
 class EvaluateConfigSerializer(StrictSerializer):
     """Score model versions' images of a prompt set with a reward model (missing images are generated first)."""
 
-    reward_model = serializers.IntegerField(min_value=1)
-    model_versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=16)
-    prompt_set = serializers.IntegerField(min_value=1)
+    reward_model = IdField()
+    model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)
+    prompt_set = IdField()
     images_per_prompt = serializers.IntegerField(min_value=1, max_value=64, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1024, default=64)
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
