@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from core.ids import IdField
 from core.jobs import JobCancelled, JobContext, JobFailed
 from core.models import Run
 from core.storage import stored_file_local_path
@@ -20,7 +21,7 @@ UPLOAD_LABEL = "the uploaded file"
 class DatasetImportConfigSerializer(StrictSerializer):
     """The dataset to import: one uploaded through ``POST /api/v1/datasets/`` that is not ready yet."""
 
-    dataset = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    dataset = IdField()
 
     def validate_dataset(self, pk: int) -> int:
         dataset = PreferenceDataset.objects.filter(pk=pk).only("state").first()

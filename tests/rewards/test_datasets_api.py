@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from core.models import Run
 from core.run_execution import run_execute
@@ -126,6 +127,9 @@ def test_import_command_and_upload_make_the_same_dataset(settings, tmp_path, cli
     assert dataset["rows"] == 3 and dataset["stats"] == imported.stats
     run.refresh_from_db()
     assert run.progress == 1.0 and run.progress_message == "validated 3 of 3 rows"
+    page = Client()
+    page.force_login(users["engineer"])
+    assert "validated 3 of 3 rows" in page.get(f"/runs/{run.pk}/").content.decode()  # the run's page
     assert run.result["rows"] == 3 and run.result["dataset"] == body["id"]
 
 
