@@ -23,6 +23,8 @@ from feedback.services import SUBMITTED_CHOICES
 from generators import selectors as generator_selectors
 from generators.image_files import png_response
 from generators.models import ModelVersion, PromptSet
+from generators.run_configs import SamplerSettingsSerializer
+from generators.sampler_settings import SettingsRequest
 
 
 class CampaignAccess(BasePermission):
@@ -62,6 +64,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "gold_rate",
             "lease_seconds",
             "images_per_prompt",
+            "sampler_settings",
             "preparing_run",
             "progress",
             "created_at",
@@ -93,7 +96,13 @@ class CampaignCreateSerializer(StrictSerializer):
         required=False,
         help_text="images per version and prompt to pair (generated when missing); default 2 for one version, else 1",
     )
+    sampler_settings = SamplerSettingsSerializer(
+        required=False, default=dict, help_text="settings of the images to pair (absent keys: each version's default)"
+    )
     open_now = serializers.BooleanField(default=True)
+
+    def validate_sampler_settings(self, values: dict) -> SettingsRequest:
+        return SettingsRequest.from_config(values)
 
 
 class CampaignListView(APIView):
@@ -103,7 +112,7 @@ class CampaignListView(APIView):
 
     @extend_schema(responses=CampaignSerializer(many=True))
     def get(self, request):
-        campaigns = selectors.campaigns_for(request.user)
+        campaigns = selectors.with_progress(selectors.campaigns_for(request.user), request.user)
         return Response(CampaignSerializer(campaigns, many=True, context={"request": request}).data)
 
     @extend_schema(request=CampaignCreateSerializer, responses={201: CampaignSerializer})

@@ -19,6 +19,8 @@ from core.run_states import RunState
 from core.uniqueness import create_named
 from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
 from generators.models import GeneratedImage, ModelVersion, PromptSet
+from generators.sampler_settings import SettingsRequest
+from generators.selectors import ImageKey, images_for
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,15 @@ def campaign_create(
     gold_rate: float = 0.0,
     lease_seconds: int = 300,
     images_per_prompt: int | None = None,
+    sampler_settings: SettingsRequest | None = None,
     created_by=None,
     open_now: bool = True,
 ) -> Campaign:
-    """Create a campaign and, with ``open_now``, open it (generating its missing images first)."""
+    """Create a campaign and, with ``open_now``, open it (generating its missing images first).
+
+    ``sampler_settings``: the settings its images are made with (default: each version's defaults); pairs are
+    only built from images of these settings, and the generation run it starts uses them.
+    """
     versions = list(model_versions)
     if images_per_prompt is None:
         images_per_prompt = 2 if len(versions) == 1 else 1
@@ -65,6 +72,7 @@ def campaign_create(
             gold_rate=gold_rate,
             lease_seconds=lease_seconds,
             images_per_prompt=images_per_prompt,
+            sampler_settings=(sampler_settings or SettingsRequest()).as_config(),
             created_by=created_by,
             open_now=open_now,
         ),
@@ -80,21 +88,27 @@ def _campaign_insert(*, versions, annotators, open_now: bool, **fields) -> Campa
     return campaign
 
 
-def _images_of(campaign: Campaign):
-    return GeneratedImage.objects.filter(
-        model_version__campaigns=campaign,
-        prompt__prompt_sets=campaign.prompt_set,
-        seed__lt=campaign.images_per_prompt,
+def campaign_settings(campaign: Campaign) -> SettingsRequest:
+    """The sampler settings of the campaign's images."""
+    return SettingsRequest.from_config(campaign.sampler_settings)
+
+
+def _images_of(campaign: Campaign) -> dict[ImageKey, GeneratedImage]:
+    """The image of each (version, prompt, seed < images_per_prompt) of the campaign under its settings."""
+    return images_for(
+        campaign.model_versions.values_list("pk", flat=True),
+        campaign.prompt_set.items.values_list("prompt_id", flat=True),
+        range(campaign.images_per_prompt),
+        campaign_settings(campaign),
     )
 
 
-def _pairs_for(campaign: Campaign) -> list[tuple[int, int]]:
+def _pairs_for(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> list[tuple[int, int]]:
     """Image pairs: across versions for the same prompt and seed, or two seeds of one version."""
     versions = list(campaign.model_versions.order_by("id"))
-    images = _images_of(campaign).order_by("prompt_id", "seed", "model_version_id", "id")
     by_prompt_seed: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
-    for image in images.values("id", "prompt_id", "seed", "model_version_id"):
-        by_prompt_seed[(image["prompt_id"], image["seed"])].setdefault(image["model_version_id"], image["id"])
+    for (version_id, prompt_id, seed), image in sorted(images.items()):
+        by_prompt_seed[(prompt_id, seed)][version_id] = image.pk
     if len(versions) == 1:
         by_prompt: dict[int, list[int]] = defaultdict(list)
         for (prompt_id, _seed), per_version in sorted(by_prompt_seed.items()):
@@ -102,18 +116,17 @@ def _pairs_for(campaign: Campaign) -> list[tuple[int, int]]:
         return [(ids[i], ids[i + 1]) for ids in by_prompt.values() for i in range(0, len(ids) - 1, 2)]
     return [
         (per_version[a.pk], per_version[b.pk])
-        for per_version in by_prompt_seed.values()
+        for _, per_version in sorted(by_prompt_seed.items())
         for a, b in itertools.combinations(versions, 2)
         if a.pk in per_version and b.pk in per_version
     ]
 
 
-def _missing_image_count(campaign: Campaign) -> int:
-    """How many (version, prompt, seed < images_per_prompt) images the campaign lacks."""
+def _missing_image_count(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> int:
+    """How many (version, prompt, seed < images_per_prompt) images the campaign lacks under its settings."""
     versions = campaign.model_versions.count()
     prompts = campaign.prompt_set.prompts.count()
-    have = _images_of(campaign).values("model_version_id", "prompt_id", "seed").distinct().count()
-    return versions * prompts * campaign.images_per_prompt - have
+    return versions * prompts * campaign.images_per_prompt - len(images)
 
 
 def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:
@@ -122,17 +135,27 @@ def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:
     When images are missing, a ``generate`` run for them is started instead and the campaign waits
     in ``preparing``; it opens when that run succeeds (see :func:`campaign_preparation_finished`).
     """
+    update = ["status"]
     if not campaign.pairs.exists():
-        missing = _missing_image_count(campaign)
+        images = _images_of(campaign)
+        missing = _missing_image_count(campaign, images)
         if missing:
             return _campaign_prepare(campaign, missing, started_by)
-        pairs = _pairs_for(campaign)
+        pairs = _pairs_for(campaign, images)
         if not pairs:
             raise ValidationError({"model_versions": ["These versions and prompts give no pair of images to compare."]})
         Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in pairs])
+        campaign.sampler_settings, update = _with_precision_of(campaign, images), [*update, "sampler_settings"]
     campaign.status = CampaignStatus.OPEN
-    campaign.save(update_fields=["status"])
+    campaign.save(update_fields=update)
     return campaign
+
+
+def _with_precision_of(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> dict:
+    """The campaign's settings with ``dtype`` fixed to its images' precision (``images_for`` returns one), so
+    later readers (gallery, evaluate) pick the very images its pairs hold."""
+    image = next(iter(images.values()))
+    return campaign_settings(campaign).with_dtype(image.settings["dtype"]).as_config()
 
 
 def _campaign_prepare(campaign: Campaign, missing: int, started_by) -> Campaign:
@@ -143,6 +166,7 @@ def _campaign_prepare(campaign: Campaign, missing: int, started_by) -> Campaign:
             "prompt_set": campaign.prompt_set_id,
             "images_per_prompt": campaign.images_per_prompt,
             "seed": 0,
+            **campaign.sampler_settings,
         },
         created_by=started_by,
     )
@@ -157,7 +181,7 @@ def campaign_preparation_finished(*, run) -> list[Campaign]:
     campaigns = []
     for campaign in Campaign.objects.filter(preparing_run=run, status=CampaignStatus.PREPARING):
         with transaction.atomic():
-            if run.state == RunState.SUCCEEDED and not _missing_image_count(campaign):
+            if run.state == RunState.SUCCEEDED and not _missing_image_count(campaign, _images_of(campaign)):
                 campaign_open(campaign=campaign)
             else:
                 log.warning("campaign %s stays a draft: its generation run %s ended %s", campaign.pk, run.pk, run.state)
@@ -184,6 +208,7 @@ def campaign_from_pairs(
             votes_per_pair=votes_per_pair,
             lease_seconds=source.lease_seconds,
             images_per_prompt=source.images_per_prompt,
+            sampler_settings=source.sampler_settings,
             created_by=created_by,
             status=CampaignStatus.OPEN,
         )

@@ -6,13 +6,19 @@ images go through ``POST /api/v1/runs/`` from the pages' scripts.
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+import json
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
 from core.roles import Role
+from feedback.models import Campaign
 from frontend.access import role_required
 from generators import lineage
 from generators.models import ModelVersion, PromptSet
+from generators.pipeline import SCHEDULERS
+from generators.run_configs import SamplerSettingsSerializer
+from generators.sampler_settings import SETTING_KEYS, SettingsRequest
 from rewards import score_selectors
 from rewards.models import RewardModel
 
@@ -43,6 +49,20 @@ def _chosen(request: HttpRequest, name: str, model, default):
     """The row named by ``?name=ID`` (404 if unknown), else ``default``."""
     pk = _int_or_none(request.GET.get(name))
     return get_object_or_404(model, pk=pk) if pk is not None else default
+
+
+class BadSettings(ValueError):
+    """A sampler setting in the query string is invalid; the message names it."""
+
+
+def _settings(request: HttpRequest, base: dict | None = None) -> SettingsRequest:
+    """Sampler settings from the query string (``?steps=50&dtype=fp32``) over ``base`` (e.g. a campaign's);
+    absent: each version's default."""
+    given = {key: request.GET[key] for key in (*SETTING_KEYS, "dtype") if request.GET.get(key, "").strip()}
+    data = SamplerSettingsSerializer(data={**(base or {}), **given})
+    if not data.is_valid():
+        raise BadSettings("; ".join(f"{field}: {' '.join(map(str, errors))}" for field, errors in data.errors.items()))
+    return SettingsRequest.from_config(data.validated_data)
 
 
 @staff_only
@@ -91,20 +111,43 @@ def version_grid(request: HttpRequest, pk: int) -> FileResponse:
 
 @staff_only
 def gallery(request: HttpRequest) -> HttpResponse:
-    """The same prompts and seeds across 2–4 versions; optional per-image reward scores."""
+    """The same prompts and seeds across 2–4 versions under the same sampler settings; optional per-image reward
+    scores. ``?campaign=ID`` starts from a campaign's versions, prompt set, seeds and settings (its images)."""
+    campaign = _chosen(request, "campaign", Campaign, None)
     chosen_ids = _ids(request, "versions")
+    if campaign is not None and not chosen_ids:
+        chosen_ids = list(campaign.model_versions.order_by("pk").values_list("pk", flat=True))
     by_id = ModelVersion.objects.select_related("base_model").in_bulk(chosen_ids)
     chosen = [by_id[pk] for pk in chosen_ids if pk in by_id]
-    prompt_set = _chosen(request, "prompt_set", PromptSet, lineage.default_eval_prompt_set())
+    default_set = campaign.prompt_set if campaign is not None else lineage.default_eval_prompt_set()
+    prompt_set = _chosen(request, "prompt_set", PromptSet, default_set)
     reward_model = _chosen(request, "reward_model", RewardModel, None)
-    seeds = min(max(_int_or_none(request.GET.get("images_per_prompt")) or 1, 1), MAX_SEEDS)
+    default_seeds = campaign.images_per_prompt if campaign is not None else 1
+    seeds = min(max(_int_or_none(request.GET.get("images_per_prompt")) or default_seeds, 1), MAX_SEEDS)
     query, tag = request.GET.get("q", "").strip(), request.GET.get("tag", "").strip()
+    try:
+        settings = _settings(request, campaign.sampler_settings if campaign is not None else None)
+    except BadSettings as exc:
+        return HttpResponseBadRequest(f"Invalid sampler settings: {exc}", content_type="text/plain")
     ready = prompt_set is not None and GALLERY_MIN_VERSIONS <= len(chosen) <= GALLERY_MAX_VERSIONS
     grid = None
+    run_config: dict = {}
     if ready:
         grid = score_selectors.gallery(
-            versions=chosen, prompt_set=prompt_set, seeds=seeds, query=query, tag=tag, reward_model=reward_model
+            versions=chosen,
+            prompt_set=prompt_set,
+            seeds=seeds,
+            query=query,
+            tag=tag,
+            reward_model=reward_model,
+            settings=settings,
         )
+        run_config = {
+            "model_versions": [v.pk for v in chosen],
+            "prompt_set": prompt_set.pk,
+            "images_per_prompt": seeds,
+            **settings.as_config(),
+        }
     return render(
         request,
         "frontend/review/gallery.html",
@@ -128,6 +171,12 @@ def gallery(request: HttpRequest) -> HttpResponse:
             "max_versions": GALLERY_MAX_VERSIONS,
             "grid": grid,
             "columns": len(chosen) * seeds + 1,
+            "campaign": campaign,
+            "settings": settings,
+            "schedulers": sorted(SCHEDULERS),
+            "dtypes": ("auto", "fp16", "fp32", "bf16"),
+            "generate_config": json.dumps(run_config),
+            "evaluate_config": json.dumps({"reward_model": reward_model.pk, **run_config}) if reward_model else "",
         },
     )
 
@@ -138,9 +187,13 @@ def version_rewards(request: HttpRequest, pk: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion.objects.select_related("base_model", "parent__base_model"), pk=pk)
     reward_model = _chosen(request, "reward_model", RewardModel, score_selectors.default_reward_model())
     prompt_set = _chosen(request, "prompt_set", PromptSet, lineage.default_eval_prompt_set())
+    try:
+        settings = _settings(request)
+    except BadSettings as exc:
+        return HttpResponseBadRequest(f"Invalid sampler settings: {exc}", content_type="text/plain")
     comparison = None
     if reward_model is not None and prompt_set is not None:
-        comparison = score_selectors.reward_comparison(version, reward_model, prompt_set)
+        comparison = score_selectors.reward_comparison(version, reward_model, prompt_set, settings)
     return render(
         request,
         "frontend/review/version_rewards.html",
@@ -151,7 +204,15 @@ def version_rewards(request: HttpRequest, pk: int) -> HttpResponse:
             "prompt_sets": PromptSet.objects.order_by("name"),
             "prompt_set": prompt_set,
             "comparison": comparison,
-            "evaluate_versions": [v.pk for v in (version, version.parent) if v is not None],
+            "settings": settings,
+            "evaluate_config": json.dumps(
+                {
+                    "reward_model": reward_model.pk if reward_model else None,
+                    "model_versions": [v.pk for v in (version, version.parent) if v is not None],
+                    "prompt_set": prompt_set.pk if prompt_set else None,
+                    **settings.as_config(),
+                }
+            ),
             "chart": _chart_data(comparison) if comparison is not None else None,
             "histogram_rows": _histogram_rows(comparison) if comparison is not None else [],
         },

@@ -8,7 +8,6 @@ checked between batches.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from core.jobs import JobCancelled, JobContext, JobFailed
 from core.models import Run
@@ -24,17 +23,20 @@ from generators.pipeline import (
     resolve_device,
     resolve_dtype_name,
 )
-
-SETTING_KEYS = ("scheduler", "steps", "guidance_scale", "width", "height", "negative_prompt", "eta")
+from generators.sampler_settings import SettingsRequest, resolve_sampler_settings
 
 
 def sampler_settings(version: ModelVersion, config: dict, pipe, dtype: str) -> SamplerSettings:
-    """Run overrides, over the base model's defaults, over the pipeline's native size."""
+    """Run overrides, over the base model's defaults, over the pipeline's native size (recorded in the base
+    model's defaults the first time, so ``selectors.images_for`` resolves the same settings without the pipeline)."""
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    merged: dict[str, Any] = {"width": native, "height": native}
-    merged |= {k: v for k, v in version.base_model.default_settings.items() if k in SETTING_KEYS}
-    merged |= {k: config[k] for k in SETTING_KEYS if config.get(k) is not None}
-    return SamplerSettings(**merged, dtype=dtype)
+    services.base_model_record_native_size(base_model=version.base_model, size=native)
+    resolved = resolve_sampler_settings(
+        version.base_model.default_settings, SettingsRequest.from_config(config), dtype=dtype, native_size=native
+    )
+    if resolved is None:  # pragma: no cover - the native size is known here
+        raise ValueError("no image size")
+    return resolved
 
 
 def generate(run: Run, ctx: JobContext) -> dict:

@@ -27,14 +27,9 @@ def check_model_version_ids(ids: list[int]) -> list[int]:
     return ids
 
 
-class GenerateConfigSerializer(StrictSerializer):
-    model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)
-    prompt_set = IdField()
-    images_per_prompt = serializers.IntegerField(min_value=1, max_value=256, default=1)
-    seed = serializers.IntegerField(
-        min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image"
-    )
-    batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
+class SamplerSettingsSerializer(StrictSerializer):
+    """Sampler settings asked for (``generators.sampler_settings.SettingsRequest``); absent: each version's default."""
+
     scheduler = serializers.ChoiceField(choices=sorted(SCHEDULERS), required=False)
     steps = serializers.IntegerField(min_value=1, max_value=500, required=False)
     guidance_scale = serializers.FloatField(min_value=0.0, max_value=50.0, required=False)
@@ -42,8 +37,20 @@ class GenerateConfigSerializer(StrictSerializer):
     height = serializers.IntegerField(min_value=8, max_value=MAX_SIDE, required=False, validators=[_multiple_of_8])
     negative_prompt = serializers.CharField(max_length=1000, allow_blank=True, required=False)
     eta = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    dtype = serializers.ChoiceField(
+        choices=DTYPES, default="auto", help_text="auto: fp16 on CUDA, fp32 on the CPU (the worker's device)"
+    )
+
+
+class GenerateConfigSerializer(SamplerSettingsSerializer):
+    model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)
+    prompt_set = IdField()
+    images_per_prompt = serializers.IntegerField(min_value=1, max_value=256, default=1)
+    seed = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, default=0, help_text="first seed; then +1 per image"
+    )
+    batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
     device = serializers.RegexField(r"^(auto|cpu|cuda(:\d+)?)$", default="auto", max_length=16)
-    dtype = serializers.ChoiceField(choices=DTYPES, default="auto")
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
         return check_model_version_ids(ids)

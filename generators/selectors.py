@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.db.models import Count, QuerySet
 
 from core.storage import artifact_as_file_named
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet
-from generators.pipeline import LORA_WEIGHT_NAME, PipelineSpec
+from generators.pipeline import LORA_WEIGHT_NAME, PipelineSpec, SamplerSettings
+from generators.sampler_settings import CONCRETE_DTYPES, SettingsRequest, resolve_sampler_settings
+
+ImageKey = tuple[int, int, int]  # (model version id, prompt id, seed)
 
 
 def base_models() -> QuerySet[BaseModel]:
@@ -33,6 +38,54 @@ def prompts_of(prompt_set: PromptSet | int) -> list[Prompt]:
 
 def images() -> QuerySet[GeneratedImage]:
     return GeneratedImage.objects.select_related("model_version__base_model", "prompt")
+
+
+def resolved_settings(version: ModelVersion, request: SettingsRequest, dtype: str) -> SamplerSettings | None:
+    """The settings ``version``'s images under ``request`` are made with, in precision ``dtype``, as the
+    ``generate`` run resolves them (the native size is the one its first generation recorded); None when
+    no image can have them yet (size unknown, or a default the sampler refuses)."""
+    try:
+        return resolve_sampler_settings(version.base_model.default_settings, request, dtype=dtype)
+    except ValueError:
+        return None
+
+
+def images_for(
+    version_ids: Iterable[int],
+    prompt_ids: Iterable[int] | QuerySet,
+    seeds: Iterable[int] | None,
+    settings: SettingsRequest,
+) -> dict[ImageKey, GeneratedImage]:
+    """The image of each (version, prompt, seed) under ``settings``: the one way to pick images by key.
+
+    Each version's settings are resolved as generation resolves them; keys with no image under them are
+    absent. With ``dtype="auto"`` the precision under which the most keys have an image (all versions
+    together; ties in ``CONCRETE_DTYPES`` order) is taken, so every image returned has the same precision.
+    ``seeds=None``: every seed.
+    """
+    versions = ModelVersion.objects.filter(pk__in=list(version_ids)).select_related("base_model")
+    dtypes = CONCRETE_DTYPES if settings.dtype == "auto" else (settings.dtype,)
+    dtype_of: dict[tuple[int, str], str] = {}  # (version id, settings hash) -> precision
+    for version in versions:
+        for dtype in dtypes:
+            resolved = resolved_settings(version, settings, dtype)
+            if resolved is not None:
+                dtype_of[(version.pk, resolved.digest())] = dtype
+    if not dtype_of:
+        return {}
+    rows = images().filter(
+        model_version_id__in={version for version, _ in dtype_of},
+        settings_hash__in={digest for _, digest in dtype_of},
+        prompt_id__in=prompt_ids if isinstance(prompt_ids, QuerySet) else list(prompt_ids),
+    )
+    if seeds is not None:
+        rows = rows.filter(seed__in=list(seeds))
+    by_dtype: dict[str, dict[ImageKey, GeneratedImage]] = defaultdict(dict)
+    for image in rows:
+        dtype = dtype_of.get((image.model_version_id, image.settings_hash))
+        if dtype is not None:
+            by_dtype[dtype][(image.model_version_id, image.prompt_id, image.seed)] = image
+    return by_dtype[max(dtypes, key=lambda dtype: len(by_dtype[dtype]))]
 
 
 def adapter_folder(version: ModelVersion) -> Path | None:

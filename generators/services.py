@@ -88,6 +88,20 @@ def base_model_register(
     return create_named(BaseModel, name, "base model", create)
 
 
+def base_model_record_native_size(*, base_model: BaseModel, size: int) -> BaseModel:
+    """Complete the base model's default width/height with the checkpoint's native size (what generation uses
+    when neither a run nor the defaults name a size), so readers resolve image settings without loading it.
+    Sizes already in the defaults are kept."""
+    with transaction.atomic():
+        locked = BaseModel.objects.select_for_update().get(pk=base_model.pk)
+        missing = {side: size for side in ("width", "height") if locked.default_settings.get(side) is None}
+        if missing:
+            locked.default_settings = {**locked.default_settings, **missing}
+            locked.save(update_fields=["default_settings"])
+    base_model.default_settings = locked.default_settings
+    return locked
+
+
 def model_version_create(
     *,
     base_model: BaseModel,

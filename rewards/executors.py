@@ -13,12 +13,15 @@ from core.storage import stored_file_local_path, zip_directory
 from feedback.models import Campaign
 from feedback.pickapic import read_parquet
 from generators.executors import generate_missing_images
-from generators.models import GeneratedImage
+from generators.models import PromptSetItem
+from generators.pipeline import resolve_dtype_name
 from generators.run_configs import GenerateConfigSerializer
+from generators.sampler_settings import SettingsRequest
+from generators.selectors import images_for
 from rewards import services
 from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.loading import resolve_backbone, reward_function_for
-from rewards.models import PreferenceDataset, RewardModel
+from rewards.models import ImageScore, PreferenceDataset, RewardModel
 from rewards.run_configs import TRAINING_FIELDS
 
 MODEL_ARTIFACT = "reward_model.zip"
@@ -118,23 +121,33 @@ def evaluate(run: Run, ctx: JobContext) -> dict:
 
     config = run.config
     reward_model = RewardModel.objects.get(pk=config["reward_model"])
+    settings = SettingsRequest.from_config(config)
     generation = GenerateConfigSerializer(
         data={
             "model_versions": config["model_versions"],
             "prompt_set": config["prompt_set"],
             "images_per_prompt": config["images_per_prompt"],
             "device": config["device"],
+            **settings.as_config(),
         }
     )
     if not generation.is_valid():
         raise JobFailed(f"Cannot generate the images to score: {generation.errors}")
     generate_missing_images(dict(generation.validated_data), _ScaledProgress(ctx, 0.0, 0.5), run)
-    images = GeneratedImage.objects.filter(
-        model_version_id__in=config["model_versions"],
-        prompt__prompt_sets=config["prompt_set"],
-        seed__lt=config["images_per_prompt"],
-    ).select_related("prompt")
-    todo = list(images.exclude(scores__reward_model=reward_model).order_by("id"))
+    # The precision the generation step resolved "auto" to: the images just made (or found) are those.
+    dtype = resolve_dtype_name(settings.dtype, resolve_device(config["device"]))
+    images = images_for(
+        config["model_versions"],
+        PromptSetItem.objects.filter(prompt_set_id=config["prompt_set"]).values_list("prompt_id", flat=True),
+        range(config["images_per_prompt"]),
+        settings.with_dtype(dtype),
+    )
+    scored = set(
+        ImageScore.objects.filter(reward_model=reward_model, image_id__in=[i.pk for i in images.values()]).values_list(
+            "image_id", flat=True
+        )
+    )
+    todo = sorted((image for image in images.values() if image.pk not in scored), key=lambda image: image.pk)
     try:
         score = reward_function_for(reward_model, device=resolve_device(config["device"]))
     except Exception as exc:
@@ -152,9 +165,9 @@ def evaluate(run: Run, ctx: JobContext) -> dict:
         done = start + len(batch)
         ctx.report_progress(0.5 + 0.5 * done / len(todo), f"scored {done} of {len(todo)} images")
     by_version: dict[int, list[float]] = defaultdict(list)
-    for version_id, value in images.filter(scores__reward_model=reward_model).values_list(
-        "model_version_id", "scores__score"
-    ):
+    for version_id, value in ImageScore.objects.filter(
+        reward_model=reward_model, image_id__in=[i.pk for i in images.values()]
+    ).values_list("image__model_version_id", "score"):
         by_version[version_id].append(value)
     return {
         "reward_model": reward_model.pk,

@@ -9,7 +9,7 @@ from core.ids import IdField
 from core.validation import StrictSerializer
 from feedback.models import Campaign
 from generators.models import PromptSet
-from generators.run_configs import check_model_version_ids
+from generators.run_configs import SamplerSettingsSerializer, check_model_version_ids
 from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
 from rewards.models import PreferenceDataset, RewardModel
@@ -90,8 +90,9 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return attrs
 
 
-class EvaluateConfigSerializer(StrictSerializer):
-    """Score model versions' images of a prompt set with a reward model (missing images are generated first)."""
+class EvaluateConfigSerializer(SamplerSettingsSerializer):
+    """Score model versions' images of a prompt set under the sampler settings (absent: each version's defaults)
+    with a reward model (missing images are generated first)."""
 
     reward_model = IdField()
     model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)

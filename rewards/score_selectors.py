@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from generators.models import GeneratedImage, ModelVersion, Prompt, PromptSet
+from generators.sampler_settings import SettingsRequest
+from generators.selectors import images_for
 from rewards.models import ImageScore, RewardModel
 
 HISTOGRAM_BINS = 12
@@ -96,10 +98,13 @@ def histogram(series: Sequence[Sequence[float]], bins: int = HISTOGRAM_BINS) -> 
 
 
 # --------------------------------------------------------------------------------------------- rewards page
-def version_scores(reward_model: RewardModel, version: ModelVersion, prompt_set: PromptSet) -> dict[int, list[float]]:
-    """``{prompt id: [scores of the version's images of that prompt (any seed)]}`` on the prompt set."""
+def version_scores(
+    reward_model: RewardModel, version: ModelVersion, prompt_set: PromptSet, settings: SettingsRequest
+) -> dict[int, list[float]]:
+    """``{prompt id: [scores of the version's images of that prompt (any seed) under settings]}`` on the set."""
+    images = images_for([version.pk], prompt_set.items.values_list("prompt_id", flat=True), None, settings)
     rows = ImageScore.objects.filter(
-        reward_model=reward_model, image__model_version=version, image__prompt__prompt_sets=prompt_set
+        reward_model=reward_model, image_id__in=[image.pk for image in images.values()]
     ).values_list("image__prompt_id", "score")
     by_prompt: dict[int, list[float]] = defaultdict(list)
     for prompt_id, score in rows:
@@ -139,6 +144,7 @@ class RewardComparison:
 
     reward_model: RewardModel
     prompt_set: PromptSet
+    settings: SettingsRequest
     version: VersionDistribution
     parent: VersionDistribution | None
     histogram: Histogram
@@ -152,9 +158,13 @@ class RewardComparison:
 
 
 def _distribution(
-    reward_model: RewardModel, version: ModelVersion, prompt_set: PromptSet, prompts_total: int
+    reward_model: RewardModel,
+    version: ModelVersion,
+    prompt_set: PromptSet,
+    prompts_total: int,
+    settings: SettingsRequest,
 ) -> VersionDistribution:
-    by_prompt = version_scores(reward_model, version, prompt_set)
+    by_prompt = version_scores(reward_model, version, prompt_set, settings)
     values = [v for scores in by_prompt.values() for v in scores]
     return VersionDistribution(
         version=version,
@@ -165,12 +175,19 @@ def _distribution(
     )
 
 
-def reward_comparison(version: ModelVersion, reward_model: RewardModel, prompt_set: PromptSet) -> RewardComparison:
-    """Scores of ``version`` and of its parent on ``prompt_set``; deltas over the prompts both have scores for,
-    sorted by delta (largest gain first), with a paired interval of the mean delta over prompts."""
+def reward_comparison(
+    version: ModelVersion,
+    reward_model: RewardModel,
+    prompt_set: PromptSet,
+    settings: SettingsRequest | None = None,
+) -> RewardComparison:
+    """Scores of ``version``'s and its parent's images under ``settings`` (default: each one's defaults) on
+    ``prompt_set``; deltas over the prompts both have scores for, sorted by delta (largest gain first), with a
+    paired interval of the mean delta over prompts."""
+    settings = settings or SettingsRequest()
     prompts = {item.prompt_id: item.prompt for item in prompt_set.items.select_related("prompt")}
-    mine = _distribution(reward_model, version, prompt_set, len(prompts))
-    parent = _distribution(reward_model, version.parent, prompt_set, len(prompts)) if version.parent else None
+    mine = _distribution(reward_model, version, prompt_set, len(prompts), settings)
+    parent = _distribution(reward_model, version.parent, prompt_set, len(prompts), settings) if version.parent else None
     series = [[v for s in mine.by_prompt.values() for v in s]]
     if parent is not None:
         series.append([v for s in parent.by_prompt.values() for v in s])
@@ -191,6 +208,7 @@ def reward_comparison(version: ModelVersion, reward_model: RewardModel, prompt_s
     return RewardComparison(
         reward_model=reward_model,
         prompt_set=prompt_set,
+        settings=settings,
         version=mine,
         parent=parent,
         histogram=histogram(series),
@@ -230,12 +248,14 @@ def gallery(
     query: str = "",
     tag: str = "",
     reward_model: RewardModel | None = None,
+    settings: SettingsRequest | None = None,
     max_rows: int = 100,
 ) -> Gallery:
     """Rows = the set's prompts (in order, filtered by text and tag), cells = each version × seed 0..n-1.
 
-    A cell holds the newest image of (version, prompt, seed) under any sampler settings, or None
-    ("not generated"); ``missing`` and ``unscored`` count over every matching prompt, not only those shown.
+    A cell holds the image of (version, prompt, seed) under ``settings`` (default: each version's defaults;
+    ``generators.selectors.images_for``), or None ("not generated"); ``missing`` and ``unscored`` count over
+    every matching prompt, not only those shown.
     """
     items = prompt_set.items.select_related("prompt").order_by("position")
     if query:
@@ -243,12 +263,7 @@ def gallery(
     prompts = [item.prompt for item in items]
     if tag:
         prompts = [p for p in prompts if tag in (p.tags or [])]
-    version_ids = [v.pk for v in versions]
-    images: dict[tuple[int, int, int], GeneratedImage] = {}
-    for image in GeneratedImage.objects.filter(
-        model_version_id__in=version_ids, prompt__in=prompts, seed__gte=0, seed__lt=seeds
-    ).order_by("id"):
-        images[(image.model_version_id, image.prompt_id, image.seed)] = image
+    images = images_for([v.pk for v in versions], [p.pk for p in prompts], range(seeds), settings or SettingsRequest())
     scores: dict[int, float] = {}
     if reward_model is not None and images:
         scores = dict(

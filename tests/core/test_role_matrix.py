@@ -173,16 +173,14 @@ def image(settings, tmp_path):
     """One stored image (and the sandbox rows it belongs to)."""
     from generators import services as generator_services
     from generators.models import ModelVersion
+    from tests.support.images import store_images
 
     settings.MEDIA_ROOT = tmp_path
     base = generator_services.base_model_register(name="tiny", source="org/tiny")
     prompt_set = generator_services.prompt_set_create(name="few", split="eval", prompts=["a red circle"])
     version = ModelVersion.objects.get(base_model=base)
-    generator_services.generated_images_store_batch(
-        model_version=version,
-        settings={},
-        settings_hash="0" * 64,
-        images=[(prompt_set.prompts.get(), seed, b"\x89PNG fake bytes %d" % seed, 32, 32) for seed in (0, 1)],
+    store_images(
+        version, [(prompt_set.prompts.get(), seed, b"\x89PNG fake bytes %d" % seed) for seed in (0, 1)], native_size=32
     )
     image = version.images.first()
     return image

@@ -12,6 +12,7 @@ from feedback import handout, services
 from feedback.models import Assignment, Pair, Vote
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
+from generators.sampler_settings import SettingsRequest
 from tests.conftest import make_user
 from tests.support.images import store_images
 
@@ -463,3 +464,83 @@ def test_fresh_pairs_are_found_through_the_hand_out_index_whatever_the_statistic
         cursor.execute("EXPLAIN " + sql, {**params, "now": timezone.now(), "gold": False})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pair_handout_order" in plan, plan
+
+
+def _two_versions_with_20_and_50_step_images(prompt_set):
+    """Two versions of one base; each (version, prompt, seed 0) has a 20-step (the default) and a 50-step image,
+    stored in opposite orders so that neither "first by id" nor "last by id" picks one kind for both."""
+    base = generator_services.base_model_register(name="two", source="org/two")
+    first = ModelVersion.objects.get(base_model=base)
+    second = ModelVersion.objects.create(base_model=base, name="tuned", parent=first)
+    fifty = SettingsRequest(steps=50)
+    for shade, prompt in enumerate(prompt_set.prompts.all()):
+        store_images(first, [(prompt, 0, _png(100 + shade))], settings=fifty)
+        store_images(first, [(prompt, 0, _png(110 + shade))])
+        store_images(second, [(prompt, 0, _png(120 + shade))])
+        store_images(second, [(prompt, 0, _png(130 + shade))], settings=fifty)
+    return first, second
+
+
+@pytest.mark.parametrize(
+    ("asked", "steps"), [(None, 20), (SettingsRequest(steps=20), 20), (SettingsRequest(steps=50), 50)]
+)
+def test_an_arena_pairs_only_images_of_its_sampler_settings(campaign, asked, steps):
+    first, second = _two_versions_with_20_and_50_step_images(campaign.prompt_set)
+
+    arena = services.campaign_create(
+        name="arena",
+        purpose="arena",
+        prompt_set=campaign.prompt_set,
+        model_versions=[first, second],
+        **({"sampler_settings": asked} if asked else {}),
+    )
+
+    assert arena.status == "open" and arena.pairs.count() == campaign.prompt_set.prompts.count()
+    for pair in arena.pairs.select_related("image_a", "image_b"):
+        assert {pair.image_a.model_version_id, pair.image_b.model_version_id} == {first.pk, second.pk}
+        assert pair.image_a.settings["steps"] == pair.image_b.settings["steps"] == steps
+        assert pair.image_a.settings_hash == pair.image_b.settings_hash
+    assert arena.sampler_settings == {**({"steps": steps} if asked else {}), "dtype": "fp32"}
+
+
+def test_a_campaign_records_its_settings_and_generates_its_images_with_them(campaign, engineer_client):
+    body = {
+        "name": "fifty",
+        "purpose": "collect",
+        "prompt_set": campaign.prompt_set_id,
+        "model_versions": [campaign.model_versions.get().pk],
+        "sampler_settings": {"steps": 50, "guidance_scale": 7.5},
+    }
+
+    created = engineer_client.post("/api/v1/campaigns/", body, format="json")
+
+    assert created.status_code == 201, created.json()
+    # The 20-step images of the fixture are not these: the campaign waits for its own.
+    assert created.json()["status"] == "preparing"
+    assert created.json()["sampler_settings"] == {"steps": 50, "guidance_scale": 7.5}
+    run = services.Campaign.objects.get(pk=created.json()["id"]).preparing_run
+    assert run.config["steps"] == 50 and run.config["guidance_scale"] == 7.5
+    bad = engineer_client.post(
+        "/api/v1/campaigns/", {**body, "name": "bad", "sampler_settings": {"steps": 0}}, format="json"
+    )
+    assert bad.status_code == 400 and "steps" in bad.json()["sampler_settings"]
+
+
+def test_the_campaigns_page_reads_progress_in_the_same_query_whatever_the_number_of_campaigns(
+    campaign, client, users, django_assert_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(users["engineer"])
+    with CaptureQueriesContext(connection) as one_campaign:
+        assert client.get("/campaigns/").status_code == 200
+    for n in range(3):
+        services.campaign_from_pairs(source=campaign, pairs=campaign.pairs.all()[:2], name=f"copy-{n}")
+
+    with django_assert_num_queries(len(one_campaign.captured_queries)):
+        page = client.get("/campaigns/")
+
+    assert page.status_code == 200 and "copy-2" in page.content.decode()
+    progress = [row[1] for row in page.context["campaigns"]]
+    assert progress[0]["pairs"] == 2 and progress[-1]["pairs"] == 4 and progress[-1]["votes_wanted"] == 8

@@ -18,6 +18,7 @@ from feedback.models import Assignment, Pair, Vote
 from generators import services as generator_services
 from generators.models import ModelVersion
 from tests.conftest import make_user
+from tests.support.images import store_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ANNOTATORS, PAIRS, K = 32, 40, 3
@@ -29,12 +30,7 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
     version = ModelVersion.objects.get(base_model=base)
     prompt_set = generator_services.prompt_set_create(name="p", split="train", prompts=[f"p{i}" for i in range(PAIRS)])
     for prompt in prompt_set.prompts.all():
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={},
-            settings_hash="0" * 64,
-            images=[(prompt, seed, f"{prompt.pk}/{seed}".encode(), 8, 8) for seed in (0, 1)],
-        )
+        store_images(version, [(prompt, seed, f"{prompt.pk}/{seed}".encode()) for seed in (0, 1)])
     annotators = [make_user(django_user_model, "annotator", f"a{i}") for i in range(ANNOTATORS)]
     campaign = services.campaign_create(
         name="race",

@@ -10,6 +10,7 @@ from feedback import handout, services
 from generators import services as generator_services
 from generators.models import AliasChange, GeneratedImage, ModelVersion
 from tests.conftest import make_user
+from tests.support.images import store_images
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +32,7 @@ def arena(users, settings, tmp_path, django_user_model):
     child = ModelVersion.objects.create(base_model=base, name="tuned", parent=parent)
     prompt_set = generator_services.prompt_set_create(name="e", split="eval", prompts=[f"p {i}" for i in range(12)])
     for version, offset in ((parent, 0), (child, 100)):
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={},
-            settings_hash="0" * 64,
-            images=[(prompt, 0, _png(prompt.pk + offset), 8, 8) for prompt in prompt_set.prompts.all()],
-        )
+        store_images(version, [(prompt, 0, _png(prompt.pk + offset)) for prompt in prompt_set.prompts.all()])
     annotators = [make_user(django_user_model, "annotator", f"a{i}") for i in range(3)]
     campaign = services.campaign_create(
         name="arena",

@@ -29,6 +29,7 @@ from generators import services as generator_services
 from generators.models import ModelVersion
 from generators.sandbox import pair_oracles
 from generators.sandbox.dataset import COLOURS, render
+from tests.support.images import store_images
 
 SMALL, LARGE = 10, 24
 
@@ -181,10 +182,8 @@ def shapes_campaign(users, settings, tmp_path) -> tuple[Campaign, set[int]]:
     for i, prompt in enumerate(prompt_set.prompts.order_by("id")):
         colour, large_seed = prompt.text.split()[1], i % 2
         sides = {large_seed: LARGE, 1 - large_seed: SMALL}
-        images = [(prompt, seed, _png(_shape("square", colour, sides[seed])), 32, 32) for seed in (0, 1)]
-        generator_services.generated_images_store_batch(
-            model_version=version, settings={}, settings_hash="0" * 64, images=images
-        )
+        images = [(prompt, seed, _png(_shape("square", colour, sides[seed]))) for seed in (0, 1)]
+        store_images(version, images, native_size=32)
         large.add(version.images.get(prompt=prompt, seed=large_seed).pk)
     campaign = services.campaign_create(
         name="sim", purpose="collect", prompt_set=prompt_set, model_versions=[version], votes_per_pair=K

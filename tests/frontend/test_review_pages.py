@@ -19,9 +19,12 @@ from feedback.models import Campaign
 from finetune.models import FineTune
 from generators import services as generator_services
 from generators.models import ModelVersion, Prompt
+from generators.sampler_settings import SettingsRequest
+from rewards import score_selectors
 from rewards import services as reward_services
 from rewards.models import PreferenceDataset
 from rewards.score_selectors import histogram, mean_interval
+from tests.support.images import store_images
 
 # The review URLs, whether or not frontend.urls includes them yet (the project's own patterns come after).
 urlpatterns = [path("", include("frontend.review_urls")), *project_urls.urlpatterns]
@@ -102,12 +105,7 @@ def world(users, settings, tmp_path):
     generator_services.model_alias_set(name="champion", version=tuned1, updated_by=engineer)
 
     def store(version, items):
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={"steps": 20},
-            settings_hash="h" * 64,
-            images=[(prompt, seed, _png(colour), 32, 32) for prompt, seed, colour in items],
-        )
+        store_images(version, [(prompt, seed, _png(colour)) for prompt, seed, colour in items], native_size=32)
 
     store(base, [(p1, 0, (1, 0, 0)), (p2, 0, (2, 0, 0)), (p3, 0, (3, 0, 0))])
     store(tuned1, [(p1, 0, (4, 0, 0)), (p1, 1, (5, 0, 0)), (p2, 0, (6, 0, 0)), (p3, 0, (7, 0, 0))])
@@ -366,3 +364,87 @@ def test_versions_page_queries_do_not_grow_with_versions(client, users, world):
         generator_services.model_alias_set(name=f"alias-{k}", version=child)
         parent = child
     assert queries() == before
+
+
+# ------------------------------------------------------------------------------------------------- sampler settings
+FIFTY = SettingsRequest(steps=50)
+
+
+def _store_fifty_step_images(world, version, scores: dict) -> dict:
+    """50-step images of ``version`` ({(prompt index, seed): score}), stored after the 20-step ones (newer ids)."""
+    prompts = world["prompts"]
+    items = [(prompts[p], seed, _png((200, p, seed))) for p, seed in scores]
+    store_images(version, items, settings=FIFTY, native_size=32)
+    images = {(p, seed): version.images.get(prompt=prompts[p], seed=seed, settings__steps=50) for p, seed in scores}
+    reward_services.image_scores_store(
+        reward_model=world["rm"], scores={images[key].pk: score for key, score in scores.items()}
+    )
+    return images
+
+
+def _gallery_image_ids(page: str) -> list[int]:
+    body = page.split("<tbody>")[-1]
+    return [int(i) for i in re.findall(r'class="gallery-image" href="/api/v1/images/(\d+)/file/"', body)]
+
+
+def test_gallery_shows_the_images_of_the_requested_settings_not_the_newest(client, users, world):
+    base, tuned1, rm = world["base"], world["tuned1"], world["rm"]
+    fifty = _store_fifty_step_images(world, base, {(0, 0): 100.0})
+    default_image = base.images.get(prompt=world["prompts"][0], seed=0, settings__steps=20)
+    url = f"/gallery/?versions={base.pk},{tuned1.pk}&reward_model={rm.pk}"
+
+    page = _get(client, users["reviewer"], url)
+
+    first_row = page.split("<tbody>")[1].split("</tr>")[0]
+    assert _gallery_image_ids(first_row)[0] == default_image.pk and "100.0000" not in page
+
+    page = _get(client, users["reviewer"], url + "&steps=50")
+    assert _gallery_image_ids(page) == [fifty[(0, 0)].pk] and "score <strong>100.0000</strong>" in page
+    assert _run_config(page, "generate-missing")["steps"] == 50
+    assert _run_config(page, "score-images")["steps"] == 50
+    client.force_login(users["reviewer"])
+    assert client.get(url + "&steps=0").status_code == 400
+
+
+def test_gallery_of_a_campaign_shows_exactly_the_images_its_pairs_hold(client, users, world):
+    from feedback import services as feedback_services
+
+    base, tuned1 = world["base"], world["tuned1"]
+    every_prompt = {(p, 0): float(p) for p in range(3)}
+    _store_fifty_step_images(world, base, every_prompt)
+    _store_fifty_step_images(world, tuned1, every_prompt)
+    arena = feedback_services.campaign_create(
+        name="fifty-steps",
+        purpose="arena",
+        prompt_set=world["prompt_set"],
+        model_versions=[base, tuned1],
+        images_per_prompt=1,
+        sampler_settings=FIFTY,
+    )
+    assert arena.status == "open"
+
+    page = _get(client, users["reviewer"], f"/gallery/?campaign={arena.pk}")
+
+    in_pairs = {i for pair in arena.pairs.values_list("image_a", "image_b") for i in pair}
+    assert len(in_pairs) == 6 and set(_gallery_image_ids(page)) == in_pairs
+
+
+def test_version_rewards_count_only_the_images_of_the_requested_settings(client, users, world):
+    tuned1 = world["tuned1"]
+    _store_fifty_step_images(world, tuned1, {(0, 0): 100.0})
+
+    page = _get(client, users["reviewer"], f"/versions/{tuned1.pk}/rewards/")
+    distribution = page.split('id="distribution"')[1].split("</table>")[0]
+    first_row = re.findall(r"<tr>(.*?)</tr>", distribution.split("<tbody>")[1], re.S)[0]
+    assert re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", first_row, re.S)[:4] == ["tuned-1", "4", "3 of 3", "2.2500"]
+    comparison = score_selectors.reward_comparison(tuned1, world["rm"], world["prompt_set"])
+    assert comparison.version.summary.n == 4 and comparison.version.summary.mean == pytest.approx(2.25)
+
+    fifty = score_selectors.reward_comparison(tuned1, world["rm"], world["prompt_set"], FIFTY)
+    assert fifty.version.by_prompt == {world["prompts"][0].pk: [100.0]}
+    assert (
+        _run_config(
+            _get(client, users["reviewer"], f"/versions/{world['tuned2'].pk}/rewards/?steps=50"), "start-evaluate"
+        )["steps"]
+        == 50
+    )

@@ -238,3 +238,33 @@ def test_model_versions_are_immutable(sandbox):
     version.notes = "changed"
     with pytest.raises(ValidationError, match="immutable"):
         version.save()
+
+
+def test_images_for_finds_exactly_the_images_a_run_made_under_its_settings(sandbox, users):
+    """The one selector resolves settings as the run does, native size included (recorded by the first run)."""
+    from generators.sampler_settings import SettingsRequest
+    from generators.selectors import images_for
+
+    base = BaseModel.objects.create(
+        name="no-size", source=sandbox["version"].base_model.source, pipeline_class="StableDiffusionPipeline"
+    )
+    version = ModelVersion.objects.create(base_model=base, name="base")
+    prompt_ids = list(sandbox["eval"].items.values_list("prompt_id", flat=True))
+    assert images_for([version.pk], prompt_ids, [0], SettingsRequest()) == {}  # no size known: nothing to find
+    runs = {}
+    for steps in (4, 3):
+        runs[steps] = run_services.run_create(
+            kind="generate", config=_generate_config(sandbox, model_versions=[version.pk], steps=steps)
+        )
+        assert run_execute(run_id=runs[steps].pk, worker="inline") == "succeeded"
+
+    base.refresh_from_db()
+    assert base.default_settings == {"width": 32, "height": 32}  # the native size, recorded by the first run
+    for steps, run in runs.items():
+        made = set(GeneratedImage.objects.filter(generation_run=run).values_list("pk", flat=True))
+        for dtype in ("auto", "fp32"):
+            found = images_for([version.pk], prompt_ids, [0], SettingsRequest(steps=steps, dtype=dtype))
+            assert {image.pk for image in found.values()} == made and len(made) == len(prompt_ids)
+        assert set(found) == {(version.pk, prompt_id, 0) for prompt_id in prompt_ids}
+    assert images_for([version.pk], prompt_ids, [0], SettingsRequest(steps=3, dtype="bf16")) == {}
+    assert images_for([version.pk], prompt_ids, [0], SettingsRequest()) == {}  # 20 steps: never made

@@ -7,6 +7,7 @@ import io
 import pytest
 
 from tests.conftest import make_user
+from tests.support.images import store_images
 
 
 def png(shade: int) -> bytes:
@@ -31,12 +32,7 @@ def voted_campaign(users, settings, tmp_path, django_user_model):
         name="p", split="train", prompts=[f"prompt {i}" for i in range(3)]
     )
     for prompt in prompt_set.prompts.all():
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={},
-            settings_hash="0" * 64,
-            images=[(prompt, seed, png(prompt.pk * 10 + seed), 8, 8) for seed in (0, 1)],
-        )
+        store_images(version, [(prompt, seed, png(prompt.pk * 10 + seed)) for seed in (0, 1)])
     second = make_user(django_user_model, "annotator", "second")
     campaign = services.campaign_create(
         name="c",

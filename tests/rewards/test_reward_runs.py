@@ -264,7 +264,7 @@ def test_evaluate_scores_the_images_of_its_sampler_settings_only(media, client_f
         assert run_execute(run_id=run.json()["id"], worker="inline") == "succeeded"
         results[steps] = Run.objects.get(pk=run.json()["id"]).result
 
-    for steps, result in results.items():
+    for result in results.values():
         assert result["scored_now"] == prompts and result["versions"][str(version.pk)]["n"] == prompts
     assert GeneratedImage.objects.count() == 2 * prompts
     scored_steps = ImageScore.objects.filter(reward_model_id=reward_model).values_list("image__settings", flat=True)
