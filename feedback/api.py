@@ -181,7 +181,13 @@ class RatingImageView(APIView):
 
     permission_classes = [Raters]
 
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, 404: None})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("token", str, OpenApiParameter.PATH, description="from the pair's `next/` answer"),
+            OpenApiParameter("side", str, OpenApiParameter.PATH, enum=list(shown_images.SIDES)),
+        ],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 404: None},
+    )
     def get(self, request, token: str, side: str):
         image_id = shown_images.shown_image_id(user=request.user, image_token=token, side=side)
         if image_id is None:

@@ -9,9 +9,13 @@ someone else's token look the same (None, the API's 404).
 
 from __future__ import annotations
 
+import re
+
 from feedback.models import Assignment
 
 SIDES = ("left", "right")
+# What ``new_image_token`` makes (URL-safe base64); anything else is no token, answered without a query.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,32}")
 
 
 def image_url(image_token: str, side: str) -> str:
@@ -21,7 +25,7 @@ def image_url(image_token: str, side: str) -> str:
 
 def shown_image_id(*, user, image_token: str, side: str) -> int | None:
     """The id of the image ``user`` was shown on ``side`` of their assignment ``image_token``, or None."""
-    if side not in SIDES:
+    if side not in SIDES or not _TOKEN_SHAPE.fullmatch(image_token):
         return None
     row = (
         Assignment.objects.filter(image_token=image_token, annotator_id=user.pk)

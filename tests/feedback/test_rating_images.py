@@ -118,6 +118,8 @@ def test_someone_elses_token_and_an_unknown_token_are_the_same_404(arena, client
     assert not_yours.status_code == unknown.status_code == 404
     assert not_yours.json() == unknown.json()
     assert client_for("annotator").get(mine.replace("/left/", "/top/")).json() == unknown.json()
+    for odd in ("%00" + "A" * 21, "A" * 5000, "%C3%A9" * 11):  # never a database error: the same 404
+        assert client_for("annotator").get(f"/api/v1/rating-images/{odd}/left/").json() == unknown.json()
     assert client_for("reviewer").get(mine).status_code == 404  # a reviewer rating the same arena: not theirs
     assert client_for("admin").get(mine).status_code == 404
     assert client_for("engineer").get(mine).status_code == 403  # engineers do not rate
