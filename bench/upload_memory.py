@@ -9,7 +9,7 @@ lands in the process being measured) on a free port, POSTs a small file to warm 
 imports), then the big file ``--uploads`` times as multipart, streamed from disk by the client. For the worker
 it reports the resident memory after the warm-up, after the last upload (VmRSS) and the peak over the process's
 life (VmHWM), with each answer's status and time. No worker runs:
-the uploads' import runs stay queued. Prints a table and a JSON line last.
+the uploads' import runs stay queued. The var folder is removed at the end. Prints a table and a JSON line last.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,6 +179,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+        shutil.rmtree(var, ignore_errors=True)
 
     mib = 2**20
     print(f"file: {size / mib:.1f} MiB; gunicorn: one sync worker (pid {worker})")
