@@ -65,6 +65,8 @@ class DbJobContext:
             while not self._heartbeat_done.wait(settings.RUN_HEARTBEAT_SECONDS):
                 if not self._beat():
                     connection.close_if_unusable_or_obsolete()  # reconnect on the next beat if it broke
+                if self._lease_lost.is_set():
+                    return  # the run belongs to another attempt now
         finally:
             connection.close()
 
@@ -157,7 +159,7 @@ def run_execute(*, run_id: int, worker: str | None = None) -> str:
     try:
         result = run_kinds.get(run.kind).executor()(run, ctx)
     except AttemptSuperseded as exc:
-        log.warning("run %s: %s; leaving the run to the new attempt", run_id, exc)
+        log.warning("%s; leaving the run to the new attempt", exc)
         outcome = "superseded"
     except JobCancelled as exc:
         note = str(exc)
