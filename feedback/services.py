@@ -9,13 +9,14 @@ from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core import hot_sql
 from core import services as runs
 from core.api_errors import Conflict
 from core.hot_sql import as_aware_datetime, db_datetime, for_update
-from core.run_states import RunState
+from core.run_states import TERMINAL_STATES, RunState
 from core.uniqueness import create_named
 from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
 from generators.models import GeneratedImage, ModelVersion, PromptSet
@@ -146,8 +147,8 @@ def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:
             raise ValidationError({"model_versions": ["These versions and prompts give no pair of images to compare."]})
         Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in pairs])
         campaign.sampler_settings, update = _with_precision_of(campaign, images), [*update, "sampler_settings"]
-    campaign.status = CampaignStatus.OPEN
-    campaign.save(update_fields=update)
+    campaign.status, campaign.status_note = CampaignStatus.OPEN, ""
+    campaign.save(update_fields=[*update, "status_note"])
     return campaign
 
 
@@ -172,23 +173,68 @@ def _campaign_prepare(campaign: Campaign, missing: int, started_by) -> Campaign:
     )
     log.info("campaign %s lacks %d images: generation run %s started", campaign.pk, missing, run.pk)
     campaign.status, campaign.preparing_run = CampaignStatus.PREPARING, run
-    campaign.save(update_fields=["status", "preparing_run"])
+    campaign.status_note = f"waiting for generation run {run.pk} to make {missing} missing images"
+    campaign.save(update_fields=["status", "preparing_run", "status_note"])
     return campaign
 
 
 def campaign_preparation_finished(*, run) -> list[Campaign]:
-    """Open the campaigns that waited for ``run``'s images; back to draft if it did not succeed."""
+    """Open the campaigns that waited for ``run``'s images, or return them to draft with the reason (the run did
+    not succeed, or its images still make no campaign). Idempotent: only campaigns still preparing change.
+    """
     campaigns = []
-    for campaign in Campaign.objects.filter(preparing_run=run, status=CampaignStatus.PREPARING):
+    waiting = Campaign.objects.filter(preparing_run=run, status=CampaignStatus.PREPARING)
+    for campaign_id in waiting.values_list("pk", flat=True):
         with transaction.atomic():
-            if run.state == RunState.SUCCEEDED and not _missing_image_count(campaign, _images_of(campaign)):
-                campaign_open(campaign=campaign)
-            else:
-                log.warning("campaign %s stays a draft: its generation run %s ended %s", campaign.pk, run.pk, run.state)
-                campaign.status = CampaignStatus.DRAFT
-                campaign.save(update_fields=["status"])
+            campaign = waiting.select_for_update().filter(pk=campaign_id).first()
+            if campaign is None:  # settled meanwhile by another process (the event or the reconciliation)
+                continue
+            reason = _preparation_failure(campaign, run)
+            if reason is None:
+                try:
+                    with transaction.atomic():
+                        campaign_open(campaign=campaign)
+                except ValidationError as exc:
+                    reason = " ".join(exc.messages)
+            if reason is not None:
+                _campaign_back_to_draft(campaign, reason)
         campaigns.append(campaign)
     return campaigns
+
+
+def _preparation_failure(campaign: Campaign, run) -> str | None:
+    """Why ``run`` did not make the campaign's images, or None when it did."""
+    if run.state != RunState.SUCCEEDED:
+        error = run.error.strip().splitlines()[0] if run.error.strip() else ""
+        return f"Its generation run {run.pk} ended {run.state}" + (f": {error}" if error else ".")
+    missing = _missing_image_count(campaign, _images_of(campaign))
+    if missing:
+        return f"Its generation run {run.pk} succeeded but {missing} images are still missing."
+    return None
+
+
+def _campaign_back_to_draft(campaign: Campaign, reason: str) -> None:
+    log.warning("campaign %s goes back to draft: %s", campaign.pk, reason)
+    campaign.status, campaign.status_note = CampaignStatus.DRAFT, reason[:500]
+    campaign.save(update_fields=["status", "status_note"])
+
+
+def campaigns_reconcile_preparing() -> list[Campaign]:
+    """Settle the campaigns still ``preparing`` although their generation run has ended (the ``run_finished``
+    receiver failed, or its process died first) or is gone: open them or return them to draft with the reason.
+    Every worker calls this periodically (``core.events.periodic_check``).
+    """
+    stuck = Campaign.objects.filter(status=CampaignStatus.PREPARING).filter(
+        Q(preparing_run__isnull=True) | Q(preparing_run__state__in=TERMINAL_STATES)
+    )
+    settled: list[Campaign] = []
+    for campaign in stuck.filter(preparing_run__isnull=True):
+        _campaign_back_to_draft(campaign, "Its generation run was deleted before it made the images.")
+        settled.append(campaign)
+    ended = {campaign.preparing_run_id: campaign.preparing_run for campaign in stuck.select_related("preparing_run")}
+    for run in ended.values():
+        settled += campaign_preparation_finished(run=run)
+    return settled
 
 
 def campaign_from_pairs(
