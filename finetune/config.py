@@ -7,6 +7,7 @@ For Stable Diffusion 1.x/2.x see ``SD_RECOMMENDED`` (the DDPO paper's settings).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from .advantages import MODES
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 ADVANTAGE_STATS = MODES  # the advantage baselines of finetune/advantages.py
 MAX_SEED = 2**31 - 1
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")  # a LoRA target: a module name or a dotted path inside a block
 
 # (lowest, highest) of every integer setting: a run config outside them is a 400 naming the field.
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -135,8 +137,13 @@ class DDPOConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
         targets = self.lora_targets
-        if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ConfigError("lora_targets", "must be a non-empty list of module names such as 'to_q'")
+        if (
+            isinstance(targets, str)
+            or not isinstance(targets, tuple | list)
+            or not 1 <= len(targets) <= 64
+            or not all(isinstance(t, str) and MODULE_NAME.fullmatch(t) for t in targets)
+        ):
+            raise ConfigError("lora_targets", "must be a list of 1 to 64 module names such as 'to_q' or 'to_out.0'")
         object.__setattr__(self, "lora_targets", tuple(targets))
         if self.advantage_stats == "group" and self.images_per_prompt < 2:
             raise ConfigError("images_per_prompt", "group advantages compare images of one prompt: use at least 2")

@@ -183,3 +183,11 @@ def test_every_numeric_run_setting_has_a_maximum(kind):
     unbounded = [name for name, field in _numeric_fields(serializer) if field.max_value is None]
 
     assert unbounded == []
+
+
+@pytest.mark.parametrize("targets", [["to_q\x00"], ["to_q"] * 65, ["to q"], [3]])
+def test_lora_targets_are_a_bounded_list_of_module_names(targets):
+    with pytest.raises(ConfigError) as raised:
+        DDPOConfig.from_dict({"lora_targets": targets})
+
+    assert raised.value.field_name == "lora_targets"
