@@ -59,6 +59,7 @@ class CampaignSerializer(serializers.ModelSerializer):
             "name",
             "purpose",
             "status",
+            "status_note",
             "prompt_set",
             "votes_per_pair",
             "gold_rate",

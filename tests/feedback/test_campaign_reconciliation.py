@@ -60,7 +60,9 @@ def test_a_campaign_whose_receiver_failed_is_opened_by_the_periodic_check(
     assert campaign.status == "open" and campaign.pairs.count() == 2 and campaign.status_note == ""
 
 
-def test_a_campaign_whose_run_failed_unnoticed_returns_to_draft_with_the_reason(unreachable_checkpoint):
+def test_a_campaign_whose_run_failed_unnoticed_returns_to_draft_with_the_reason(
+    unreachable_checkpoint, engineer_client
+):
     campaign = _waiting_campaign("pending", *unreachable_checkpoint)
     run_services.run_fail(run_id=campaign.preparing_run_id, attempt=None, error="no such checkpoint\nTraceback ...")
     # The process died before its on-commit event: no receiver ran.
@@ -72,6 +74,8 @@ def test_a_campaign_whose_run_failed_unnoticed_returns_to_draft_with_the_reason(
     campaign.refresh_from_db()
     assert campaign.status == "draft" and not campaign.pairs.exists()
     assert campaign.status_note == f"Its generation run {campaign.preparing_run_id} ended failed: no such checkpoint"
+    listed = {c["id"]: c for c in engineer_client.get("/api/v1/campaigns/").json()}
+    assert listed[campaign.pk]["status_note"] == campaign.status_note
     worker_periodic_pass()  # settled campaigns stay as they are
     campaign.refresh_from_db()
     assert campaign.status == "draft"
