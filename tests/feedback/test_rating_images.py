@@ -12,6 +12,7 @@ from feedback.models import Assignment, Pair
 from generators import services as generator_services
 from generators.models import GeneratedImage, ModelVersion
 from tests.conftest import make_user
+from tests.support.images import store_images
 
 pytestmark = pytest.mark.django_db
 
@@ -36,12 +37,7 @@ def arena(users, settings, tmp_path, django_user_model):
     child = ModelVersion.objects.create(base_model=base_model, name="tuned", parent=base)
     prompt_set = generator_services.prompt_set_create(name="e", split="eval", prompts=[f"p {i}" for i in range(10)])
     for version, offset in ((base, 0), (child, 100)):
-        generator_services.generated_images_store_batch(
-            model_version=version,
-            settings={},
-            settings_hash="0" * 64,
-            images=[(prompt, 0, _png(prompt.pk + offset), 8, 8) for prompt in prompt_set.prompts.all()],
-        )
+        store_images(version, [(prompt, 0, _png(prompt.pk + offset)) for prompt in prompt_set.prompts.all()])
     other = make_user(django_user_model, "annotator", "other")
     campaign = services.campaign_create(
         name="arena",
