@@ -26,6 +26,7 @@ def campaign(users, settings, tmp_path):
     from core import services as run_services
     from core.run_execution import run_execute
     from generators.models import PromptSet
+    from generators.sampler_settings import SettingsRequest
 
     settings.MEDIA_ROOT = tmp_path
     call_command("sandbox_setup", stdout=io.StringIO())
@@ -43,6 +44,7 @@ def campaign(users, settings, tmp_path):
         model_versions=[version],
         annotators=[users["annotator"]],
         votes_per_pair=1,
+        sampler_settings=SettingsRequest(steps=10),  # the images made above
     )
 
 
