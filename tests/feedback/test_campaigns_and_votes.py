@@ -397,6 +397,7 @@ def test_engineer_campaign_pages_show_progress_quality_and_votes_over_time(campa
     assert detail.context["quality"]["annotators"][0]["votes"] == 3
     assert detail.context["activity"][-1] == {**detail.context["activity"][-1], "votes": 3, "valid_votes": 3}
     assert 'id="activity-data"' in page and "chart.umd.min.js" in page
+    assert f'href="/gallery/?campaign={campaign.pk}"' in page and "dtype <strong>fp32</strong>" in page
     activity = client_for("reviewer").get(f"/api/v1/campaigns/{campaign.pk}/activity/").json()
     assert activity["progress"]["valid_votes"] == 3 and activity["points"][-1]["valid_votes"] == 3
 
