@@ -1,7 +1,7 @@
 """OpenAPI schema post-processing: every operation documents the error answers it can give.
 
 The API answers input errors with 400 (``{"field": ["message"]}`` or ``{"detail": "..."}``), missing or bad
-credentials with 401, a role that may not with 403, unknown ids in the path with 404, and a body it cannot read
+credentials with 401, a role that may not with 403, unknown ids (path or body) with 404, and a body it cannot read
 with 415; ``core.api_errors`` makes every error one of these shapes.
 """
 
@@ -30,7 +30,7 @@ def _errors_for(path: str, method: str, operation: dict) -> list[str]:
         codes.append("400")
     if operation.get("security") != [{}] and operation.get("security") != []:
         codes += ["401", "403"]
-    if "{" in path:
+    if "{" in path or "requestBody" in operation:  # an id in the path or the body may name nothing
         codes.append("404")
     if "requestBody" in operation:
         codes.append("415")

@@ -3,7 +3,8 @@
 Every role gets its own token; schemathesis runs its examples, coverage (boundary and invalid values),
 fuzzing and stateful phases (links it infers from the schema) against ``live_server``. The bar is the
 ``not_a_server_error`` check: any 5xx fails the test, with schemathesis' reproduction in the output.
-``FUZZ_MAX_EXAMPLES`` and ``FUZZ_MAX_TIME`` (seconds per role) size the run; CI uses the defaults.
+``FUZZ_MAX_EXAMPLES``, ``FUZZ_MAX_TIME`` (seconds per role), ``FUZZ_SEED`` and ``FUZZ_CHECKS`` shape the run; CI uses
+the defaults.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "15")
 MAX_TIME = os.environ.get("FUZZ_MAX_TIME", "30")
 SEED = os.environ.get("FUZZ_SEED", "14")
+CHECKS = os.environ.get("FUZZ_CHECKS", "not_a_server_error")  # e.g. add response_schema_conformance to explore
 # The token endpoint is throttled by design and answers 429 under a fuzzer's load: still no 5xx, just noise.
 EXCLUDED_PATHS = ["/api/v1/auth/token/"]
 
@@ -68,7 +70,7 @@ def _schemathesis(schema: Path, base_url: str, token: str, report: Path) -> subp
         "--header",
         f"Authorization: Token {token}",
         "--checks",
-        "not_a_server_error",
+        CHECKS,
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--max-examples",
