@@ -7,6 +7,7 @@ import io
 import pytest
 
 from feedback import handout, services
+from feedback.leaderboard_serializers import LeaderboardSerializer
 from generators import services as generator_services
 from generators.models import AliasChange, GeneratedImage, ModelVersion
 from tests.conftest import make_user
@@ -105,6 +106,21 @@ def test_leaderboard_of_a_campaign_without_votes_is_empty(arena, client_for):
     board = client_for("engineer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}").json()
     assert board["models"] == [] and board["votes"]["used"] == 0
     assert {v["id"] for v in board["versions"]} == {arena["parent"].pk, arena["child"].pk}
+
+
+@pytest.mark.parametrize("votes", [False, True])
+def test_the_answer_has_the_documented_shape(arena, client_for, votes):
+    if votes:
+        _vote_all(arena, prefer_child_every=6)
+    board = client_for("reviewer").get(f"/api/v1/leaderboard/?campaign={arena['campaign'].pk}&resamples=100").json()
+
+    documented = LeaderboardSerializer(data=board)
+
+    assert documented.is_valid(), documented.errors
+    assert set(board) == set(LeaderboardSerializer().fields) - (set() if votes else {"settings"})
+    fields = LeaderboardSerializer().fields
+    assert all(set(row) == set(fields["models"].child.fields) for row in board["models"])
+    assert all(set(pair) == set(fields["pairs"].child.fields) for pair in board["pairs"])
 
 
 @pytest.mark.parametrize(
