@@ -152,5 +152,6 @@ def campaign_audit(request, pk: int):
             "margin": margin,
             "audit": result,
             "evaluate_config": evaluate_config,
+            "can_make_campaign": has_role(request.user, Role.ENGINEER),  # the API admits engineers only
         },
     )

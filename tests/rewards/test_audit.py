@@ -45,22 +45,18 @@ def test_audit_campaign_endpoint_opens_a_collect_campaign_of_the_mistakes(voted_
         (d.pair.image_a_id, d.pair.image_b_id) for d in audit.reward_hacking_audit(voted_campaign, model).disagreements
     }
 
-    response = client_for("reviewer").post(
-        f"/api/v1/campaigns/{voted_campaign.pk}/audit-campaign/",
-        {"reward_model": model.pk, "name": "mistakes"},
-        format="json",
-    )
+    body = {"reward_model": model.pk, "name": "mistakes"}
+    url = f"/api/v1/campaigns/{voted_campaign.pk}/audit-campaign/"
+    assert client_for("reviewer").post(url, body, format="json").status_code == 403  # campaigns are engineers' work
+
+    response = client_for("engineer").post(url, body, format="json")
 
     assert response.status_code == 201, response.json()
     campaign = Campaign.objects.get(pk=response.json()["campaign"])
     assert campaign.purpose == "collect" and campaign.status == "open"
     assert set(campaign.pairs.values_list("image_a_id", "image_b_id")) == expected
     assert handout.next_assignment(annotator=users["annotator"], campaign=campaign) is not None
-    again = client_for("reviewer").post(
-        f"/api/v1/campaigns/{voted_campaign.pk}/audit-campaign/",
-        {"reward_model": model.pk, "name": "mistakes"},
-        format="json",
-    )
+    again = client_for("engineer").post(url, body, format="json")
     assert again.status_code == 400 and "already exists" in again.json()["name"][0]
 
 
@@ -84,5 +80,9 @@ def test_audit_page_lists_disagreements_with_images(voted_campaign, client, user
     page = client.get(f"/campaigns/{voted_campaign.pk}/audit/?reward_model={model.pk}&margin=0.9").content.decode()
 
     assert 'id="disagreements"' in page and "/api/v1/images/" in page and "0.953" in page
+    assert 'id="make-campaign"' not in page  # reviewers audit; making the campaign is engineers' work
+    client.force_login(users["engineer"])
+    engineer_page = client.get(f"/campaigns/{voted_campaign.pk}/audit/?reward_model={model.pk}&margin=0.9")
+    assert 'id="make-campaign"' in engineer_page.content.decode()
     client.force_login(users["annotator"])
     assert client.get(f"/campaigns/{voted_campaign.pk}/audit/").status_code == 403
