@@ -54,3 +54,19 @@ def test_the_api_shows_the_creator_of_a_cli_run(users, client_for):
     run = _start_diagnostic()
 
     assert client_for("engineer").get(f"/api/v1/runs/{run.pk}/").json()["created_by"] == "admin"
+
+
+def test_the_rlhf_cycle_records_the_acting_user_on_what_it_creates(users, monkeypatch):
+    """The cycle itself needs a server and a worker (tests/e2e/test_rlhf_cycle.py); here only who it acts as."""
+    seen = {}
+
+    def run_cycle(settings, report, tag=""):
+        seen["created_by"] = settings.created_by
+        return {}
+
+    monkeypatch.setattr("orchestration.management.commands.rlhf_cycle.run_cycle", run_cycle)
+    call_command("rlhf_cycle", "--user", "engineer", stdout=io.StringIO(), stderr=io.StringIO())
+    assert seen["created_by"] == users["engineer"].pk
+
+    call_command("rlhf_cycle", stdout=io.StringIO(), stderr=io.StringIO())
+    assert seen["created_by"] == users["admin"].pk

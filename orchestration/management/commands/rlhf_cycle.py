@@ -6,6 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cli import USER_HELP, acting_user
 from orchestration.cycle import StepReport, run_cycle
 from orchestration.state import CYCLE_FINETUNE, CycleError, CycleSettings
 
@@ -45,6 +46,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--step-timeout", type=float, default=defaults.step_timeout, help="seconds per step")
         parser.add_argument("--tag", default="", help="suffix of the names it creates (default: a timestamp)")
+        parser.add_argument(
+            "--user", default=None, help=USER_HELP.replace("the run's creator", "the creator of its campaigns and runs")
+        )
 
     def handle(self, *args, **options) -> None:
         settings = CycleSettings(
@@ -61,6 +65,7 @@ class Command(BaseCommand):
             reward=_json_object(options["reward"], "--reward"),
             finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
             step_timeout=options["step_timeout"],
+            created_by=getattr(acting_user(options["user"]), "pk", None),
         )
 
         def report(step: StepReport) -> None:
