@@ -27,7 +27,8 @@ class JobFailed(Exception):
 
 
 class JobContext(Protocol):
-    """The platform side of a running job."""
+    """The platform side of a running job. Its writes raise :class:`AttemptSuperseded` once another attempt
+    holds the run."""
 
     run_id: int
     attempt: int
