@@ -153,7 +153,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, val, test = build_data(args)
-    config = RewardTrainConfig(max_steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    config = RewardTrainConfig(
+        backbone=str(CLIP_PATH), max_steps=args.steps, batch_size=args.batch_size, seed=args.seed
+    )
     variants = {
         "ours": lambda: ours(config, train, val, test),
         "plain": lambda: plain(config, train, val, test, preprocessed=False),

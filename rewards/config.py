@@ -15,12 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from generators.sandbox import CLIP_PATH
-
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_BACKBONE = str(CLIP_PATH)  # the sandbox CLIP; runs pass the backbone they resolved
 
 
 class RewardTrainConfigError(ValueError):
@@ -94,7 +91,11 @@ class RewardTrainConfig:
     accuracy). For CLIP-H / PickScore checkpoints start from :meth:`pickscore`.
     """
 
-    backbone: str = _setting(DEFAULT_BACKBONE, Rule(str), "CLIP hub id or local folder")
+    backbone: str | None = _setting(
+        None,
+        Rule(str, nullable=True),
+        "CLIP hub id or local folder (required to train; runs pass the one they resolved)",
+    )
     processor: str | None = _setting(
         None, Rule(str, nullable=True), "where the tokenizer/image processor live, if not beside the weights"
     )
@@ -181,6 +182,8 @@ class RewardTrainConfig:
         """The checks that need this machine (imports torch): the device asked for exists; fp16 needs CUDA."""
         import torch
 
+        if self.backbone is None:
+            raise RewardTrainConfigError("backbone", "required: a CLIP hub id or local folder to start from")
         cuda = torch.cuda.is_available()
         if self.device == "cuda" and not cuda:
             raise RewardTrainConfigError("device", "CUDA was asked for but no CUDA device is available")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from generators.sandbox import DEFAULT_GUIDANCE, DEFAULT_STEPS, PIPELINE_PATH
+from generators.sandbox import CLIP_PATH, DEFAULT_GUIDANCE, DEFAULT_STEPS, PIPELINE_PATH
 from generators.sandbox.dataset import all_captions
 from generators.sandbox.oracles import area_reward
 
@@ -124,7 +124,12 @@ def run_experiment(
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(config or ExperimentConfig(), train_config or RewardTrainConfig(), verbose, output_dir)
+        return _run(
+            config or ExperimentConfig(),
+            train_config or RewardTrainConfig(backbone=str(CLIP_PATH)),
+            verbose,
+            output_dir,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -203,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = ExperimentConfig(images_per_prompt=args.images_per_prompt, seed=args.seed)
     overrides = {"max_steps": args.steps, "lr": args.lr, "trainable_layers": args.trainable_layers, "seed": args.seed}
-    train_config = replace(RewardTrainConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    train_config = replace(
+        RewardTrainConfig(backbone=str(CLIP_PATH)), **{k: v for k, v in overrides.items() if v is not None}
+    )
     report = run_experiment(config, train_config, threads=args.threads or None, verbose=True)
     for key in (
         "votes",

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.jobs import JobCancelled, JobFailed
+from generators.sandbox import CLIP_PATH
 from rewards.data import PreferencePair, RewardDataError, split_by_prompt
 from rewards.model import RewardModelError
 from rewards.train import MemoryCallbacks, RewardTrainConfig, RewardTrainConfigError, train_reward_model
@@ -21,7 +22,15 @@ def small_pairs() -> list[PreferencePair]:
     return area_pairs()
 
 
-FAST = {"max_steps": 12, "batch_size": 8, "eval_every": 4, "log_every": 1, "warmup_steps": 2, "lr": 1e-3}
+FAST = {
+    "backbone": str(CLIP_PATH),
+    "max_steps": 12,
+    "batch_size": 8,
+    "eval_every": 4,
+    "log_every": 1,
+    "warmup_steps": 2,
+    "lr": 1e-3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +66,12 @@ def test_fp16_on_cpu_is_refused():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(RewardTrainConfigError, match="^mixed_precision: fp16 needs a CUDA device"):
-        RewardTrainConfig(mixed_precision="fp16").validate()
+        RewardTrainConfig(backbone=str(CLIP_PATH), mixed_precision="fp16").validate()
 
 
 def test_unknown_backbone_no_pairs_and_all_ties_are_clear_errors(splits):
     with pytest.raises(RewardModelError, match="cannot load a CLIP backbone from 'nobody/unknown-clip'"):
-        train_reward_model(RewardTrainConfig(backbone="nobody/unknown-clip", **FAST), splits.train, splits.val)
+        train_reward_model(RewardTrainConfig(**{**FAST, "backbone": "nobody/unknown-clip"}), splits.train, splits.val)
     with pytest.raises(RewardDataError, match="no preference pairs in the training set"):
         train_reward_model(RewardTrainConfig(**FAST), [], splits.val)
     with pytest.raises(RewardDataError, match="no preference pairs in the validation set"):
@@ -140,3 +149,9 @@ def test_result_summary_metrics_and_progress(splits, tmp_path):
     assert {"loss", "lr", "grad_norm", "val_accuracy", "best_val_accuracy"} <= logged
     assert callbacks.progress[-1][0] == 1.0
     assert (tmp_path / "reward_config.json").is_file()
+
+
+def test_training_needs_a_backbone_the_trainer_has_no_default_one(splits):
+    assert RewardTrainConfig().backbone is None
+    with pytest.raises(RewardTrainConfigError, match="^backbone: required"):
+        train_reward_model(RewardTrainConfig(**{**FAST, "backbone": None}), splits.train, splits.val)
