@@ -351,8 +351,9 @@ class LeaderboardParamsSerializer(StrictSerializer):
 
 
 class LeaderboardView(APIView):
-    """Bradley–Terry leaderboard of a campaign's model versions: ratings with bootstrap 95% intervals, ranks,
-    the pairwise win-rate matrix with counts, and per pair whether the votes so far are enough."""
+    """Bradley–Terry leaderboard of a campaign's model versions (keyed by version id): ratings with bootstrap 95%
+    intervals, ranks, the pairwise win-rate matrix with counts, and per pair a verdict and whether the votes so
+    far are enough."""
 
     permission_classes = [IsEngineerOrReviewer]
 
