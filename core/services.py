@@ -218,10 +218,10 @@ def artifact_save(
         with transaction.atomic():
             _hold_fence(run.pk, attempt)
             artifact = Artifact.objects.select_for_update().filter(run=run, name=name).first()
-            if artifact is not None and artifact.sha256 == digest:
-                unused = path if artifact.file.name != path else None
+            if artifact is not None and artifact.sha256 == digest:  # identical bytes: the row stays as it is
+                new_file_used = artifact.file.name == path
             else:
-                unused = None
+                new_file_used = True
                 old_path = artifact.file.name if artifact is not None else None
                 artifact = artifact or Artifact(run=run, name=name)
                 artifact.kind, artifact.file, artifact.sha256, artifact.attempt = kind, path, digest, attempt
@@ -233,8 +233,8 @@ def artifact_save(
         if wrote_file:
             default_storage.delete(path)
         raise
-    if unused and wrote_file:
-        default_storage.delete(unused)
+    if wrote_file and not new_file_used:
+        default_storage.delete(path)
     return artifact
 
 

@@ -108,6 +108,19 @@ def test_a_superseded_attempt_writes_no_metric_artifact_or_checkpoint(
     assert len(files_of_attempt_2) == 1 and next(iter(files_of_attempt_2)).startswith("a2-")
 
 
+def test_identical_bytes_from_a_new_attempt_keep_the_row_and_leave_no_file(run, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    services.run_claim(run_id=run.pk, worker="w1")
+    first = services.checkpoint_save(run=run, attempt=1, payload=b"step 1")
+    _age_heartbeat(run.pk, settings.RUN_STALE_AFTER_SECONDS + 1)
+    services.run_claim(run_id=run.pk, worker="w2")
+
+    again = services.checkpoint_save(run=run, attempt=2, payload=b"step 1")
+
+    assert again.file.name == first.file.name and again.attempt == 1
+    assert _stored_files(run.pk) == {first.file.name.rsplit("/", 1)[1]}
+
+
 def test_a_job_context_stops_at_its_first_refused_write(run, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     services.run_claim(run_id=run.pk, worker="w1")
