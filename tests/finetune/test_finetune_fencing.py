@@ -88,7 +88,8 @@ def _take_over_time(run: Run) -> datetime:
 
 def test_a_frozen_worker_that_wakes_up_after_a_take_over_writes_nothing(start_worker, broker, settings):
     call_command("sandbox_setup", stdout=io.StringIO())
-    first = start_worker()
+    # Its heartbeat thread stays silent (as in one very long step): only the database can fence it off.
+    first = start_worker(RUN_HEARTBEAT_SECONDS="3600")
     run = _finetune("fenced")
     wait_until(
         lambda: MetricPoint.objects.filter(run=run, key="reward_mean", step__gte=1).exists(),
@@ -102,7 +103,9 @@ def test_a_frozen_worker_that_wakes_up_after_a_take_over_writes_nothing(start_wo
     taken_over = _take_over_time(Run.objects.get(pk=run.pk))
     os.killpg(first.process.pid, signal.SIGCONT)
     done = wait_until(lambda: _finished(run.pk), timeout=240, what="the second worker to finish the run")
+    # Its next write after waking up was refused by the database (its heartbeat thread never noticed anything).
     wait_until(lambda: "superseded" in first.log(), timeout=60, what="the first worker to notice it was superseded")
+    assert "attempt 1 no longer holds the run" in first.log()
 
     assert done.state == "succeeded", done.error
     assert done.attempts == 2 and first.process.poll() is None  # the first worker lives on, fenced off

@@ -8,6 +8,7 @@ broker keys live under a prefix of its own (kombu's ``global_keyprefix``, passed
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,13 +91,16 @@ def start_worker(broker, tmp_path, settings):
         (var_dir / "broker").symlink_to(tmp_path / "broker", target_is_directory=True)
     extra_env = {"CELERY_BROKER_KEY_PREFIX": broker["key_prefix"]} if broker["key_prefix"] else {}
 
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(broker_url=broker["url"], var_dir=var_dir, extra_env=extra_env).start()
+    def start(**env: str) -> WorkerProcess:
+        """Start one more worker; keyword arguments are extra environment variables (settings) for it."""
+        worker = WorkerProcess(broker_url=broker["url"], var_dir=var_dir, extra_env={**extra_env, **env}).start()
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
+        if worker.process and worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGCONT)  # a test may have left it frozen (SIGSTOP)
         worker.stop()
     for worker in started:
         print(f"----- log of {worker.name} -----\n{worker.log()[-6000:]}")
