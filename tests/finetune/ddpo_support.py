@@ -29,6 +29,19 @@ TINY: dict[str, Any] = {
     "stat_min_count": 2,
 }
 
+# A ``finetune`` run config's DDPO settings, small enough for a run in a test.
+RUN_TINY: dict[str, Any] = {
+    "epochs": 2,
+    "samples_per_epoch": 8,
+    "images_per_prompt": 4,
+    "sample_batch_size": 8,
+    "train_batch_size": 4,
+    "steps": 4,
+    "eval_every": 1,
+    "eval_images_per_prompt": 1,
+    "grid_prompts": 2,
+}
+
 
 class RecordingContext:
     """A JobContext that keeps everything in memory; ``stop_after`` checkpoints it asks to stop."""

@@ -11,20 +11,11 @@ from core.models import Run
 from core.run_execution import run_execute
 from finetune.models import FineTune
 from generators.models import GeneratedImage, ModelVersion, PromptSet
+from tests.finetune.ddpo_support import RUN_TINY
 
 pytestmark = pytest.mark.django_db
 
-TINY = {
-    "epochs": 2,
-    "samples_per_epoch": 8,
-    "images_per_prompt": 4,
-    "sample_batch_size": 8,
-    "train_batch_size": 4,
-    "steps": 4,
-    "eval_every": 1,
-    "eval_images_per_prompt": 1,
-    "grid_prompts": 2,
-}
+TINY = RUN_TINY
 
 
 @pytest.fixture

@@ -13,20 +13,11 @@ from core.models import Run
 from core.run_execution import run_execute
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
+from tests.finetune.ddpo_support import RUN_TINY
 
 pytestmark = pytest.mark.django_db
 
-TINY = {
-    "epochs": 1,
-    "samples_per_epoch": 8,
-    "images_per_prompt": 4,
-    "sample_batch_size": 8,
-    "train_batch_size": 4,
-    "steps": 4,
-    "eval_every": 1,
-    "eval_images_per_prompt": 1,
-    "grid_prompts": 2,
-}
+TINY = {**RUN_TINY, "epochs": 1}
 
 
 @pytest.fixture
