@@ -92,15 +92,18 @@ def test_arena_image_urls_carry_no_image_ids_and_serve_the_side_shown(arena, cli
 def test_the_url_order_does_not_follow_the_versions(arena, client_for):
     """Which version a URL shows is decided by the assignment's random side, never by ids: the left URL sorts
     first, and the base version is on the left in some pairs and on the right in others."""
-    annotator = client_for("annotator")
+    other = client_for("annotator")
+    other.force_authenticate(arena["other"])
     base_on_left = []
-    for _ in range(10):
-        body = _next(annotator, arena["campaign"]).json()
-        assert sorted([body["left"]["url"], body["right"]["url"]]) == [body["left"]["url"], body["right"]["url"]]
-        base_on_left.append(_shown_version(body, "left") == arena["base"].pk)
-        annotator.post("/api/v1/votes/", {"assignment": body["assignment"], "choice": "tie"}, format="json")
-    # Sides are drawn per assignment with p=1/2: all 10 on one side has probability 2/1024.
-    assert 0 < sum(base_on_left) < 10, base_on_left
+    for rater in (client_for("annotator"), other):
+        for _ in range(10):
+            body = _next(rater, arena["campaign"]).json()
+            assert sorted([body["left"]["url"], body["right"]["url"]]) == [body["left"]["url"], body["right"]["url"]]
+            base_on_left.append(_shown_version(body, "left") == arena["base"].pk)
+            vote = rater.post("/api/v1/votes/", {"assignment": body["assignment"], "choice": "tie"}, format="json")
+            assert vote.status_code == 201, vote.content
+    # Sides are drawn per assignment with p=1/2: all 20 on one side has probability 2/2**20.
+    assert 0 < sum(base_on_left) < 20, base_on_left
 
 
 def test_someone_elses_token_and_an_unknown_token_are_the_same_404(arena, client_for):
