@@ -72,7 +72,12 @@ def generate_missing_images(config: dict, ctx: JobContext, run: Run | None = Non
         )
         todo = [(prompt, seed) for prompt in prompts for seed in seeds if (prompt.pk, seed) not in existing]
         done += len(prompts) * len(seeds) - len(todo)
-        per_version[str(version)] = {"settings": settings.as_dict(), "created": 0, "already_there": len(existing)}
+        per_version[str(version.pk)] = {
+            "name": str(version),
+            "settings": settings.as_dict(),
+            "created": 0,
+            "already_there": len(existing),
+        }
         for start in range(0, len(todo), config["batch_size"]):
             if ctx.should_stop():
                 raise JobCancelled(f"stopped after {done} of {total} images")
@@ -95,7 +100,7 @@ def generate_missing_images(config: dict, ctx: JobContext, run: Run | None = Non
                 generation_run=run,
             )
             created += made
-            per_version[str(version)]["created"] += made
+            per_version[str(version.pk)]["created"] += made
             elapsed = time.perf_counter() - began
             generating_seconds += elapsed
             done += len(batch)

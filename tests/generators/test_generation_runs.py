@@ -58,6 +58,9 @@ def test_generate_run_stores_content_addressed_pngs_and_a_rerun_makes_nothing_ne
     run.refresh_from_db()
     prompts = sandbox["eval"].prompts.count()
     assert run.result["images"] == run.result["created"] == 2 * prompts
+    version = sandbox["version"]
+    assert run.result["versions"][str(version.pk)]["name"] == "sandbox/base"  # keyed by id, the name for display
+    assert run.result["versions"][str(version.pk)]["created"] == 2 * prompts
     assert GeneratedImage.objects.count() == 2 * prompts
     image = GeneratedImage.objects.filter(prompt__text="a red circle", seed=1).get()
     data = image.file.read()
