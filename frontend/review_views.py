@@ -11,12 +11,13 @@ import json
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
+from core.ids import MAX_ID
 from core.roles import Role
 from feedback.models import Campaign
 from frontend.access import role_required
 from generators import lineage
 from generators.models import ModelVersion, PromptSet
-from generators.pipeline import SCHEDULERS
+from generators.pipeline import DTYPES, SCHEDULERS
 from generators.run_configs import SamplerSettingsSerializer
 from generators.sampler_settings import SETTING_KEYS, SettingsRequest
 from rewards import score_selectors
@@ -28,10 +29,12 @@ staff_only = role_required(Role.ENGINEER, Role.REVIEWER)
 
 
 def _int_or_none(value: str | None) -> int | None:
+    """An id from a query parameter, or None when it is absent, not an integer or beyond 64 bits."""
     try:
-        return int(value) if value not in (None, "") else None
+        number = int(value) if value not in (None, "") else None
     except ValueError:
         return None
+    return number if number is not None and 1 <= number <= MAX_ID else None
 
 
 def _ids(request: HttpRequest, name: str) -> list[int]:
@@ -174,7 +177,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
             "campaign": campaign,
             "settings": settings,
             "schedulers": sorted(SCHEDULERS),
-            "dtypes": ("auto", "fp16", "fp32", "bf16"),
+            "dtypes": DTYPES,
             "generate_config": json.dumps(run_config),
             "evaluate_config": json.dumps({"reward_model": reward_model.pk, **run_config}) if reward_model else "",
         },

@@ -19,6 +19,7 @@ from generators.pipeline import (
     SamplerSettings,
     default_cache,
     generate_images_splitting_on_oom,
+    native_image_size,
     png_bytes,
     resolve_device,
     resolve_dtype_name,
@@ -29,13 +30,17 @@ from generators.sampler_settings import SettingsRequest, resolve_sampler_setting
 def sampler_settings(version: ModelVersion, config: dict, pipe, dtype: str) -> SamplerSettings:
     """Run overrides, over the base model's defaults, over the pipeline's native size (recorded in the base
     model's defaults the first time, so ``selectors.images_for`` resolves the same settings without the pipeline)."""
-    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    services.base_model_record_native_size(base_model=version.base_model, size=native)
+    try:
+        native = native_image_size(pipe)
+    except PipelineLoadError:
+        native = None  # fine when the run or the base model's defaults give width and height
+    else:
+        services.base_model_record_native_size(base_model=version.base_model, size=native)
     resolved = resolve_sampler_settings(
         version.base_model.default_settings, SettingsRequest.from_config(config), dtype=dtype, native_size=native
     )
-    if resolved is None:  # pragma: no cover - the native size is known here
-        raise ValueError("no image size")
+    if resolved is None:
+        raise ValueError(f"{type(pipe).__name__} does not say its native image size: give width and height")
     return resolved
 
 

@@ -200,6 +200,19 @@ def use_scheduler(pipe, name: str) -> None:
         pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config)
 
 
+def native_image_size(pipe) -> int:
+    """The checkpoint's native image side in pixels: the pipeline's default sample size (SDXL, SD3, FLUX), else
+    its UNet's or transformer's ``sample_size``, times the VAE's scale factor."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    denoiser_size = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    sample = getattr(pipe, "default_sample_size", None) or denoiser_size
+    if isinstance(sample, list | tuple) and sample:
+        sample = sample[0]
+    if not isinstance(sample, int) or sample <= 0:
+        raise PipelineLoadError(f"{type(pipe).__name__} does not say its native image size.")
+    return sample * int(getattr(pipe, "vae_scale_factor", 1) or 1)
+
+
 def generate_images(pipe, prompts: Sequence[str], seeds: Sequence[int], settings: SamplerSettings) -> list:
     """One PIL image per (prompt, seed); each image has its own generator, so batching changes nothing."""
     import torch

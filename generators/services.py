@@ -91,7 +91,9 @@ def base_model_register(
 def base_model_record_native_size(*, base_model: BaseModel, size: int) -> BaseModel:
     """Complete the base model's default width/height with the checkpoint's native size (what generation uses
     when neither a run nor the defaults name a size), so readers resolve image settings without loading it.
-    Sizes already in the defaults are kept."""
+    Sizes already in the defaults are kept (and then no lock is taken)."""
+    if all(base_model.default_settings.get(side) is not None for side in ("width", "height")):
+        return base_model
     with transaction.atomic():
         locked = BaseModel.objects.select_for_update().get(pk=base_model.pk)
         missing = {side: size for side in ("width", "height") if locked.default_settings.get(side) is None}

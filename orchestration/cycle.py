@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from orchestration import steps
-from orchestration.state import CycleSettings, CycleState, StepResult
+from orchestration.state import CycleError, CycleSettings, CycleState, StepResult
 
 Step = Callable[[CycleState, CycleSettings], StepResult]
 
@@ -52,7 +53,10 @@ def run_cycle(settings: CycleSettings, report: Reporter, *, tag: str = "") -> di
     results: dict[str, Any] = {"tag": state.tag}
     for name, step in STEPS:
         began = time.monotonic()
-        outcome = step(state, settings)
+        try:
+            outcome = step(state, settings)
+        except ValidationError as exc:  # e.g. a name the tag makes is taken: a clear error, not a traceback
+            raise CycleError(f"Step {name}: {'; '.join(exc.messages)}") from exc
         minutes = (time.monotonic() - began) / 60.0
         report(StepReport(name, minutes, outcome.figures))
         state = outcome.state

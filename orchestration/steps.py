@@ -79,7 +79,8 @@ def _open(campaign_id: int, timeout: float) -> Campaign:
         time.sleep(0.5)
         campaign.refresh_from_db()
     if campaign.status != CampaignStatus.OPEN:
-        raise CycleError(f"Campaign {campaign.pk} did not open (status {campaign.status}).")
+        why = f": {campaign.status_note}" if campaign.status_note else ""
+        raise CycleError(f"Campaign {campaign.pk} did not open (status {campaign.status}){why}.")
     return campaign
 
 

@@ -255,6 +255,8 @@ def test_gallery_asks_for_two_to_four_versions(client, users, world):
     assert ModelVersion.objects.count() == 4
     page = _get(client, users["reviewer"], f"/gallery/?versions={ids}")
     assert "<tbody>" in page  # the unknown id is ignored: four versions
+    page = _get(client, users["reviewer"], f"/gallery/?versions={ids},{2**64},-3")
+    assert "<tbody>" in page  # so are ids beyond 64 bits and below 1 (a beyond-64-bit id was a 500)
     ModelVersion.objects.create(base_model=world["base"].base_model, name="fifth", parent=world["base"])
     ids = ",".join(str(v.pk) for v in ModelVersion.objects.all())
     assert "Choose at most 4 versions." in _get(client, users["reviewer"], f"/gallery/?versions={ids}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from generators.pipeline import (
     generate_images,
     generate_images_splitting_on_oom,
     load_pipeline,
+    native_image_size,
     png_bytes,
 )
 
@@ -96,6 +99,15 @@ def test_scheduler_is_selectable_and_validated(sandbox_pipe):
 def test_invalid_sizes_are_refused(width, height):
     with pytest.raises(ValueError, match="multiple of 8 between 8 and 2048"):
         SamplerSettings(width=width, height=height)
+
+
+def test_native_image_size_reads_unet_transformer_and_default_sample_size(sandbox_pipe):
+    assert native_image_size(sandbox_pipe) == sandbox_pipe.unet.config.sample_size * sandbox_pipe.vae_scale_factor
+    config = SimpleNamespace(sample_size=128)
+    assert native_image_size(SimpleNamespace(transformer=SimpleNamespace(config=config), vae_scale_factor=8)) == 1024
+    assert native_image_size(SimpleNamespace(default_sample_size=64, vae_scale_factor=16)) == 1024
+    with pytest.raises(PipelineLoadError, match="does not say its native image size"):
+        native_image_size(SimpleNamespace(vae_scale_factor=8))
 
 
 def test_settings_digest_is_stable_and_sensitive():

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from core import services as run_services
 from core.run_execution import run_execute
 from feedback import handout, services
 from feedback.models import Campaign, CampaignStatus
 from generators.models import ModelVersion, PromptSet
-from orchestration import steps
+from orchestration import cycle, steps
 from orchestration.cycle import STEPS
 from orchestration.state import CycleError, CycleSettings, CycleState
 from tests.feedback.test_leaderboard_and_promotion import _vote_all, arena  # noqa: F401 - a fixture
@@ -46,6 +47,15 @@ def test_the_cycle_runs_its_steps_in_order():
         "simulated arena votes",
         "leaderboard",
     ]
+
+
+def test_a_step_refused_by_a_service_is_a_cycle_error_naming_the_step(monkeypatch):
+    def taken(state, settings):
+        raise ValidationError({"name": ["A prompt set named 'cycle-x-train' already exists."]})
+
+    monkeypatch.setattr(cycle, "STEPS", [("setup", taken)])
+    with pytest.raises(CycleError, match="^Step setup: A prompt set named 'cycle-x-train' already exists."):
+        cycle.run_cycle(CycleSettings(), lambda report: None, tag="x")
 
 
 @pytest.mark.django_db
