@@ -66,7 +66,9 @@ class Rule:
         if self.kind is str:
             good_text = isinstance(value, str) and 0 < len(value) <= self.max_length
             return good_text and (not self.choices or value in self.choices)
-        if not isinstance(value, int if self.kind is int else int | float) or not math.isfinite(value):
+        if not isinstance(value, int if self.kind is int else int | float):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):  # (an int beyond a float's range is fine here)
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
@@ -173,6 +175,8 @@ class RewardTrainConfig:
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise RewardTrainConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(cls.field_names()))})")
+        if values.get("epochs") is not None and "max_steps" not in values:
+            values["max_steps"] = None  # asking for epochs alone means training by epochs
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def _with(name: str, value) -> dict:
 
 
 @pytest.mark.parametrize("name", NUMERIC)
-@pytest.mark.parametrize("value", [10**30, 1e30, -(10**30), float("inf"), float("nan")])
+@pytest.mark.parametrize("value", [10**30, 1e30, -(10**30), 10**400, -(10**400), float("inf"), float("nan")])
 def test_every_numeric_setting_is_bounded_and_the_error_names_it(name, value):
     with pytest.raises(RewardTrainConfigError, match=f"^{name}: must be ") as caught:
         RewardTrainConfig.from_dict(_with(name, value))
@@ -40,6 +40,13 @@ def test_built_configs_are_checked_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 0.5  # type: ignore[misc]
     assert RewardTrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_epochs_alone_means_training_by_epochs():
+    config = RewardTrainConfig.from_dict({"epochs": 2})
+    assert config.epochs == 2.0 and config.max_steps is None
+    with pytest.raises(RewardTrainConfigError, match="^max_steps: set exactly one"):
+        RewardTrainConfig.from_dict({"epochs": 2, "max_steps": 10})
 
 
 def test_the_config_module_imports_no_torch():
