@@ -164,6 +164,8 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15.0))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one past the limit locks
+# A failure during a lockout does not restart it: one guess every cool-off period cannot lock an account for ever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "core.login_throttle.client_address"
 # Proxies in front of Django that append the client to X-Forwarded-For (0: the client is REMOTE_ADDR and the

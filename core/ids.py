@@ -20,12 +20,13 @@ class IdField(serializers.IntegerField):
 
 class BoundedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
     """``PrimaryKeyRelatedField`` that rejects ids beyond 64 bits (and non-positive ones) as "does not exist"
-    before querying; documented in the schema as an integer between 1 and 2**63-1."""
+    before querying."""
 
     def to_internal_value(self, data):
         if isinstance(data, int) and not isinstance(data, bool) and not 1 <= data <= MAX_ID:
             self.fail("does_not_exist", pk_value=data)
-        if isinstance(data, str) and data.strip().isdigit() and not 1 <= int(data) <= MAX_ID:
+        text = data.strip() if isinstance(data, str) else ""
+        if text.isascii() and text.isdigit() and not 1 <= int(text) <= MAX_ID:  # ('²'.isdigit(), but int('²') fails)
             self.fail("does_not_exist", pk_value=data)
         return super().to_internal_value(data)
 

@@ -2,7 +2,7 @@
 
 Axes counts failed logins per account and per client address in the database, so every web process sees
 the same counts. Past ``LOGIN_FAILURE_LIMIT`` failures a login is refused, even with the right password,
-until ``LOGIN_LOCKOUT_MINUTES`` pass without another failure (each failure during the lockout restarts it).
+until ``LOGIN_LOCKOUT_MINUTES`` have passed since the lockout began (a failure during it does not restart it).
 The login forms answer 429 with the form and "try again in N minutes"; the token endpoint answers 429 with
 ``Retry-After`` (``core.api.AuthTokenView``).
 """

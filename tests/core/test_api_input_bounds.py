@@ -191,3 +191,15 @@ def test_lora_targets_are_a_bounded_list_of_module_names(targets):
         DDPOConfig.from_dict({"lora_targets": targets})
 
     assert raised.value.field_name == "lora_targets"
+
+
+@pytest.mark.parametrize("odd", ["²", "١٢", f" {HUGE} "])
+def test_a_campaign_naming_an_odd_id_string_is_400_not_500(client_for, odd):
+    """'²'.isdigit() is true but int('²') raises: such an id was a 500 in the bounded related field."""
+    response = client_for("engineer").post(
+        "/api/v1/campaigns/",
+        {"name": "odd", "purpose": "collect", "prompt_set": odd, "model_versions": [odd]},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert "prompt_set" in response.json()

@@ -127,6 +127,7 @@ def shared_cache_cleared():
     """The database cache's table is not flushed between transactional tests: leave no throttle counts behind."""
     from django.core.cache import cache
 
+    cache.clear()  # nor find any that an earlier test left
     yield
     cache.clear()
 

@@ -119,6 +119,7 @@ def test_a_frozen_worker_that_wakes_up_after_a_take_over_writes_nothing(start_wo
     assert not [f for f in files if f.startswith("a1-")], files  # replaced, refused or orphaned: all removed
     assert ModelVersion.objects.get(produced_by_run=run).name == "fenced"
 
+    first.stop()  # its silent heartbeat would let the stale timeout take the uninterrupted run over from it
     straight = _finetune("straight")
     straight_done = wait_until(lambda: _finished(straight.pk), timeout=240, what="the uninterrupted run")
     assert straight_done.state == "succeeded", straight_done.error
