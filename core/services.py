@@ -14,7 +14,8 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -154,6 +155,16 @@ def _hold_fence(run_id: int, attempt: int) -> None:
     """
     if not _fenced(run_id, attempt).update(heartbeat_at=timezone.now()):
         raise _superseded(run_id, attempt)
+
+
+@contextmanager
+def run_fenced(*, run_id: int, attempt: int) -> Iterator[None]:
+    """A transaction that commits only while ``attempt`` holds the run: a job's own rows (a new version, a reward
+    model, a dataset's outcome) are written inside it, so a superseded attempt that wakes up writes nothing
+    (:class:`~core.jobs.AttemptSuperseded`)."""
+    with transaction.atomic():
+        _hold_fence(run_id, attempt)
+        yield
 
 
 def run_heartbeat(*, run_id: int, attempt: int) -> str | None:

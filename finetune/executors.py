@@ -16,6 +16,7 @@ from tempfile import TemporaryDirectory
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from core import services as run_services
 from core.devices import DeviceUnavailable, resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Artifact, Run
@@ -81,7 +82,8 @@ def finetune(run: Run, ctx: JobContext) -> dict:
             raise JobFailed(f"Bad fine-tuning setting {exc}") from exc
         weights = Path(folder) / LORA_WEIGHT_NAME
         ctx.save_artifact(ADAPTER_ARTIFACT, weights.read_bytes(), kind="lora_adapter", metadata={"format": "diffusers"})
-    version = _record_version(run, parent, result.summary)
+    with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
+        version = _record_version(run, parent, result.summary)
     summary = result.summary
     return {
         "model_version": version.pk,

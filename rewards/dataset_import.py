@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from core import services as run_services
 from core.ids import IdField
 from core.jobs import JobCancelled, JobContext, JobFailed
 from core.models import Run
@@ -61,7 +62,9 @@ def dataset_import(run: Run, ctx: JobContext) -> dict:
         stats = scan_pickapic(path, label=UPLOAD_LABEL, on_progress=on_progress)
     except DatasetFileError as exc:
         error = without_paths(str(exc), path, settings.MEDIA_ROOT, label=UPLOAD_LABEL)
-        services.dataset_import_fail(dataset_id=dataset.pk, error=error)
+        with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
+            services.dataset_import_fail(dataset_id=dataset.pk, error=error)
         raise JobFailed(f"Dataset {dataset.name!r}: {error}") from None
-    services.dataset_import_complete(dataset=dataset, stats=stats)
+    with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
+        services.dataset_import_complete(dataset=dataset, stats=stats)
     return {"dataset": dataset.pk, "rows": stats["rows"], "prompts": stats["prompts"], "ties": stats["ties"]}

@@ -6,6 +6,7 @@ import statistics
 import tempfile
 from collections import defaultdict
 
+from core import services as run_services
 from core.devices import resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Artifact, Run
@@ -71,15 +72,16 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
     except (RewardDataError, RewardTrainConfigError, RewardModelError) as exc:
         raise JobFailed(f"Dataset {dataset.name!r}: {exc}") from exc
     metrics = {k: v for k, v in result.items() if k not in ("model_dir", "config")}
-    reward_model = RewardModel.objects.filter(training_run=run).first() or services.reward_model_register(
-        name=config.get("name") or f"reward-{run.pk}",
-        backbone=config["backbone"],
-        dataset=dataset,
-        training_run=run,
-        artifact=Artifact.objects.get(run=run, name=MODEL_ARTIFACT),
-        metrics=metrics,
-        created_by=run.created_by,
-    )
+    with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
+        reward_model = RewardModel.objects.filter(training_run=run).first() or services.reward_model_register(
+            name=config.get("name") or f"reward-{run.pk}",
+            backbone=config["backbone"],
+            dataset=dataset,
+            training_run=run,
+            artifact=Artifact.objects.get(run=run, name=MODEL_ARTIFACT),
+            metrics=metrics,
+            created_by=run.created_by,
+        )
     return {
         "reward_model": reward_model.pk,
         "dataset": dataset.pk,

@@ -108,6 +108,20 @@ def test_a_superseded_attempt_writes_no_metric_artifact_or_checkpoint(
     assert len(files_of_attempt_2) == 1 and next(iter(files_of_attempt_2)).startswith("a2-")
 
 
+def test_a_superseded_attempt_cannot_write_the_jobs_own_rows_either(run, settings, django_user_model):
+    """The executors write a job's own rows (a version, a reward model, a dataset's outcome) in run_fenced: a
+    superseded attempt that wakes up after the take-over commits nothing of them."""
+    services.run_claim(run_id=run.pk, worker="w1")
+    with services.run_fenced(run_id=run.pk, attempt=1):
+        django_user_model.objects.create(username="written-while-attempt-1-held-the-run")
+    _age_heartbeat(run.pk, settings.RUN_STALE_AFTER_SECONDS + 1)
+    services.run_claim(run_id=run.pk, worker="w2")
+    with pytest.raises(AttemptSuperseded), services.run_fenced(run_id=run.pk, attempt=1):
+        django_user_model.objects.create(username="written-by-the-superseded-attempt")
+    names = set(django_user_model.objects.values_list("username", flat=True))
+    assert "written-while-attempt-1-held-the-run" in names and "written-by-the-superseded-attempt" not in names
+
+
 def test_identical_bytes_from_a_new_attempt_keep_the_row_and_leave_no_file(run, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     services.run_claim(run_id=run.pk, worker="w1")
