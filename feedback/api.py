@@ -193,7 +193,7 @@ class RatingImageView(APIView):
         image_id = shown_images.shown_image_id(user=request.user, image_token=token, side=side)
         if image_id is None:
             raise NotFound("No such image among your assignments.")
-        return png_response(generator_selectors.images().get(pk=image_id))
+        return png_response(generator_selectors.image_file_of(image_id))
 
 
 class VoteInputSerializer(StrictSerializer):

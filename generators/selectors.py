@@ -40,6 +40,11 @@ def images() -> QuerySet[GeneratedImage]:
     return GeneratedImage.objects.select_related("model_version__base_model", "prompt")
 
 
+def image_file_of(pk: int) -> GeneratedImage:
+    """Just enough of image ``pk`` to stream its file (one light query; DoesNotExist when unknown)."""
+    return GeneratedImage.objects.only("file").get(pk=pk)
+
+
 def resolved_settings(version: ModelVersion, request: SettingsRequest, dtype: str) -> SamplerSettings | None:
     """The settings ``version``'s images under ``request`` are made with, in precision ``dtype``, as the
     ``generate`` run resolves them (the native size is the one its first generation recorded); None when

@@ -138,6 +138,18 @@ def test_raters_cannot_fetch_images_by_id(arena, client_for):
     assert client_for("reviewer").get(f"/api/v1/images/{pair.image_a_id}/file/").status_code == 200
 
 
+def test_an_image_whose_file_is_gone_is_a_404_in_one_query(arena, client_for, django_assert_num_queries):
+    annotator = client_for("annotator")
+    body = _next(annotator, arena["campaign"]).json()
+    with django_assert_num_queries(2):  # the assignment's image, then just the image's file name
+        assert annotator.get(body["left"]["url"]).status_code == 200
+    assignment = Assignment.objects.select_related("pair__image_a", "pair__image_b").get(pk=body["assignment"])
+    for image in (assignment.pair.image_a, assignment.pair.image_b):
+        image.file.storage.delete(image.file.name)
+    assert annotator.get(body["left"]["url"]).status_code == 404
+    assert client_for("reviewer").get(f"/api/v1/images/{assignment.pair.image_a_id}/file/").status_code == 404
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_gives_each_existing_assignment_its_own_token(arena, users):
     from django.db import connection
