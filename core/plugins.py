@@ -17,11 +17,14 @@ worker), so web processes import no torch. No Django imports: ``core.apps`` plug
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module, metadata
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,15 @@ def settings_entries(configured: Mapping[str, Mapping[str, str]] | None = None) 
 
 @functools.cache
 def _entry_points(kind: str) -> tuple[Plugin, ...]:
-    found = metadata.entry_points(group=KINDS[kind].entry_point_group)
-    return tuple(_plugin(kind, point.name, point.value, f"entry point {point.value}") for point in found)
+    """The installed entry points of ``kind``; one that is malformed is logged and skipped, so another package's
+    mistake cannot disable the built-ins."""
+    plugins = []
+    for point in metadata.entry_points(group=KINDS[kind].entry_point_group):
+        try:
+            plugins.append(_plugin(kind, point.name, point.value, f"entry point {point.value}"))
+        except PluginError as exc:
+            log.warning("Skipping the %s entry point %r: %s", kind, point.name, exc)
+    return tuple(plugins)
 
 
 def refresh_entry_points() -> None:

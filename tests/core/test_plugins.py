@@ -82,3 +82,18 @@ def test_installed_entry_points_register_plugins(tmp_path, monkeypatch, fresh_en
 
     assert plugins.get("oracle", "canary-ep").origin.startswith("entry point")
     assert plugins.resolve("oracle", "canary-ep")("p", None) == 0.25
+
+
+def test_a_malformed_entry_point_is_skipped_and_the_others_stay(tmp_path, monkeypatch, fresh_entry_points, caplog):
+    dist = tmp_path / "imagerlhf_broken-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: imagerlhf-broken\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[imagerlhf.oracles]\nbad.name = tests.core.plugin_canary:score\ngood-ep = tests.core.plugin_canary:score\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.refresh_entry_points()
+
+    registered = plugins.names("oracle")
+    assert "good-ep" in registered and "area" in registered and "bad.name" not in registered
+    assert "Skipping the oracle entry point 'bad.name'" in caplog.text
