@@ -30,33 +30,30 @@ EXCLUDED_PATHS = ["/api/v1/auth/token/"]
 
 
 @pytest.fixture
-def platform_rows(users, settings, tmp_path):
-    """A small world for the fuzzer to find: a base model, a prompt set with images, a collect and an arena
-    campaign, a finished diagnostic run."""
+def platform_rows(users, settings, tmp_path, own_broker):
+    """A small world for the fuzzer to find: a base model and a child version with images of two prompts, a
+    collect and an arena campaign (both open), a queued diagnostic run (its message goes to this test's own broker)."""
     from core import services as core_services
     from feedback import services as feedback_services
     from generators import services as generator_services
     from generators.models import ModelVersion
+    from tests.support.images import store_images
 
     settings.MEDIA_ROOT = tmp_path / "media"
-    base = generator_services.base_model_register(name="tiny", source="org/tiny")
+    base_model = generator_services.base_model_register(name="tiny", source="org/tiny")
     prompt_set = generator_services.prompt_set_create(name="few", split="eval", prompts=["a red circle", "a cube"])
-    version = ModelVersion.objects.get(base_model=base)
-    generator_services.generated_images_store_batch(
-        model_version=version,
-        settings={},
-        settings_hash="0" * 64,
-        images=[
-            (prompt, seed, b"\x89PNG fake %d" % seed, 32, 32) for prompt in prompt_set.prompts.all() for seed in (0, 1)
-        ],
-    )
-    feedback_services.campaign_create(
-        name="collect",
-        purpose="collect",
-        prompt_set=prompt_set,
-        model_versions=[version],
-        annotators=[users["annotator"], users["reviewer"]],
-    )
+    base = ModelVersion.objects.get(base_model=base_model)
+    tuned = generator_services.model_version_create(base_model=base_model, name="tuned", parent=base)
+    prompts = list(prompt_set.prompts.all())
+    for offset, version in enumerate((base, tuned)):
+        fake_pngs = [(p, seed, b"\x89PNG fake %d %d %d" % (offset, p.pk, seed)) for p in prompts for seed in (0, 1)]
+        store_images(version, fake_pngs)
+    raters = [users["annotator"], users["reviewer"]]
+    for purpose, versions in (("collect", [base]), ("arena", [base, tuned])):
+        campaign = feedback_services.campaign_create(
+            name=purpose, purpose=purpose, prompt_set=prompt_set, model_versions=versions, annotators=raters
+        )
+        assert campaign.status == "open", campaign.status  # its images exist: rating endpoints are reachable
     core_services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
 
 
