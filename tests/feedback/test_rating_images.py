@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
@@ -12,19 +11,11 @@ from feedback.models import Assignment, Pair
 from generators import services as generator_services
 from generators.models import GeneratedImage, ModelVersion
 from tests.conftest import make_user
-from tests.support.images import store_images
+from tests.support.images import store_images, tiny_png
 
 pytestmark = pytest.mark.django_db
 
 RATING_IMAGE_URL = re.compile(r"/api/v1/rating-images/(?P<token>[A-Za-z0-9_-]{22})/(?P<side>left|right)/")
-
-
-def _png(shade: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (shade % 256, 7, 7)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def arena(users, settings, tmp_path, django_user_model):
     child = ModelVersion.objects.create(base_model=base_model, name="tuned", parent=base)
     prompt_set = generator_services.prompt_set_create(name="e", split="eval", prompts=[f"p {i}" for i in range(10)])
     for version, offset in ((base, 0), (child, 100)):
-        store_images(version, [(prompt, 0, _png(prompt.pk + offset)) for prompt in prompt_set.prompts.all()])
+        store_images(version, [(prompt, 0, tiny_png(prompt.pk + offset)) for prompt in prompt_set.prompts.all()])
     other = make_user(django_user_model, "annotator", "other")
     campaign = services.campaign_create(
         name="arena",

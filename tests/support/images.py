@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 
 from generators import selectors, services
@@ -30,3 +31,12 @@ def store_images(
         settings_hash=resolved.digest(),
         images=[(prompt, seed, png, resolved.width, resolved.height) for prompt, seed, png in images],
     )
+
+
+def tiny_png(shade: int, green: int = 7, blue: int = 7) -> bytes:
+    """An 8×8 PNG of one colour (red channel ``shade`` mod 256): distinct bytes per shade, for image fixtures."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade % 256, green, blue)).save(buffer, format="PNG")
+    return buffer.getvalue()
