@@ -18,6 +18,16 @@ class Purpose(models.TextChoices):
     ARENA = "arena", "compare versions blind"
 
 
+class Selection(models.TextChoices):
+    """How the hand-out picks among a campaign's pairs without votes (see ``feedback/handout.py``)."""
+
+    RANDOM = "random", "in creation order (no model)"
+    UNCERTAINTY = "uncertainty", "highest priority first (the refit job's reward model is least sure there)"
+
+
+REFIT_EVERY_RANGE = (10, 100_000)
+
+
 class CampaignStatus(models.TextChoices):
     DRAFT = "draft"
     PREPARING = "preparing", "preparing (generating its images)"
@@ -34,6 +44,12 @@ class Campaign(models.Model):
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="k: valid (non-skip) votes wanted per pair")
     gold_rate = models.FloatField(default=0.0, help_text="share of hand-outs that are gold pairs")
     lease_seconds = models.PositiveIntegerField(default=300)
+    selection = models.CharField(
+        max_length=16, choices=Selection.choices, default=Selection.RANDOM, help_text="hand-out order of fresh pairs"
+    )
+    refit_every = models.PositiveIntegerField(
+        default=200, help_text="valid votes between two refits of the campaign's quick reward model (priorities, curve)"
+    )
     images_per_prompt = models.PositiveIntegerField(
         default=2, help_text="images of each version per prompt (seeds 0..n-1) generated if missing"
     )
@@ -65,6 +81,11 @@ class Campaign(models.Model):
             models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="campaign_gold_rate_0_1"),
             models.CheckConstraint(condition=Q(votes_per_pair__gte=1), name="campaign_k_positive"),
             models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="campaign_purpose_valid"),
+            models.CheckConstraint(condition=Q(selection__in=Selection.values), name="campaign_selection_valid"),
+            models.CheckConstraint(
+                condition=Q(refit_every__gte=REFIT_EVERY_RANGE[0]) & Q(refit_every__lte=REFIT_EVERY_RANGE[1]),
+                name="campaign_refit_every_range",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -90,6 +111,9 @@ class Pair(models.Model):
     valid_votes = models.PositiveIntegerField(
         default=0, help_text="non-skip votes so far (kept in the vote's transaction)"
     )
+    priority = models.FloatField(
+        default=0.0, help_text="hand-out order of fresh pairs in uncertainty campaigns (highest first; refit job)"
+    )
 
     class Meta:
         ordering = ["id"]
@@ -99,7 +123,16 @@ class Pair(models.Model):
             models.CheckConstraint(condition=Q(is_gold=False) | ~Q(gold_choice=""), name="gold_pair_has_answer"),
         ]
         # Matches the hand-out's ORDER BY, so "the next pair" stops at the first row that qualifies.
-        indexes = [models.Index(fields=["campaign", "is_gold", "-valid_votes", "id"], name="pair_handout_order")]
+        indexes = [
+            models.Index(fields=["campaign", "is_gold", "-valid_votes", "id"], name="pair_handout_order"),
+            # Only pairs without votes: the uncertainty hand-out's fresh band walks it in priority order, and a
+            # pair leaves it with its first vote (so the walk never steps over pairs already started).
+            models.Index(
+                fields=["campaign", "is_gold", "-priority", "id"],
+                condition=Q(valid_votes=0),
+                name="pair_fresh_priority",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"pair {self.pk} ({self.image_a_id} vs {self.image_b_id})"
