@@ -14,11 +14,17 @@ ORACLES = {
     "area": "generators.sandbox.oracles:area_reward",
     "colour": "generators.sandbox.oracles:colour_reward",
     "shape": "generators.sandbox.oracles:shape_reward",
+    "centred": "generators.sandbox.oracles:centred_reward",
+    "even": "generators.sandbox.oracles:even_reward",
+    "crisp": "generators.sandbox.oracles:crisp_reward",
 }
 PAIR_ORACLES = {
     "larger": "generators.sandbox.pair_oracles:larger",
     "colour": "generators.sandbox.pair_oracles:colour",
     "shape": "generators.sandbox.pair_oracles:shape",
+    "centred": "generators.sandbox.pair_oracles:centred",
+    "even": "generators.sandbox.pair_oracles:even",
+    "crisp": "generators.sandbox.pair_oracles:crisp",
 }
 REWARD_BACKBONES = {"sandbox": "generators.sandbox:CLIP_PATH"}
 

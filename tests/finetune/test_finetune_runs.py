@@ -96,7 +96,7 @@ def test_an_oracle_given_as_a_dotted_path_is_400_naming_the_registered_ones(sand
     body = {"kind": "finetune", "config": _config(sandbox, **{field: name})}
     response = client_for("engineer").post("/api/v1/runs/", body, format="json")
     assert response.status_code == 400, response.json()
-    assert "area, colour, shape" in response.json()["config"][field][0]
+    assert "area, centred, colour, crisp, even, shape" in response.json()["config"][field][0]
     assert not Run.objects.exists()
 
 

@@ -86,3 +86,26 @@ def test_rewards_and_empty_image():
     assert oracles.shape_of(blank) is None
     assert oracles.shape_area_fraction(blank) == 0.0
     assert not oracles.colour_matches("a green circle", blank)
+
+
+def test_preferences_no_caption_describes():
+    """centred, even and crisp judge position, colour evenness and shape regularity, and 0 without a shape."""
+    centre, corner = render("circle", COLOURS["red"], 12), render("circle", COLOURS["red"], 12, centre=(9.0, 9.0))
+    assert oracles.centred_reward("a red circle", centre) > 0.9 > 0.2 > oracles.centred_reward("a red circle", corner)
+
+    flat = render("square", COLOURS["blue"], 18)
+    blotchy = flat.copy()
+    noise = np.random.default_rng(0).integers(-40, 41, size=blotchy.shape)
+    inside = oracles.foreground_mask(flat)
+    blotchy[inside] = np.clip(blotchy[inside].astype(int) + noise[inside], 0, 255).astype(np.uint8)
+    assert oracles.even_reward("a blue square", flat) > oracles.even_reward("a blue square", blotchy) + 0.3
+
+    stray = flat.copy()
+    stray[1:4, 1:4] = COLOURS["blue"]  # a blob beside the shape
+    assert oracles.crisp_reward("a blue square", flat) > 0.9
+    assert oracles.crisp_reward("a blue square", stray) < oracles.crisp_reward("a blue square", flat)
+
+    blank = np.full((32, 32, 3), 16, dtype=np.uint8)
+    for reward in (oracles.centred_reward, oracles.even_reward, oracles.crisp_reward):
+        assert reward("a red circle", blank) == 0.0
+        assert 0.0 <= reward("a red circle", corner) <= 1.0
