@@ -1,7 +1,7 @@
 """Campaigns, comparison pairs, assignments (leases) and votes.
 
-Invariants live in the database: one vote per (annotator, pair), one assignment per (annotator,
-pair), a pair's two images differ, choices and purposes are from their lists.
+Invariants live in the database: one vote per (annotator, pair, criterion) and per (assignment, criterion), one
+assignment per (annotator, pair), a pair's two images differ, choices and purposes are from their lists.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+
+from feedback.criteria import DEFAULT_CRITERION, KEY_MAX_LENGTH, default_questions
 
 
 class Purpose(models.TextChoices):
@@ -57,6 +59,10 @@ class Campaign(models.Model):
         default=dict,
         blank=True,
         help_text="sampler settings of its images, as generate-run keys (absent: each version's default)",
+    )
+    questions = models.JSONField(
+        default=default_questions,
+        help_text="the 1-4 questions asked about each pair, in order: [{key (the votes' criterion), text}]",
     )
     preparing_run = models.ForeignKey(
         "core.Run",
@@ -181,9 +187,18 @@ class Assignment(models.Model):
 
 
 class Vote(models.Model):
-    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="vote")
+    """One answer of a rater to one question (``criterion``) about their assignment's pair.
+
+    A submission answers every question of the pair at once and is stored as one row per criterion in one
+    transaction (a skip too: one ``skip`` row per criterion); see ``feedback.services.vote_submit``.
+    """
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="votes")
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="votes")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="votes")
+    criterion = models.CharField(
+        max_length=KEY_MAX_LENGTH, default=DEFAULT_CRITERION, help_text="the key of the question this answers"
+    )
     choice = models.CharField(max_length=16, choices=Choice.choices)
     submitted = models.CharField(
         max_length=16, help_text="what the annotator pressed: left, right, tie, both_bad, skip"
@@ -194,9 +209,12 @@ class Vote(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["annotator", "pair"], name="vote_one_per_annotator_pair"),
+            models.UniqueConstraint(fields=["assignment", "criterion"], name="vote_one_per_assignment_criterion"),
+            models.UniqueConstraint(
+                fields=["annotator", "pair", "criterion"], name="vote_one_per_annotator_pair_criterion"
+            ),
             models.CheckConstraint(condition=Q(choice__in=Choice.values), name="vote_choice_valid"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.annotator_id} on pair {self.pair_id}: {self.choice}"
+        return f"{self.annotator_id} on pair {self.pair_id} ({self.criterion}): {self.choice}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -18,7 +21,19 @@ from core.api_errors import Conflict
 from core.hot_sql import as_aware_datetime, db_datetime, for_update
 from core.run_states import TERMINAL_STATES, RunState
 from core.uniqueness import create_named
-from feedback.models import Assignment, AssignmentStatus, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
+from feedback.criteria import CriteriaError, answers_for, criteria_of, default_questions, validate_questions
+from feedback.models import (
+    REFIT_EVERY_RANGE,
+    Assignment,
+    AssignmentStatus,
+    Campaign,
+    CampaignStatus,
+    Choice,
+    Pair,
+    Purpose,
+    Selection,
+    Vote,
+)
 from generators.models import GeneratedImage, ModelVersion, PromptSet
 from generators.sampler_settings import SettingsRequest
 from generators.selectors import ImageKey, images_for
@@ -40,14 +55,29 @@ def campaign_create(
     lease_seconds: int = 300,
     images_per_prompt: int | None = None,
     sampler_settings: SettingsRequest | None = None,
+    selection: str = Selection.RANDOM,
+    refit_every: int = 200,
+    questions: Sequence[Mapping[str, str]] | None = None,
     created_by=None,
     open_now: bool = True,
 ) -> Campaign:
     """Create a campaign and, with ``open_now``, open it (generating its missing images first).
 
     ``sampler_settings``: the settings its images are made with (default: each version's defaults); pairs are
-    only built from images of these settings, and the generation run it starts uses them.
+    only built from images of these settings, and the generation run it starts uses them. ``selection``: the
+    hand-out order of pairs without votes (``uncertainty``: by the priorities the refit job writes every
+    ``refit_every`` valid votes; see ``feedback/handout.py``). ``questions``: the 1-4 questions asked about each
+    pair (``{key, text}``; default: the one question of ``feedback.criteria``), checked by
+    :func:`feedback.criteria.validate_questions`.
     """
+    try:
+        questions = default_questions() if questions is None else validate_questions(questions)
+    except CriteriaError as exc:
+        raise ValidationError({exc.field: [str(exc)]}) from None
+    if selection not in Selection.values:
+        raise ValidationError({"selection": [f"Choose one of {', '.join(Selection.values)}."]})
+    if not REFIT_EVERY_RANGE[0] <= refit_every <= REFIT_EVERY_RANGE[1]:
+        raise ValidationError({"refit_every": [f"Between {REFIT_EVERY_RANGE[0]} and {REFIT_EVERY_RANGE[1]} votes."]})
     versions = list(model_versions)
     if images_per_prompt is None:
         images_per_prompt = 2 if len(versions) == 1 else 1
@@ -74,6 +104,9 @@ def campaign_create(
             lease_seconds=lease_seconds,
             images_per_prompt=images_per_prompt,
             sampler_settings=(sampler_settings or SettingsRequest()).as_config(),
+            selection=selection,
+            refit_every=refit_every,
+            questions=questions,
             created_by=created_by,
             open_now=open_now,
         ),
@@ -255,6 +288,7 @@ def campaign_from_pairs(
             lease_seconds=source.lease_seconds,
             images_per_prompt=source.images_per_prompt,
             sampler_settings=source.sampler_settings,
+            questions=source.questions,
             created_by=created_by,
             status=CampaignStatus.OPEN,
         )
@@ -274,6 +308,29 @@ def pair_mark_gold(*, pair: Pair, choice: str) -> Pair:
     return pair
 
 
+PRIORITY_BATCH = 500
+
+
+def pair_priorities_set(*, campaign_id: int, priorities: Mapping[int, float]) -> int:
+    """Write hand-out priorities (pair id → float, higher first; see ``feedback/handout.py``) of the campaign's
+    pairs; ids of other campaigns' pairs are ignored. Returns how many pairs were updated.
+
+    Written a batch at a time, each in its own short transaction: the rows a batch locks are ones that votes
+    and hand-outs may be waiting for, so no long transaction holds the whole campaign.
+    """
+    values = {int(pk): float(value) for pk, value in priorities.items()}
+    if not all(math.isfinite(value) for value in values.values()):
+        raise ValidationError({"priorities": ["Priorities must be finite numbers."]})
+    ids, updated = sorted(values), 0
+    for start in range(0, len(ids), PRIORITY_BATCH):
+        batch = ids[start : start + PRIORITY_BATCH]
+        with transaction.atomic():
+            mine = Pair.objects.filter(campaign_id=campaign_id, pk__in=batch).values_list("pk", flat=True)
+            pairs = [Pair(pk=pk, priority=values[pk]) for pk in mine]
+            updated += Pair.objects.bulk_update(pairs, ["priority"])
+    return updated
+
+
 def _to_image_choice(submitted: str, a_on_left: bool) -> str:
     if submitted == "left":
         return Choice.A if a_on_left else Choice.B
@@ -282,52 +339,95 @@ def _to_image_choice(submitted: str, a_on_left: bool) -> str:
     return submitted
 
 
-def vote_submit(*, annotator, assignment_id: int, submitted: str, seconds: float | None = None) -> tuple[Vote, bool]:
-    """Record the annotator's vote on their assignment; returns (vote, created).
+def vote_submit(
+    *,
+    annotator,
+    assignment_id: int,
+    submitted: str | None = None,
+    answers: Mapping[str, str] | None = None,
+    seconds: float | None = None,
+) -> tuple[Vote, bool]:
+    """:func:`vote_submit_answers`, returning the vote on the campaign's first question (one-question campaigns:
+    the vote)."""
+    votes, created = vote_submit_answers(
+        annotator=annotator, assignment_id=assignment_id, submitted=submitted, answers=answers, seconds=seconds
+    )
+    return votes[0], created
 
-    The same vote sent again returns the stored one (created False); a different vote on the same
-    assignment is a :class:`Conflict`. The vote is stored against the images (``a``/``b``), not the
-    sides. Skips never count toward the pair's k. A vote on a lease that expired is still taken while
-    the pair needs votes; once others completed it, it is a Conflict.
+
+def vote_submit_answers(
+    *,
+    annotator,
+    assignment_id: int,
+    submitted: str | None = None,
+    answers: Mapping[str, str] | None = None,
+    seconds: float | None = None,
+) -> tuple[list[Vote], bool]:
+    """Record the annotator's answers on their assignment; returns (one vote per question in order, created).
+
+    ``submitted`` (left, right, tie, both_bad or skip) answers a one-question campaign; ``answers``
+    (``criterion → left/right/tie/both_bad``) answers every question of the pair at once; ``submitted="skip"``
+    skips the pair for every question. Each answer is stored as its own Vote row (its ``criterion``), all in one
+    transaction. The same submission sent again returns the stored votes (created False); different answers on
+    the same assignment are a :class:`Conflict`. Votes are stored against the images (``a``/``b``), not the
+    sides. A submission counts once toward the pair's k (skips never count). A vote on a lease that expired is
+    still taken while the pair needs votes; once others completed it, it is a Conflict.
     """
-    if submitted not in SUBMITTED_CHOICES:
+    if submitted is not None and submitted not in SUBMITTED_CHOICES:
         raise ValidationError({"choice": [f"Choose one of {', '.join(SUBMITTED_CHOICES)}."]})
     try:
         with transaction.atomic():
-            return _record_vote(annotator, assignment_id, submitted, seconds)
+            return _record_votes(annotator, assignment_id, submitted, answers, seconds)
     except IntegrityError as exc:  # pragma: no cover - guarded by the checks under the row locks
         raise Conflict("You already voted on this pair.") from exc
 
 
-_VOTE_LOCK_SQL = f"""SELECT a.a_on_left, a.expires_at, p.id, p.valid_votes, p.is_gold, c.votes_per_pair,
-v.id, v.choice, v.submitted, v.seconds, v.created_at
+_VOTE_LOCK_SQL = f"""SELECT a.a_on_left, a.expires_at, p.id, p.valid_votes, p.is_gold, c.votes_per_pair, c.questions,
+v.id, v.criterion, v.choice, v.submitted, v.seconds, v.created_at
 FROM {Assignment._meta.db_table} a JOIN {Pair._meta.db_table} p ON p.id = a.pair_id
 JOIN {Campaign._meta.db_table} c ON c.id = p.campaign_id LEFT JOIN {Vote._meta.db_table} v ON v.assignment_id = a.id
 WHERE a.id = %s AND a.annotator_id = %s"""  # noqa: S608 - table names come from the models, values are parameters
-_VOTE_INSERT_SQL = f"""INSERT INTO {Vote._meta.db_table}
-(assignment_id, pair_id, annotator_id, choice, submitted, seconds, created_at)
-VALUES (%(assignment)s, %(pair)s, %(annotator)s, %(choice)s, %(submitted)s, %(seconds)s, %(now)s)
-RETURNING id"""  # noqa: S608
 _ASSIGNMENT_VOTED_SQL = f"UPDATE {Assignment._meta.db_table} SET status = %(voted)s WHERE id = %(assignment)s"  # noqa: S608
 _PAIR_COUNT_VOTE_SQL = (
     f"UPDATE {Pair._meta.db_table} SET valid_votes = valid_votes + 1 WHERE id = %(pair)s AND %(counts)s"  # noqa: S608
 )
-# PostgreSQL does the three writes in one statement (writable CTEs); SQLite runs them one by one.
-_VOTE_WRITE_SQL = f"""WITH vote AS ({_VOTE_INSERT_SQL}), assignment AS ({_ASSIGNMENT_VOTED_SQL}),
-pair AS ({_PAIR_COUNT_VOTE_SQL}) SELECT id FROM vote"""  # noqa: S608
 
 
-def _write_vote(cursor, values: dict) -> int:
-    """Insert the vote, mark its assignment voted and count it on the pair (unless a skip); returns its id."""
-    values = {**values, "voted": AssignmentStatus.VOTED.value, "counts": values["choice"] != Choice.SKIP}
+@functools.cache
+def _vote_insert_sql(answers: int) -> str:
+    """One INSERT of ``answers`` vote rows (one per criterion), returning their ids and criteria."""
+    rows = ", ".join(
+        f"(%(assignment)s, %(pair)s, %(annotator)s, %(criterion_{i})s, %(choice_{i})s, %(submitted_{i})s, "
+        "%(seconds)s, %(now)s)"
+        for i in range(answers)
+    )
+    return f"""INSERT INTO {Vote._meta.db_table}
+(assignment_id, pair_id, annotator_id, criterion, choice, submitted, seconds, created_at)
+VALUES {rows} RETURNING id, criterion"""  # noqa: S608 - table names come from the models, values are parameters
+
+
+@functools.cache
+def _vote_write_sql(answers: int) -> str:
+    """PostgreSQL does the three writes in one statement (writable CTEs); SQLite runs them one by one."""
+    return f"""WITH vote AS ({_vote_insert_sql(answers)}), assignment AS ({_ASSIGNMENT_VOTED_SQL}),
+pair AS ({_PAIR_COUNT_VOTE_SQL}) SELECT id, criterion FROM vote"""  # noqa: S608
+
+
+def _write_votes(cursor, values: dict, choices: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """Insert one vote row per criterion, mark the assignment voted and count the submission once on the pair
+    (unless a skip); returns each criterion's vote id. ``choices``: criterion → (choice, submitted)."""
+    values = {**values, "voted": AssignmentStatus.VOTED.value}
+    values["counts"] = any(choice != Choice.SKIP for choice, _ in choices.values())
+    for i, (criterion, (choice, submitted)) in enumerate(choices.items()):
+        values |= {f"criterion_{i}": criterion, f"choice_{i}": choice, f"submitted_{i}": submitted}
     if connection.vendor == "postgresql":
-        cursor.execute(_VOTE_WRITE_SQL, values)
-        return cursor.fetchone()[0]
-    cursor.execute(_VOTE_INSERT_SQL, values)
-    vote_id = cursor.fetchone()[0]
+        cursor.execute(_vote_write_sql(len(choices)), values)
+        return {criterion: vote_id for vote_id, criterion in cursor.fetchall()}
+    cursor.execute(_vote_insert_sql(len(choices)), values)
+    ids = {criterion: vote_id for vote_id, criterion in cursor.fetchall()}
     cursor.execute(_ASSIGNMENT_VOTED_SQL, values)
     cursor.execute(_PAIR_COUNT_VOTE_SQL, values)
-    return vote_id
+    return ids
 
 
 def _stored_vote(**fields) -> Vote:
@@ -336,40 +436,68 @@ def _stored_vote(**fields) -> Vote:
     return vote
 
 
-def _record_vote(annotator, assignment_id: int, submitted: str, seconds: float | None) -> tuple[Vote, bool]:
+def _criteria(questions) -> list[str]:
+    """The criterion keys of a campaign's ``questions`` column as a raw cursor returns it (text or parsed)."""
+    return criteria_of(json.loads(questions) if isinstance(questions, str | bytes) else questions)
+
+
+def _record_votes(
+    annotator, assignment_id: int, submitted: str | None, answers: Mapping[str, str] | None, seconds: float | None
+) -> tuple[list[Vote], bool]:
     """The vote's transaction in hand-written SQL (the annotators' hot path; see ``feedback/handout.py``).
 
     The assignment and its pair are locked (not the campaign: that would serialise every vote of a campaign).
     """
     with hot_sql.cursor() as cursor:
         cursor.execute(for_update(_VOTE_LOCK_SQL, of="a, p"), [assignment_id, annotator.pk])
-        row = cursor.fetchone()
-        if row is None:
+        rows = cursor.fetchall()
+        if not rows:
             raise Assignment.DoesNotExist(f"No assignment {assignment_id} of yours.")
-        a_on_left, expires_at, pair_id, valid_votes, is_gold, votes_per_pair, *existing = row
+        a_on_left, expires_at, pair_id, valid_votes, is_gold, votes_per_pair, questions = rows[0][:7]
+        criteria = _criteria(questions)
+        try:
+            pressed = answers_for(criteria, choice=submitted, answers=answers)
+        except CriteriaError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        choices = {key: (_to_image_choice(value, bool(a_on_left)), value) for key, value in pressed.items()}
         identity = {"assignment_id": assignment_id, "pair_id": pair_id, "annotator": annotator}
-        choice = _to_image_choice(submitted, bool(a_on_left))
-        if existing[0] is not None:
-            vote_id, stored_choice, stored_submitted, stored_seconds, created_at = existing
-            if stored_choice != choice:
-                raise Conflict(
-                    f"You already voted {stored_submitted!r} on this pair; a different vote is not accepted."
+        stored = {row[8]: row[7:] for row in rows if row[7] is not None}
+        if stored:
+            if {key: row[2] for key, row in stored.items()} != {key: choice for key, (choice, _) in choices.items()}:
+                said = ", ".join(f"{key}: {row[3]}" for key, row in stored.items())
+                raise Conflict(f"You already voted ({said}) on this pair; a different vote is not accepted.")
+            votes = [
+                _stored_vote(
+                    id=vote_id,
+                    criterion=key,
+                    choice=choice,
+                    submitted=stored_submitted,
+                    seconds=stored_seconds,
+                    created_at=as_aware_datetime(created_at),
+                    **identity,
                 )
-            return _stored_vote(
-                id=vote_id,
-                choice=stored_choice,
-                submitted=stored_submitted,
-                seconds=stored_seconds,
-                created_at=as_aware_datetime(created_at),
-                **identity,
-            ), False
+                for key in criteria
+                for vote_id, _, choice, stored_submitted, stored_seconds, created_at in [stored[key]]
+            ]
+            return votes, False
         now = timezone.now()
         if as_aware_datetime(expires_at) < now and valid_votes >= votes_per_pair and not is_gold:
             raise Conflict(
                 "Your lease on this pair expired and the pair already has all its votes; fetch the next one."
             )
-        values = {"assignment": assignment_id, "pair": pair_id, "annotator": annotator.pk, "choice": choice}
-        values |= {"submitted": submitted, "seconds": seconds, "now": db_datetime(now)}
-        vote_id = _write_vote(cursor, values)
-    vote = _stored_vote(id=vote_id, choice=choice, submitted=submitted, seconds=seconds, created_at=now, **identity)
-    return vote, True
+        values = {"assignment": assignment_id, "pair": pair_id, "annotator": annotator.pk}
+        values |= {"seconds": seconds, "now": db_datetime(now)}
+        ids = _write_votes(cursor, values, choices)
+    votes = [
+        _stored_vote(
+            id=ids[key],
+            criterion=key,
+            choice=choice,
+            submitted=pressed_value,
+            seconds=seconds,
+            created_at=now,
+            **identity,
+        )
+        for key, (choice, pressed_value) in choices.items()
+    ]
+    return votes, True
