@@ -14,8 +14,15 @@ For an annotator in an open campaign they may annotate:
      leases it (a new statement), because the candidate query's snapshot can predate a lease another
      annotator committed since; a candidate without room is skipped.
    Among those, pairs closest to completion go first (finish pairs rather than spread votes thinly),
-   then the oldest. The search looks at the first ``IN_PROGRESS_WINDOW`` pairs that already have votes,
-   then at pairs without votes, and only then at all pairs: an annotator who has rated the top of the
+   then, among pairs without votes, the oldest (``random`` campaigns: creation order, no model) or the
+   highest ``Pair.priority`` (``uncertainty`` campaigns: the refit job writes priorities every
+   ``refit_every`` votes, higher where its reward model is least sure; see ``rewards.refit``). Pairs already
+   started still go first in uncertainty campaigns: a started pair was itself chosen for its priority, and a
+   campaign that keeps opening new pairs while others wait for their last votes holds more leases and pairs
+   that never reach k. The search looks at the first ``IN_PROGRESS_WINDOW`` pairs that already have votes,
+   then at pairs without votes (uncertainty: through the partial index ``pair_fresh_priority``, which holds
+   only pairs without votes, so the walk in priority order never steps over started pairs), and only then at
+   all pairs: an annotator who has rated the top of the
    in-progress pairs gets a fresh pair instead of one deeper down, which keeps each request's work
    bounded (a lone annotator's rated pairs stay in progress until others complete them).
    With probability ``gold_rate`` a gold pair the annotator has not seen is offered
@@ -47,7 +54,7 @@ from django.utils import timezone
 
 from core import hot_sql
 from core.hot_sql import as_aware_datetime, db_datetime, for_update
-from feedback.models import Assignment, AssignmentStatus, Campaign, Pair, new_image_token
+from feedback.models import Assignment, AssignmentStatus, Campaign, Pair, Selection, new_image_token
 from generators.models import GeneratedImage, Prompt
 
 MAX_CANDIDATES = 20
@@ -93,7 +100,18 @@ _REGULAR_BANDS = (
 _REGULAR_CANDIDATE_SQL = f"""{_CANDIDATE}
 WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {{band}} AND {_UNSEEN}
 AND p.valid_votes + {_LIVE_LEASES} < %(k)s {{not_tried}}
-ORDER BY p.valid_votes DESC, p.id LIMIT 1"""  # noqa: S608
+ORDER BY {{order}} LIMIT 1"""  # noqa: S608
+_HANDOUT_ORDER = "p.valid_votes DESC, p.id"
+# (band, order) per selection. Uncertainty campaigns differ in the fresh band only: "= 0" matches the predicate
+# of the partial index pair_fresh_priority (pairs without votes), whose order is the ORDER BY.
+_BANDS = {
+    Selection.RANDOM.value: tuple((band, _HANDOUT_ORDER) for band in _REGULAR_BANDS),
+    Selection.UNCERTAINTY.value: (
+        (_REGULAR_BANDS[0], _HANDOUT_ORDER),
+        ("p.valid_votes = 0", "p.priority DESC, p.id"),
+        (_REGULAR_BANDS[2], _HANDOUT_ORDER),
+    ),
+}
 
 _INSERT_COLUMNS = f"INSERT INTO {_A} (pair_id, annotator_id, a_on_left, image_token, status, leased_at, expires_at)"
 _LEASE_GOLD_SQL = f"""{_INSERT_COLUMNS}
@@ -160,23 +178,23 @@ def next_assignment(
                 row = cursor.fetchone()
                 if row is not None:
                     return Lease(row[0], image_token, *gold[:3], a_on_left, expires_at, gold[3])
-        leased = _lease_regular(cursor, params)
+        leased = _lease_regular(cursor, params, _BANDS.get(campaign.selection, _BANDS[Selection.RANDOM.value]))
     if leased is None:
         return None
     assignment, (pair, image_a, image_b, prompt) = leased
     return Lease(assignment, image_token, pair, image_a, image_b, a_on_left, expires_at, prompt)
 
 
-def _lease_regular(cursor, params: dict) -> tuple[int, tuple] | None:
-    """Lock and lease the first regular pair with room, band by band (see ``_REGULAR_BANDS``).
+def _lease_regular(cursor, params: dict, bands: tuple[tuple[str, str], ...]) -> tuple[int, tuple] | None:
+    """Lock and lease the first regular pair with room, band by band (``_BANDS``: where, and in which order).
 
     Returns the new assignment's id and the pair's row (id, image_a, image_b, prompt), or None.
     """
     tried: list[int] = []
-    for band in _REGULAR_BANDS:
+    for band, order in bands:
         while len(tried) < MAX_CANDIDATES:
             not_tried = f"AND p.id NOT IN ({', '.join(map(str, tried))})" if tried else ""
-            sql = _REGULAR_CANDIDATE_SQL.format(band=band, not_tried=not_tried)
+            sql = _REGULAR_CANDIDATE_SQL.format(band=band, order=order, not_tried=not_tried)
             cursor.execute(for_update(sql, skip_locked=True), {**params, "gold": False})
             candidate = cursor.fetchone()
             if candidate is None:

@@ -461,7 +461,9 @@ def test_fresh_pairs_are_found_through_the_hand_out_index_whatever_the_statistic
         completed = list(campaign.pairs.order_by("id").values_list("id", flat=True))[:-40]
         Pair.objects.filter(pk__in=completed).update(valid_votes=campaign.votes_per_pair)
         params = {"campaign": campaign.pk, "annotator": users["annotator"].pk, "k": campaign.votes_per_pair}
-        sql = handout._REGULAR_CANDIDATE_SQL.format(band=handout._REGULAR_BANDS[1], not_tried="")
+        sql = handout._REGULAR_CANDIDATE_SQL.format(
+            band=handout._REGULAR_BANDS[1], order=handout._HANDOUT_ORDER, not_tried=""
+        )
         cursor.execute("EXPLAIN " + sql, {**params, "now": timezone.now(), "gold": False})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pair_handout_order" in plan, plan

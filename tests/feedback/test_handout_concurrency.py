@@ -1,6 +1,8 @@
 """32 annotators in parallel threads exhaust a campaign: exactly k votes per pair, nothing lost or doubled.
 
-On PostgreSQL this exercises SELECT ... FOR UPDATE SKIP LOCKED; on SQLite the serialised writers.
+On PostgreSQL this exercises SELECT ... FOR UPDATE SKIP LOCKED; on SQLite the serialised writers. Both hand-out
+orders: ``random`` (creation order) and ``uncertainty`` (fresh pairs by priority, rewritten mid-campaign as the
+refit job does).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ANNOTATORS, PAIRS, K = 32, 40, 3
 
 
-def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, settings, tmp_path):
+@pytest.mark.parametrize("selection", ["random", "uncertainty"])
+def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, settings, tmp_path, selection):
     settings.MEDIA_ROOT = tmp_path
     base = generator_services.base_model_register(name="tiny", source="org/tiny")
     version = ModelVersion.objects.get(base_model=base)
@@ -39,9 +42,13 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
         model_versions=[version],
         annotators=annotators,
         votes_per_pair=K,
+        selection=selection,
     )
+    pair_ids = list(campaign.pairs.values_list("id", flat=True))
+    priorities = random.Random(0)
+    services.pair_priorities_set(campaign_id=campaign.pk, priorities={pk: priorities.random() for pk in pair_ids})
     errors: list[BaseException] = []
-    start = threading.Barrier(ANNOTATORS)
+    start = threading.Barrier(ANNOTATORS + (selection == "uncertainty"))  # with the refit thread below
 
     def annotate(user, seed: int) -> None:
         rng = random.Random(seed)
@@ -66,7 +73,23 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
         finally:
             connection.close()
 
+    def refit() -> None:
+        """New priorities while the annotators work, a batch at a time (as the refit job writes them)."""
+        try:
+            start.wait()
+            for round_ in range(5):
+                time.sleep(0.05)
+                services.pair_priorities_set(
+                    campaign_id=campaign.pk, priorities={pk: priorities.random() + round_ for pk in pair_ids}
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
     threads = [threading.Thread(target=annotate, args=(user, i)) for i, user in enumerate(annotators)]
+    if selection == "uncertainty":
+        threads.append(threading.Thread(target=refit))
     for thread in threads:
         thread.start()
     for thread in threads:
