@@ -34,6 +34,7 @@ class CycleSettings:
     finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
     step_timeout: float = 3600.0
     created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs
+    seed: int = 0  # the simulated annotators' noise, the reward model's split and the fine-tune's sampling
 
 
 # The step that fills each field of CycleState, for the error raised when a later step finds it empty.

@@ -15,7 +15,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from PIL import Image
 
+from core import plugins
 from core import services as run_services
 from core.cli import wait_for_run
 from core.models import Run
@@ -25,14 +27,16 @@ from feedback import selectors as feedback_selectors
 from feedback import services as feedback_services
 from feedback.models import Campaign, CampaignStatus, Purpose
 from feedback.simulated_annotators import NoVoteCast, SimulationRefused, simulate_votes
-from feedback.simulation import OracleError, Simulation, resolve_pair_oracle
+from feedback.simulation import TIE_MARGIN, OracleError, Simulation, resolve_pair_oracle
+from generators import selectors as generator_selectors
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
 from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
 from orchestration.state import CycleError, CycleSettings, CycleState, StepResult
 
-# The reward oracle (for fine-tuning's gold measure) behind each pairwise oracle of the simulated annotators.
-GOLD_ORACLE_FOR = {"larger": "area", "colour": "colour", "shape": "shape"}
+# The reward oracle (for fine-tuning's gold measure) behind a pairwise oracle of another name; a pair oracle
+# whose name is also a registered oracle's (the sandbox's colour, shape, centred, even, crisp) is judged by it.
+GOLD_ORACLE_FOR = {"larger": "area"}
 
 REWARD_FIGURES = ("reward_model", "votes", "val_accuracy", "test_accuracy", "baseline_test_accuracy", "human_ceiling")
 FINETUNE_FIGURES = (
@@ -125,7 +129,9 @@ def _simulate(settings: CycleSettings, campaign: int, prefix: str) -> dict[str, 
         oracle = resolve_pair_oracle(settings.oracle)
     except OracleError as exc:
         raise CycleError(str(exc)) from exc
-    simulation = Simulation(base_url=settings.base_url, campaign=campaign, oracle=oracle, noise=settings.noise)
+    simulation = Simulation(
+        base_url=settings.base_url, campaign=campaign, oracle=oracle, noise=settings.noise, seed=settings.seed
+    )
     try:
         result = simulate_votes(simulation, annotators=settings.annotators, prefix=prefix)
     except (SimulationRefused, NoVoteCast) as exc:
@@ -136,9 +142,20 @@ def _simulate(settings: CycleSettings, campaign: int, prefix: str) -> dict[str, 
 # --- Run configs (pure: what the reward and fine-tune steps start) ----------------------------------------------
 
 
+def gold_oracle_for(pair_oracle: str) -> str | None:
+    """The registered pointwise oracle that judges like the simulated annotators' ``pair_oracle``, if any."""
+    name = GOLD_ORACLE_FOR.get(pair_oracle, pair_oracle)
+    return name if name in plugins.names("oracle") else None
+
+
 def reward_run_config(state: CycleState, settings: CycleSettings) -> dict[str, Any]:
     """The ``reward_train`` config: the collect campaign's votes, named after the tag, with the overrides."""
-    return {"campaigns": [state.require("collect_campaign")], "name": f"cycle-{state.tag}-reward", **settings.reward}
+    return {
+        "campaigns": [state.require("collect_campaign")],
+        "name": f"cycle-{state.tag}-reward",
+        "seed": settings.seed,
+        **settings.reward,
+    }
 
 
 def finetune_run_config(state: CycleState, settings: CycleSettings) -> dict[str, Any]:
@@ -150,10 +167,12 @@ def finetune_run_config(state: CycleState, settings: CycleSettings) -> dict[str,
         "train_prompt_set": state.require("train_prompt_set"),
         "eval_prompt_set": state.require("eval_prompt_set"),
         "name": f"cycle-{state.tag}",
+        "seed": settings.seed,
         **settings.finetune,
     }
-    if settings.oracle in GOLD_ORACLE_FOR:
-        config.setdefault("gold_oracle", GOLD_ORACLE_FOR[settings.oracle])
+    gold = gold_oracle_for(settings.oracle)
+    if gold is not None:
+        config.setdefault("gold_oracle", gold)
     return config
 
 
@@ -245,3 +264,45 @@ def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
         "ranks": [{"version": row["model"], "name": row["name"], "rank": row["rank"]} for row in board["models"]],
     }
     return StepResult(state, figures)
+
+
+def oracle_verdicts(rewards: list[tuple[float, float]], margin: float = TIE_MARGIN) -> dict[str, Any]:
+    """(base, tuned) oracle rewards of the same prompt and seed → how often the tuned image is better.
+
+    A pair is decided when the rewards differ by at least ``margin`` (the simulated annotators' tie margin).
+    """
+    decided = [(base, tuned) for base, tuned in rewards if abs(tuned - base) >= margin]
+    better = sum(tuned > base for base, tuned in decided)
+    return {
+        "pairs": len(rewards),
+        "decided": len(decided),
+        "tuned_better": better,
+        "tuned_better_share": round(better / len(decided), 4) if decided else None,
+        "reward_before": round(sum(b for b, _ in rewards) / len(rewards), 4) if rewards else None,
+        "reward_after": round(sum(t for _, t in rewards) / len(rewards), 4) if rewards else None,
+    }
+
+
+def _oracle_reward_of(oracle, image) -> float:
+    with image.file.open("rb") as handle:
+        pixels = Image.open(handle).convert("RGB")
+        return float(oracle(image.prompt.text, pixels))
+
+
+def oracle_judgement(state: CycleState, settings: CycleSettings) -> StepResult:
+    """The arena's images judged by the annotators' own oracle (its pointwise form): in how many decided eval
+    prompt/seed pairs is the tuned version's image better than the base's?"""
+    gold = gold_oracle_for(settings.oracle)
+    if gold is None:
+        return StepResult(state, {"oracle": None, "note": f"no registered oracle judges like {settings.oracle!r}"})
+    campaign = Campaign.objects.get(pk=state.require("arena_campaign"))
+    base, tuned = state.require("base_version"), state.require("tuned_version")
+    prompts = [prompt.pk for prompt in generator_selectors.prompts_of(campaign.prompt_set_id)]
+    images = generator_selectors.images_for([base, tuned], prompts, None, feedback_services.campaign_settings(campaign))
+    oracle = plugins.resolve("oracle", gold)
+    rewards = [
+        (_oracle_reward_of(oracle, image), _oracle_reward_of(oracle, images[(tuned, prompt, seed)]))
+        for (version, prompt, seed), image in sorted(images.items())
+        if version == base and (tuned, prompt, seed) in images
+    ]
+    return StepResult(state, {"oracle": gold, **oracle_verdicts(rewards)})

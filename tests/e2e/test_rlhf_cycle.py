@@ -69,3 +69,8 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     assert board["winner"] in (None, tune.parent_id, tune.version_id)
     assert board["tuned_is_better"] == (board["enough_votes"] and board["winner"] == tune.version_id)
     assert results["state"]["tuned_version"] == tune.version_id == results["fine-tune"]["model_version"]
+    # The arena's images judged by the annotators' own oracle: every eval prompt/seed of both versions.
+    judged = results["oracle judgement"]
+    arena = Campaign.objects.get(name="cycle-ci-arena")
+    assert judged["oracle"] == "area" and judged["pairs"] == arena.prompt_set.prompts.count() * arena.images_per_prompt
+    assert 0 <= judged["tuned_better"] <= judged["decided"] <= judged["pairs"]

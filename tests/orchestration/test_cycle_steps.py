@@ -46,6 +46,7 @@ def test_the_cycle_runs_its_steps_in_order():
         "arena campaign",
         "simulated arena votes",
         "leaderboard",
+        "oracle judgement",
     ]
 
 
@@ -90,20 +91,36 @@ def test_run_configs_come_from_the_state_and_the_overrides():
     state = CycleState(
         tag="t", base_version=1, train_prompt_set=2, eval_prompt_set=3, collect_campaign=4, reward_model=5
     )
-    settings = CycleSettings(oracle="colour", reward={"max_steps": 10}, finetune={"epochs": 2})
+    settings = CycleSettings(oracle="colour", reward={"max_steps": 10}, finetune={"epochs": 2}, seed=7)
 
-    assert steps.reward_run_config(state, settings) == {"campaigns": [4], "name": "cycle-t-reward", "max_steps": 10}
+    assert steps.reward_run_config(state, settings) == {
+        "campaigns": [4],
+        "name": "cycle-t-reward",
+        "seed": 7,
+        "max_steps": 10,
+    }
     assert steps.finetune_run_config(state, settings) == {
         "model_version": 1,
         "reward_model": 5,
         "train_prompt_set": 2,
         "eval_prompt_set": 3,
         "name": "cycle-t",
+        "seed": 7,
         "epochs": 2,
         "gold_oracle": "colour",
     }
     own_oracle = CycleSettings(oracle="my.module:judge")
     assert "gold_oracle" not in steps.finetune_run_config(state, own_oracle)
+    assert steps.finetune_run_config(state, CycleSettings(oracle="larger"))["gold_oracle"] == "area"
+    assert steps.finetune_run_config(state, CycleSettings(oracle="centred"))["gold_oracle"] == "centred"
+
+
+def test_oracle_verdicts_count_only_decided_pairs():
+    verdicts = steps.oracle_verdicts([(0.2, 0.5), (0.5, 0.3), (0.4, 0.41), (0.1, 0.9)], margin=0.02)
+    assert (verdicts["pairs"], verdicts["decided"], verdicts["tuned_better"]) == (4, 3, 2)
+    assert verdicts["tuned_better_share"] == round(2 / 3, 4)
+    assert verdicts["reward_before"] == 0.3 and verdicts["reward_after"] == 0.5275
+    assert steps.oracle_verdicts([(0.5, 0.5)])["tuned_better_share"] is None
 
 
 def test_campaign_steps_open_campaigns_whose_images_exist(sandbox_state):

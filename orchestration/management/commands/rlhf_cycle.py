@@ -45,6 +45,9 @@ class Command(BaseCommand):
             "--finetune", default="{}", help=f"DDPO settings over the cycle's {CYCLE_FINETUNE} (JSON object)"
         )
         parser.add_argument("--step-timeout", type=float, default=defaults.step_timeout, help="seconds per step")
+        parser.add_argument(
+            "--seed", type=int, default=defaults.seed, help="annotator noise, reward split, fine-tune sampling"
+        )
         parser.add_argument("--tag", default="", help="suffix of the names it creates (default: a timestamp)")
         parser.add_argument(
             "--user", default=None, help=USER_HELP.replace("the run's creator", "the creator of its campaigns and runs")
@@ -65,6 +68,7 @@ class Command(BaseCommand):
             reward=_json_object(options["reward"], "--reward"),
             finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
             step_timeout=options["step_timeout"],
+            seed=options["seed"],
             created_by=getattr(acting_user(options["user"]), "pk", None),
         )
 
