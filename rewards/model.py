@@ -1,7 +1,10 @@
 """A CLIP reward model (PickScore recipe): score = exp(τ) · cos(text, image), τ = CLIP's learned logit scale.
 
+Or, with a head (``rewards.heads.HeadEnsemble``), the frozen CLIP's features read by that head: the score is the
+head ensemble's (see ``rewards.quick``).
+
 No Django imports: loaded from a hub id or a local folder with transformers' ``from_pretrained``; saved with
-``save_pretrained`` plus ``reward_config.json`` (our own settings).
+``save_pretrained`` plus ``reward_config.json`` (our own settings) and, with a head, ``head.safetensors``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ __all__ = [
 ]
 
 REWARD_CONFIG_NAME = "reward_config.json"
-FORMAT_VERSION = 1
+HEAD_WEIGHTS_NAME = "head.safetensors"
+FORMAT_VERSION = 2  # 2: an optional head (a folder without one is still written as 1, readable by older code)
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
 
@@ -45,6 +49,7 @@ class RewardModelConfig:
     backbone: str = ""  # the CLIP hub id or folder it started from
     trainable_layers: int | None = None
     format_version: int = FORMAT_VERSION
+    head: dict[str, Any] | None = None  # HeadEnsemble.describe() of a frozen-backbone head; None: the CLIP score
 
 
 def is_reward_model_dir(path: str | os.PathLike[str]) -> bool:
@@ -90,14 +95,27 @@ def _load_clip(name_or_path: str, processor_path: str | None) -> tuple[CLIPModel
 
 
 class RewardModel(nn.Module):
-    """CLIP both towers; :meth:`forward` scores text/image pairs, :meth:`score` is the batched inference API."""
+    """CLIP both towers; :meth:`forward` scores text/image pairs, :meth:`score` is the batched inference API.
 
-    def __init__(self, clip: CLIPModel, processor: CLIPProcessor, config: RewardModelConfig | None = None) -> None:
+    With ``head`` (a ``rewards.heads.HeadEnsemble``) the CLIP is frozen and the head scores its features.
+    """
+
+    def __init__(
+        self,
+        clip: CLIPModel,
+        processor: CLIPProcessor,
+        config: RewardModelConfig | None = None,
+        head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.clip = clip
         self.processor = processor
         self.config = config or RewardModelConfig()
-        self.set_trainable_layers(self.config.trainable_layers)
+        self.head = head
+        if head is None:
+            self.set_trainable_layers(self.config.trainable_layers)
+        else:
+            self.clip.requires_grad_(False)
 
     # -- construction ------------------------------------------------------------------------------------------
 
@@ -135,7 +153,7 @@ class RewardModel(nn.Module):
         if config.format_version > FORMAT_VERSION:
             raise RewardModelError(f"{path} has format version {config.format_version} (newer than this code)")
         clip, processor = _load_clip(str(path), None)
-        return cls(clip, processor, config)
+        return cls(clip, processor, config, head=_load_head(path, config.head) if config.head else None)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """``save_pretrained`` of CLIP and processor (safetensors) plus ``reward_config.json``."""
@@ -143,7 +161,16 @@ class RewardModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.clip.save_pretrained(path)
         self.processor.save_pretrained(path)
-        (path / REWARD_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        config = asdict(self.config)
+        if self.head is not None:
+            from safetensors.torch import save_file
+
+            config.update(head=self.head.describe(), format_version=FORMAT_VERSION)
+            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            save_file(state, str(path / HEAD_WEIGHTS_NAME))
+        else:
+            config.update(head=None, format_version=1)
+        (path / REWARD_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return path
 
     # -- which parameters train --------------------------------------------------------------------------------
@@ -225,10 +252,25 @@ class RewardModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *pixel_values: torch.Tensor
     ) -> torch.Tensor:
         """Scores (B, K) of each prompt against its K images (K pixel tensors of shape (B, 3, H, W))."""
+        if self.head is not None:
+            return self._head_scores(input_ids, attention_mask, pixel_values)
         text = self.encode_text(input_ids, attention_mask)
         batch = text.shape[0]
         images = self.encode_images(torch.cat(pixel_values, dim=0)).view(len(pixel_values), batch, -1)
         return self.scale() * torch.einsum("bd,kbd->bk", text, images.to(text.dtype))
+
+    def _head_scores(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pixel_values: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        from .features import encode_image_features, encode_text_features
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text = encode_text_features(self.clip, input_ids, attention_mask).pooled
+        batch = text.shape[0]
+        images = encode_image_features(self.clip, torch.cat(list(pixel_values), dim=0))
+        scores = self.head(images.pooled, images.patches, text.repeat(len(pixel_values), 1))
+        return scores.view(len(pixel_values), batch).T
 
     @torch.no_grad()
     def score(
@@ -267,4 +309,22 @@ class RewardModel(nn.Module):
         """Sizes for logs and the run summary."""
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for _, p in self.trainable_named_parameters())
-        return {**asdict(self.config), "parameters": total, "trainable_parameters": trainable}
+        described = {**asdict(self.config), "parameters": total, "trainable_parameters": trainable}
+        if self.head is not None:
+            described["head"] = self.head.describe()
+            described["head_parameters"] = sum(p.numel() for p in self.head.parameters())
+        return described
+
+
+def _load_head(path: Path, described: dict[str, Any]) -> nn.Module:
+    """The head ensemble saved beside the CLIP weights (``head.safetensors``)."""
+    from safetensors.torch import load_file
+
+    from .heads import HeadEnsemble
+
+    try:
+        head = HeadEnsemble.from_description(described)
+        head.load_state_dict(load_file(str(path / HEAD_WEIGHTS_NAME)))
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise RewardModelError(f"{path}: cannot load the reward head: {exc}") from exc
+    return head.eval()
