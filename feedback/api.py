@@ -17,14 +17,17 @@ from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, selectors, services, shown_images
+from feedback.criteria import ANSWER_CHOICES, MAX_QUESTIONS, CriteriaError, validate_questions
 from feedback.leaderboard_serializers import LeaderboardSerializer
-from feedback.models import Campaign, Purpose
+from feedback.models import REFIT_EVERY_RANGE, Campaign, Purpose, Selection
 from feedback.services import SUBMITTED_CHOICES
 from generators import selectors as generator_selectors
 from generators.image_files import png_response
 from generators.models import ModelVersion, PromptSet
 from generators.run_configs import SamplerSettingsSerializer
 from generators.sampler_settings import SettingsRequest
+
+CRITERION_HELP = "the question's key (default: the campaign's first question)"
 
 
 class CampaignAccess(BasePermission):
@@ -64,8 +67,11 @@ class CampaignSerializer(serializers.ModelSerializer):
             "votes_per_pair",
             "gold_rate",
             "lease_seconds",
+            "selection",
+            "refit_every",
             "images_per_prompt",
             "sampler_settings",
+            "questions",
             "preparing_run",
             "progress",
             "created_at",
@@ -91,6 +97,18 @@ class CampaignCreateSerializer(StrictSerializer):
     votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     lease_seconds = serializers.IntegerField(min_value=10, max_value=86_400, default=300)
+    selection = serializers.ChoiceField(
+        choices=Selection.choices,
+        default=Selection.RANDOM,
+        help_text="hand-out order of pairs without votes: random (creation order) or uncertainty (the pairs the "
+        "campaign's quick reward model is least sure of first)",
+    )
+    refit_every = serializers.IntegerField(
+        min_value=REFIT_EVERY_RANGE[0],
+        max_value=REFIT_EVERY_RANGE[1],
+        default=200,
+        help_text="valid votes between two refits of the quick reward model (priorities and learning curve)",
+    )
     images_per_prompt = serializers.IntegerField(
         min_value=1,
         max_value=64,
@@ -100,7 +118,18 @@ class CampaignCreateSerializer(StrictSerializer):
     sampler_settings = SamplerSettingsSerializer(
         required=False, default=dict, help_text="settings of the images to pair (absent keys: each version's default)"
     )
+    questions = serializers.JSONField(
+        required=False,
+        help_text="1-4 questions asked about each pair, in order: [{key: a slug (the votes' criterion), text}]; "
+        "default: one question (key 'overall')",
+    )
     open_now = serializers.BooleanField(default=True)
+
+    def validate_questions(self, questions) -> list[dict[str, str]]:
+        try:
+            return validate_questions(questions)
+        except CriteriaError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_sampler_settings(self, values: dict) -> SettingsRequest:
         return SettingsRequest.from_config(values)
@@ -198,7 +227,16 @@ class RatingImageView(APIView):
 
 class VoteInputSerializer(StrictSerializer):
     assignment = IdField()
-    choice = serializers.ChoiceField(choices=SUBMITTED_CHOICES)
+    choice = serializers.ChoiceField(
+        choices=SUBMITTED_CHOICES,
+        required=False,
+        help_text="the answer of a one-question campaign; skip skips the pair (every question)",
+    )
+    answers = serializers.DictField(
+        child=serializers.ChoiceField(choices=ANSWER_CHOICES),
+        required=False,
+        help_text="one answer per question of the campaign (criterion key -> left, right, tie or both_bad)",
+    )
     seconds = serializers.FloatField(min_value=0.0, max_value=86_400.0, required=False, allow_null=True, default=None)
     next = serializers.BooleanField(
         default=False,
@@ -211,12 +249,27 @@ class VoteInputSerializer(StrictSerializer):
         help_text="with `next`: the assignment already on screen or preloaded; the next pair is the one after it",
     )
 
+    def validate_answers(self, answers: dict) -> dict:
+        if not 1 <= len(answers) <= MAX_QUESTIONS:
+            raise serializers.ValidationError(f"Between 1 and {MAX_QUESTIONS} answers.")
+        return answers
+
+    def validate(self, attrs: dict) -> dict:
+        if ("choice" in attrs) == ("answers" in attrs):
+            raise serializers.ValidationError({"choice": ["Send either choice or answers (one per question)."]})
+        return attrs
+
 
 class VoteSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     assignment = serializers.IntegerField(source="assignment_id")
     pair = serializers.IntegerField(source="pair_id")
-    choice = serializers.CharField(source="submitted")
+    choice = serializers.CharField(
+        source="submitted", help_text="what was pressed for the first question (skip: the whole pair was skipped)"
+    )
+    answers = serializers.DictField(
+        child=serializers.CharField(), help_text="what was pressed for each question (criterion key -> choice)"
+    )
     seconds = serializers.FloatField(allow_null=True)
     created_at = serializers.DateTimeField()
     revealed = serializers.DictField(
@@ -231,13 +284,15 @@ class VoteSerializer(serializers.Serializer):
     )
 
 
-def _vote_body(vote) -> dict:
-    """A vote as ``VoteSerializer`` documents it (plain data: the annotators' hot path)."""
+def _vote_body(votes: list) -> dict:
+    """A submission's votes (one per question) as ``VoteSerializer`` documents them (plain data: the hot path)."""
+    vote = votes[0]
     return {
         "id": vote.pk,
         "assignment": vote.assignment_id,
         "pair": vote.pair_id,
         "choice": vote.submitted,
+        "answers": {each.criterion: each.submitted for each in votes},
         "seconds": vote.seconds,
         "created_at": vote.created_at,
     }
@@ -253,13 +308,15 @@ class VoteCreateView(APIView):
         data = VoteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
-        vote, created = services.vote_submit(
+        votes, created = services.vote_submit_answers(
             annotator=request.user,
             assignment_id=fields["assignment"],
-            submitted=fields["choice"],
+            submitted=fields.get("choice"),
+            answers=fields.get("answers"),
             seconds=fields["seconds"],
         )
-        body = _vote_body(vote)
+        vote = votes[0]
+        body = _vote_body(votes)
         if has_role(request.user, Role.REVIEWER):
             revealed = selectors.arena_sides_revealed(vote)
             if revealed is not None:
@@ -276,7 +333,11 @@ class CampaignQualityView(APIView):
     permission_classes = [IsEngineerOrReviewer]
 
     @extend_schema(
-        parameters=[OpenApiParameter("threshold", float), OpenApiParameter("min_gold", int)],
+        parameters=[
+            OpenApiParameter("threshold", float),
+            OpenApiParameter("min_gold", int),
+            OpenApiParameter("criterion", str, description=CRITERION_HELP),
+        ],
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request, pk: int):
@@ -318,6 +379,7 @@ class CampaignActivityView(APIView):
 class QualityParamsSerializer(serializers.Serializer):
     threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    criterion = serializers.CharField(max_length=100, required=False, help_text=CRITERION_HELP)
 
 
 class GoldInputSerializer(StrictSerializer):
@@ -348,6 +410,7 @@ class LeaderboardParamsSerializer(StrictSerializer):
     both_bad = serializers.ChoiceField(choices=["tie", "exclude"], default="tie")
     resamples = serializers.IntegerField(min_value=100, max_value=10_000, default=1000)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    criterion = serializers.CharField(max_length=100, required=False, help_text=CRITERION_HELP)
 
 
 class LeaderboardView(APIView):
@@ -363,6 +426,7 @@ class LeaderboardView(APIView):
             OpenApiParameter("both_bad", str, enum=["tie", "exclude"]),
             OpenApiParameter("resamples", int),
             OpenApiParameter("seed", int),
+            OpenApiParameter("criterion", str, description=CRITERION_HELP),
         ],
         responses={200: LeaderboardSerializer},
     )
@@ -378,5 +442,6 @@ class LeaderboardView(APIView):
                 both_bad=params.validated_data["both_bad"],
                 n_resamples=params.validated_data["resamples"],
                 seed=params.validated_data["seed"],
+                criterion=params.validated_data.get("criterion"),
             )
         )

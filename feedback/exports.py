@@ -1,7 +1,8 @@
 """Training rows from campaigns' votes, in the Pick-a-Pic schema (one row per non-skip vote).
 
 Gold pairs and skips are left out; so are the votes of annotators flagged by gold accuracy, unless
-``include_flagged``. A tie is labelled 0.5/0.5 and so is ``both_bad`` (with ``both_bad`` set).
+``include_flagged``. A tie is labelled 0.5/0.5 and so is ``both_bad`` (with ``both_bad`` set). Each row carries its
+``criterion`` (the question it answers): all of them, or only one with ``criterion``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ def pickapic_rows(
     include_flagged: bool = False,
     gold_threshold: float = 0.7,
     min_gold: int = 5,
+    criterion: str | None = None,
 ) -> tuple[list[PickapicRow], dict[int, set[str]]]:
-    """The campaigns' training rows (ordered by vote id) and the annotators left out per campaign."""
+    """The campaigns' training rows (ordered by vote id) and the annotators left out per campaign; with
+    ``criterion``, only the votes on that question."""
     campaigns = list(campaigns)
     excluded = excluded_annotators(
         campaigns, include_flagged=include_flagged, gold_threshold=gold_threshold, min_gold=min_gold
@@ -45,9 +48,11 @@ def pickapic_rows(
     rows: list[PickapicRow] = []
     images: dict[int, bytes] = {}
     for campaign in campaigns:
+        votes = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False)
+        if criterion is not None:
+            votes = votes.filter(criterion=criterion)
         votes = (
-            Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False)
-            .exclude(choice=Choice.SKIP)
+            votes.exclude(choice=Choice.SKIP)
             .exclude(annotator__username__in=excluded[campaign.pk])
             .select_related(
                 "pair__image_a__prompt",
@@ -74,6 +79,7 @@ def pickapic_rows(
                     user_id=vote.annotator_id,
                     ranking_id=vote.pk,
                     created_at=vote.created_at,
+                    criterion=vote.criterion,
                 )
             )
     return rows, excluded

@@ -89,6 +89,7 @@ class LeaderboardSettingsSerializer(serializers.Serializer):
 class LeaderboardSerializer(serializers.Serializer):
     campaign = serializers.IntegerField()
     purpose = serializers.CharField()
+    criterion = serializers.CharField(help_text="the question ranked on (the campaign's first unless asked)")
     versions = LeaderboardVersionSerializer(many=True)
     models = LeaderboardRowSerializer(many=True)
     pairs = LeaderboardPairSerializer(many=True)

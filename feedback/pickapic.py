@@ -21,6 +21,8 @@ ranking_id, user_id    int64         vote id, annotator id
 num_example_per_prompt int64         rows in the file that share this caption
 choice (ours)          string        "a", "b", "tie" or "both_bad" (null in foreign files)
 both_bad (ours)        bool          the annotator marked both images bad (labelled as a tie)
+criterion (ours)       string        the question the vote answers (a campaign's question key); files without
+                                     the column, and null values, read as the default question ``overall``
 ====================== ============= ==========================================================================
 
 Reading accepts our files and any file with at least ``caption``, ``jpg_0``, ``jpg_1``, ``label_0`` and
@@ -45,6 +47,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
+
+from feedback.criteria import DEFAULT_CRITERION, CriteriaError, check_criterion_key
 
 __all__ = [
     "PICKAPIC_SCHEMA",
@@ -83,6 +87,7 @@ PICKAPIC_SCHEMA = pa.schema(
         ("num_example_per_prompt", pa.int64()),
         ("choice", pa.string()),
         ("both_bad", pa.bool_()),
+        ("criterion", pa.string()),
     ],
     metadata={"imagerlhf": json.dumps({"format": "pickapic_v2", "version": 1})},
 )
@@ -129,7 +134,8 @@ class PickapicRow:
     """One labelled comparison. Side 0 is the pair's image a, side 1 its image b.
 
     Empty image uids are filled from the image bytes (:func:`content_uid`). ``created_at`` may be naive (taken as
-    UTC) or aware; rows read back carry aware UTC datetimes. ``choice`` and ``both_bad`` are our extras.
+    UTC) or aware; rows read back carry aware UTC datetimes. ``choice``, ``both_bad`` and ``criterion`` (the question
+    the vote answers) are our extras.
     """
 
     caption: str
@@ -148,6 +154,7 @@ class PickapicRow:
     created_at: datetime | None = None
     choice: str | None = None
     both_bad: bool = False
+    criterion: str = DEFAULT_CRITERION
 
     def __post_init__(self) -> None:
         if not self.image_0_uid:
@@ -229,6 +236,10 @@ def _validate(row: PickapicRow, *, check_images: bool) -> tuple[float, float]:
         data = _check_image(name, getattr(row, name))
         if check_images:
             _decode_image(name, data)
+    try:
+        check_criterion_key(row.criterion)
+    except CriteriaError as exc:
+        raise ValueError(f"criterion {row.criterion!r}: {exc}") from None
     if row.choice is not None:
         try:
             expected = labels_for(row.choice)
@@ -271,6 +282,7 @@ def _table(rows: list[PickapicRow], per_caption: Counter[str]) -> pa.Table:
         "num_example_per_prompt": [per_caption[r.caption] for r in rows],
         "choice": [r.choice for r in rows],
         "both_bad": [bool(r.both_bad) for r in rows],
+        "criterion": [r.criterion for r in rows],
     }
     return pa.Table.from_pydict(columns, schema=PICKAPIC_SCHEMA)
 
@@ -396,6 +408,7 @@ def _row_from_record(record: dict[str, Any]) -> PickapicRow:
         created_at=_aware_utc(record.get("created_at")),
         choice=str(choice),
         both_bad=both_bad or choice == "both_bad",
+        criterion=_text(record.get("criterion")) or DEFAULT_CRITERION,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -11,7 +12,19 @@ from django.db.models.functions import Coalesce
 from core import hot_sql
 from core.roles import Role, has_role
 from feedback import agreement, ratings
+from feedback.criteria import criteria_of
 from feedback.models import Assignment, Campaign, CampaignStatus, Choice, Pair, Purpose, Vote
+
+
+def criterion_of(campaign: Campaign, criterion: str | None = None) -> str:
+    """``criterion`` if the campaign asks that question (a ValidationError on ``criterion`` if not); None: its first
+    question, the one quality, agreement, gold accuracy and the arena leaderboard read by default."""
+    keys = criteria_of(campaign.questions)
+    if criterion is None:
+        return keys[0]
+    if criterion not in keys:
+        raise ValidationError({"criterion": [f"Campaign {campaign.pk} asks {', '.join(keys)}, not {criterion!r}."]})
+    return criterion
 
 
 def campaigns_for(user) -> QuerySet[Campaign]:
@@ -73,7 +86,8 @@ def with_progress(campaigns: QuerySet[Campaign], user) -> QuerySet[Campaign]:
     return campaigns.annotate(
         progress_pairs=Coalesce(Subquery(regular.annotate(n=Count("id")).values("n")), 0),
         progress_valid_votes=Coalesce(Subquery(regular.annotate(n=Sum("valid_votes")).values("n")), 0),
-        progress_my_votes=Coalesce(Subquery(mine.annotate(n=Count("id")).values("n")), 0),
+        # pairs, not rows: a submission is one row per question
+        progress_my_votes=Coalesce(Subquery(mine.annotate(n=Count("pair_id", distinct=True)).values("n")), 0),
     )
 
 
@@ -84,13 +98,18 @@ def campaign_progress(campaign: Campaign, user) -> dict:
     else:
         totals = campaign.pairs.filter(is_gold=False).aggregate(n=Count("id"), votes=Sum("valid_votes"))
         pairs, valid = totals["n"] or 0, totals["votes"] or 0
-        mine = Vote.objects.filter(pair__campaign=campaign, annotator=user).exclude(choice=Choice.SKIP).count()
+        mine = (
+            Vote.objects.filter(pair__campaign=campaign, annotator=user, criterion=criterion_of(campaign))
+            .exclude(choice=Choice.SKIP)
+            .count()
+        )
     return {"pairs": pairs, "votes_wanted": pairs * campaign.votes_per_pair, "valid_votes": valid, "my_votes": mine}
 
 
-def vote_records(campaign: Campaign) -> list[dict]:
-    """The campaign's votes as plain records for ``feedback.agreement`` (choices against images)."""
-    rows = Vote.objects.filter(pair__campaign=campaign).values(
+def vote_records(campaign: Campaign, criterion: str | None = None) -> list[dict]:
+    """The campaign's votes on one question (default: the first) as plain records for ``feedback.agreement``
+    (choices against images)."""
+    rows = Vote.objects.filter(pair__campaign=campaign, criterion=criterion_of(campaign, criterion)).values(
         "annotator__username", "pair_id", "choice", "assignment__a_on_left", "seconds"
     )
     return [
@@ -109,12 +128,17 @@ def gold_answers(campaign: Campaign) -> dict[int, str]:
     return dict(campaign.pairs.filter(is_gold=True).values_list("id", "gold_choice"))
 
 
-def campaign_quality(campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5) -> dict:
+def campaign_quality(
+    campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5, criterion: str | None = None
+) -> dict:
     """Per-annotator quality (gold accuracy, majority agreement, position bias, speed, flag) and
-    Krippendorff's alpha over the pairs with overlapping votes.
+    Krippendorff's alpha over the pairs with overlapping votes, on one question (default: the first; gold answers
+    are answers to it).
     """
-    records = vote_records(campaign)
+    criterion = criterion_of(campaign, criterion)
+    records = vote_records(campaign, criterion)
     return {
+        "criterion": criterion,
         "annotators": agreement.annotator_quality_table(
             records, gold_answers(campaign), threshold=threshold, min_gold=min_gold
         ),
@@ -125,7 +149,8 @@ def campaign_quality(campaign: Campaign, *, threshold: float = 0.7, min_gold: in
 
 
 def flagged_annotators(campaign: Campaign, *, threshold: float = 0.7, min_gold: int = 5) -> set[str]:
-    """Annotators whose gold accuracy is below ``threshold`` (after ``min_gold`` gold votes)."""
+    """Annotators whose gold accuracy is below ``threshold`` (after ``min_gold`` gold votes) on the campaign's first
+    question (a gold pair's answer is an answer to it)."""
     accuracy = agreement.gold_accuracy(vote_records(campaign), gold_answers(campaign))
     return set(agreement.flag_annotators(accuracy, threshold=threshold, min_gold=min_gold))
 
@@ -136,7 +161,8 @@ def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
     Each point: ``t`` (end of the bin, ISO 8601), ``votes`` (every vote so far, skips included) and
     ``valid_votes`` (non-skip votes so far, what counts toward k).
     """
-    rows = list(Vote.objects.filter(pair__campaign=campaign).order_by("created_at").values_list("created_at", "choice"))
+    submissions = Vote.objects.filter(pair__campaign=campaign, criterion=criterion_of(campaign))  # one row each
+    rows = list(submissions.order_by("created_at").values_list("created_at", "choice"))
     if not rows:
         return []
     first, last = rows[0][0], rows[-1][0]
@@ -154,32 +180,43 @@ def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
     return points
 
 
-def arena_votes(campaign: Campaign) -> list[tuple[int, int, str]]:
-    """The campaign's votes as (version id of image a, version id of image b, choice); skips included (the
-    ratings ignore them)."""
-    rows = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False).values_list(
-        "pair__image_a__model_version_id", "pair__image_b__model_version_id", "choice"
+def arena_votes(campaign: Campaign, criterion: str | None = None) -> list[tuple[int, int, str]]:
+    """The campaign's votes on one question (default: the first) as (version id of image a, version id of image b,
+    choice); skips included (the ratings ignore them)."""
+    votes = Vote.objects.filter(
+        pair__campaign=campaign, pair__is_gold=False, criterion=criterion_of(campaign, criterion)
     )
+    rows = votes.values_list("pair__image_a__model_version_id", "pair__image_b__model_version_id", "choice")
     return list(rows.order_by("id"))
 
 
-def campaign_leaderboard(campaign: Campaign, *, both_bad: str = "tie", n_resamples: int = 1000, seed: int = 0) -> dict:
+def campaign_leaderboard(
+    campaign: Campaign,
+    *,
+    both_bad: str = "tie",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    criterion: str | None = None,
+) -> dict:
     """Bradley–Terry ratings of the campaign's model versions with bootstrap intervals (see ``feedback.ratings``).
 
     Versions are keyed by id (``model``, ``model_a``, ``model_b``, ``winner``); ``name`` fields (``base/version``)
     are for display. Every pair carries a :class:`feedback.ratings.Verdict` and ``enough_votes``; ``versions``
-    lists the campaign's versions (id and name), voted on or not.
+    lists the campaign's versions (id and name), voted on or not. Ranked on one question (``criterion``, default
+    the campaign's first).
     """
     from generators.models import ModelVersion
 
     versions = ModelVersion.objects.filter(campaigns=campaign).select_related("base_model").order_by("pk")
     names = {v.pk: str(v) for v in versions}
+    criterion = criterion_of(campaign, criterion)
     board = {
         "campaign": campaign.pk,
         "purpose": campaign.purpose,
+        "criterion": criterion,
         "versions": [{"id": pk, "name": name} for pk, name in names.items()],
     }
-    votes = arena_votes(campaign)
+    votes = arena_votes(campaign, criterion)
     if not any(choice != Choice.SKIP for _, _, choice in votes):
         return {**board, "models": [], "pairs": [], "matrix": None, "votes": {"used": 0}, "connected": False}
     result = ratings.leaderboard(votes, n_resamples=n_resamples, seed=seed, both_bad=both_bad, names=names)

@@ -10,6 +10,7 @@ while the run trained, the run fails saying so and the adapter stays an artifact
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -20,6 +21,7 @@ from core import services as run_services
 from core.devices import DeviceUnavailable, resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Artifact, Run
+from core.storage import artifact_local_path
 from finetune import services
 from finetune.models import FineTune
 from generators import selectors as generator_selectors
@@ -31,16 +33,50 @@ from rewards.models import RewardModel
 
 ADAPTER_ARTIFACT = LORA_WEIGHT_NAME
 GRID_ARTIFACT = "eval_grid.png"
+MIX_ARTIFACT = "reward_mix.json"
 
 
-def _reward_callables(config: dict, device: str):
+def _recorded_mix_stats(run: Run):
+    """The standardisation statistics an earlier attempt of this run recorded for its reward mix, or None."""
+    from finetune.reward import ScoreStats
+
+    artifact = Artifact.objects.filter(run=run, name=MIX_ARTIFACT).first()
+    if artifact is None:
+        return None
+    recorded = json.loads(artifact_local_path(artifact).read_bytes())
+    return [ScoreStats(**entry["stats"]) for entry in recorded["rewards"]]
+
+
+def _reward_mix(run: Run, ctx: JobContext, device: str):
+    """The weighted mix of the config's reward models; the statistics that standardise them are taken on the first
+    batch scored and recorded as the artifact ``reward_mix.json``, which a later attempt of the run reuses."""
+    from finetune.reward import WeightedRewardMix
+
+    entries = run.config["reward_models"]
+    rewards = [
+        reward_function_for(RewardModel.objects.get(pk=entry["reward_model"]), device=device) for entry in entries
+    ]
+
+    def record(stats) -> None:
+        mixed = [{**entry, "stats": s.to_dict()} for entry, s in zip(entries, stats, strict=True)]
+        body = json.dumps({"rewards": mixed}, indent=1).encode()
+        ctx.save_artifact(MIX_ARTIFACT, body, kind="reward_mix", metadata={"standardised_on": "first scored batch"})
+
+    weights = [entry["weight"] for entry in entries]
+    return WeightedRewardMix(rewards, weights, stats=_recorded_mix_stats(run), on_calibrated=record)
+
+
+def _reward_callables(run: Run, ctx: JobContext, device: str):
     from finetune.oracles import OracleError, resolve_oracle
     from finetune.reward import per_image
 
+    config = run.config
     try:
         if "reward_model" in config:
             reward_model = RewardModel.objects.get(pk=config["reward_model"])
             reward = reward_function_for(reward_model, device=device)
+        elif "reward_models" in config:
+            reward = _reward_mix(run, ctx, device)
         else:
             reward = per_image(resolve_oracle(config["oracle"]))
         gold = per_image(resolve_oracle(config["gold_oracle"])) if config.get("gold_oracle") else None
@@ -70,7 +106,7 @@ def finetune(run: Run, ctx: JobContext) -> dict:
     except (PipelineLoadError, DeviceUnavailable) as exc:
         raise JobFailed(f"Cannot load {parent}: {exc}") from exc
     parent_lora = generator_selectors.adapter_folder(parent)  # the trainer continues the parent's adapter
-    reward, gold = _reward_callables(config, device)
+    reward, gold = _reward_callables(run, ctx, device)
     train_prompts = [p.text for p in generator_selectors.prompts_of(config["train_prompt_set"])]
     eval_prompts = [p.text for p in generator_selectors.prompts_of(config["eval_prompt_set"])]
     with TemporaryDirectory() as folder:
@@ -101,7 +137,20 @@ def finetune(run: Run, ctx: JobContext) -> dict:
 def _reward_label(config: dict) -> str:
     if "reward_model" in config:
         return f"reward model {config['reward_model']}"
+    if "reward_models" in config:
+        mix = " + ".join(f"{e['weight']:g} × reward model {e['reward_model']}" for e in config["reward_models"])
+        return f"a mix of standardised rewards: {mix}"
     return f"oracle {config['oracle']}"
+
+
+def _with_mix(run: Run, summary: dict) -> dict:
+    """The summary, with the reward mix and its standardisation statistics when the run optimised one (the
+    FineTune row then names no single reward model)."""
+    if "reward_models" not in run.config:
+        return summary
+    stats = _recorded_mix_stats(run) or [None] * len(run.config["reward_models"])
+    mix = [{**e, "stats": s.to_dict() if s else None} for e, s in zip(run.config["reward_models"], stats, strict=True)]
+    return {**summary, "reward_mix": mix}
 
 
 def _version_name(run: Run) -> str:
@@ -146,6 +195,6 @@ def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersi
             version=version,
             reward_model_id=config.get("reward_model"),
             oracle=config.get("oracle", ""),
-            summary=summary,
+            summary=_with_mix(run, summary),
         )
     return version

@@ -3,13 +3,16 @@
 Any callable of that form is a reward (a reward model's scorer, zero-shot CLIP, a sandbox oracle); a per-image
 function ``(prompt, image) -> float`` such as ``generators.sandbox.oracles.area_reward`` becomes one with
 :func:`per_image`. A reward that raises, returns the wrong number of values or non-finite values becomes
-:class:`core.jobs.JobFailed` with a message that says so.
+:class:`core.jobs.JobFailed` with a message that says so. :class:`WeightedRewardMix` turns several rewards (one
+reward model per criterion) into one: the weighted sum of their standardised scores.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -64,3 +67,67 @@ class RewardPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """One reward's score statistics, by which a mix standardises it: ``(score - mean) / std``."""
+
+    mean: float
+    std: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std}
+
+
+class WeightedRewardMix:
+    """A weighted mix of rewards (e.g. one reward model per criterion): ``Σ wᵢ · (sᵢ − μᵢ) / σᵢ``.
+
+    Reward models' scores live on unrelated scales (a logit scale learnt per model), so each is standardised before
+    weighting. The statistics ``(μᵢ, σᵢ)`` are taken once, from the first batch the mix scores, and then frozen (so
+    rewards stay comparable across epochs, and the eval reward before and after training means the same thing). In
+    the DDPO trainer that first batch is the parent's deterministic evaluation samples (η = 0, fixed seeds): the
+    same images on every attempt. ``stats`` given (e.g. recorded by an earlier attempt of the run) skips that
+    calibration; ``on_calibrated(stats)`` is called once when they are taken, so the caller can record them. A
+    reward whose first-batch scores do not vary (a batch of one) is scaled by 1.
+    """
+
+    def __init__(
+        self,
+        rewards: Sequence[RewardFn],
+        weights: Sequence[float],
+        *,
+        stats: Sequence[ScoreStats] | None = None,
+        on_calibrated: Callable[[list[ScoreStats]], None] | None = None,
+    ) -> None:
+        if not rewards or len(rewards) != len(weights):
+            raise ValueError("a mix needs one weight per reward, and at least one reward")
+        if not all(np.isfinite(w) for w in weights):
+            raise ValueError("weights must be finite")
+        if stats is not None and len(stats) != len(rewards):
+            raise ValueError("stats: one entry per reward")
+        self.rewards, self.weights = list(rewards), [float(w) for w in weights]
+        self.stats: list[ScoreStats] | None = list(stats) if stats is not None else None
+        self.on_calibrated = on_calibrated
+        self._lock = threading.Lock()
+        self.__name__ = "weighted_reward_mix"
+
+    def __call__(self, prompts: list[str], images: list[Image.Image]) -> np.ndarray:
+        scores = [
+            call_reward(fn, prompts, images, what=f"mixed reward {index}") for index, fn in enumerate(self.rewards)
+        ]
+        with self._lock:
+            if self.stats is None:
+                self.stats = [_stats_of(values) for values in scores]
+                if self.on_calibrated is not None:
+                    self.on_calibrated(list(self.stats))
+            stats = self.stats
+        return sum(
+            (w * (values - s.mean) / s.std for w, values, s in zip(self.weights, scores, stats, strict=True)),
+            start=np.zeros(len(prompts)),
+        )
+
+
+def _stats_of(values: np.ndarray) -> ScoreStats:
+    std = float(values.std())
+    return ScoreStats(mean=float(values.mean()), std=std if std > 1e-8 else 1.0)

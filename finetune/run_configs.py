@@ -7,10 +7,12 @@ config; they are checked by that class (it imports no torch), so a bad range nam
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from rest_framework import serializers
 
 from core.ids import IdField
+from core.validation import StrictSerializer
 from finetune.config import ConfigError, DDPOConfig
 from finetune.oracles import OracleError, check_oracle_name
 from generators.models import ModelVersion, PromptSet, Split
@@ -20,6 +22,7 @@ DDPO_FIELDS = {field.name for field in dataclasses.fields(DDPOConfig)}
 PLATFORM_FIELDS = (
     "model_version",
     "reward_model",
+    "reward_models",
     "oracle",
     "gold_oracle",
     "train_prompt_set",
@@ -29,9 +32,36 @@ PLATFORM_FIELDS = (
 )
 
 
+MIX_WEIGHT_RANGE = (0.0, 10.0)
+MAX_MIXED_REWARDS = 4
+
+
+class RewardMixEntrySerializer(StrictSerializer):
+    """One reward model of a mix and its weight (its scores are standardised first: see
+    ``finetune.reward.WeightedRewardMix``)."""
+
+    reward_model = IdField(help_text="reward model id")
+    weight = serializers.FloatField(
+        min_value=MIX_WEIGHT_RANGE[0], max_value=MIX_WEIGHT_RANGE[1], help_text="its weight, in (0, 10]"
+    )
+
+    def validate_weight(self, weight: float) -> float:
+        if not math.isfinite(weight) or weight <= MIX_WEIGHT_RANGE[0]:
+            raise serializers.ValidationError(f"A finite weight in ({MIX_WEIGHT_RANGE[0]:g}, {MIX_WEIGHT_RANGE[1]:g}].")
+        return weight
+
+
 class FinetuneConfigSerializer(serializers.Serializer):
     model_version = IdField(help_text="the version to fine-tune (the parent)")
     reward_model = IdField(required=False, help_text="reward model id")
+    reward_models = serializers.ListField(
+        child=RewardMixEntrySerializer(),
+        min_length=1,
+        max_length=MAX_MIXED_REWARDS,
+        required=False,
+        help_text="or a weighted mix of 1-4 reward models (e.g. one per criterion): [{reward_model, weight}]; the "
+        "reward is the weighted sum of their scores, each standardised by its statistics on the first scored batch",
+    )
     oracle = serializers.CharField(
         max_length=300, required=False, help_text="or a registered oracle's name (sandbox: area, colour, shape)"
     )
@@ -67,6 +97,15 @@ class FinetuneConfigSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Unknown reward model {pk}.")
         return pk
 
+    def validate_reward_models(self, entries: list[dict]) -> list[dict]:
+        ids = [entry["reward_model"] for entry in entries]
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("Each reward model at most once.")
+        missing = sorted(set(ids) - set(RewardModel.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if missing:
+            raise serializers.ValidationError(f"Unknown reward model(s) {missing}.")
+        return entries
+
     def _oracle(self, name: str) -> str:
         try:
             return check_oracle_name(name)
@@ -99,8 +138,10 @@ class FinetuneConfigSerializer(serializers.Serializer):
         return self._prompt_set(pk, Split.EVAL)
 
     def validate(self, attrs: dict) -> dict:
-        if ("reward_model" in attrs) == ("oracle" in attrs):
-            raise serializers.ValidationError({"reward_model": ["Give either a reward_model or an oracle (not both)."]})
+        if sum(key in attrs for key in ("reward_model", "reward_models", "oracle")) != 1:
+            raise serializers.ValidationError(
+                {"reward_model": ["Give one of reward_model, reward_models (a weighted mix) or oracle."]}
+            )
         if "name" in attrs:
             base = ModelVersion.objects.get(pk=attrs["model_version"]).base_model
             if base.versions.filter(name=attrs["name"]).exists():

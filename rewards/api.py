@@ -29,8 +29,12 @@ class DatasetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PreferenceDataset
-        fields = ["id", "name", "source", "state", "error", "import_run", "rows", "stats", "sha256", "size"]
+        fields = ["id", "name", "source", "criterion", "state", "error", "import_run", "rows", "stats", "sha256"]
+        fields += ["size"]
         fields += ["campaigns", "options", "created_by", "created_at"]
+
+
+CRITERION_HELP = "only the votes on this question (a campaign's question key); empty: every question's votes"
 
 
 class DatasetSnapshotSerializer(StrictSerializer):
@@ -39,10 +43,16 @@ class DatasetSnapshotSerializer(StrictSerializer):
     include_flagged = serializers.BooleanField(default=False)
     gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    criterion = serializers.CharField(
+        max_length=100, required=False, default="", help_text=CRITERION_HELP + " (every campaign must ask it)"
+    )
 
 
 class DatasetUploadSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
+    criterion = serializers.CharField(
+        max_length=100, required=False, default="", help_text=CRITERION_HELP + " (the file's criterion column)"
+    )
     file = serializers.FileField(
         help_text="a Pick-a-Pic-schema Parquet file, at most UPLOAD_MAX_BYTES (default 2 GiB)",
         allow_empty_file=False,
@@ -79,7 +89,7 @@ class DatasetListView(generics.ListAPIView):
             data.is_valid(raise_exception=True)
             upload = data.validated_data
             dataset = services.dataset_upload_accept(
-                name=upload["name"], upload=upload["file"], created_by=request.user
+                name=upload["name"], upload=upload["file"], criterion=upload["criterion"], created_by=request.user
             )
             return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
         if not isinstance(request.data, dict):

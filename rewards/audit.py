@@ -3,6 +3,8 @@
 For every regular pair of a campaign with decisive votes, the human majority (a or b, ties and both-bad left
 out) is compared with the reward model's preference ``p_a = sigmoid(s_a − s_b)`` — its scores are logits, as in
 PickScore. A pair is a disagreement when the model gives the side people rejected a probability ≥ ``margin``.
+People's votes are read on the question the reward model learnt (its dataset's criterion) when the campaign asks
+it, else on the campaign's first question.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from feedback.criteria import criteria_of
 from feedback.models import Campaign, Choice, Pair, Vote
 from rewards.models import ImageScore, RewardModel
 
@@ -33,9 +36,18 @@ class Audit:
     pairs_unscored: int  # pairs with a human majority but a missing score
 
 
-def _majorities(campaign: Campaign) -> dict[int, tuple[str, int, int]]:
+def _criterion(campaign: Campaign, reward_model: RewardModel) -> str:
+    """The question to compare with: the reward model's dataset's criterion if the campaign asks it, else its first."""
+    asked = criteria_of(campaign.questions)
+    learnt = reward_model.dataset.criterion if reward_model.dataset_id else ""
+    return learnt if learnt in asked else asked[0]
+
+
+def _majorities(campaign: Campaign, criterion: str) -> dict[int, tuple[str, int, int]]:
     counts: dict[int, Counter] = {}
-    decisive = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False, choice__in=[Choice.A, Choice.B])
+    decisive = Vote.objects.filter(
+        pair__campaign=campaign, pair__is_gold=False, criterion=criterion, choice__in=[Choice.A, Choice.B]
+    )
     for pair_id, choice in decisive.values_list("pair_id", "choice"):
         counts.setdefault(pair_id, Counter())[choice] += 1
     majorities = {}
@@ -48,7 +60,7 @@ def _majorities(campaign: Campaign) -> dict[int, tuple[str, int, int]]:
 
 def reward_hacking_audit(campaign: Campaign, reward_model: RewardModel, *, margin: float = 0.8) -> Audit:
     """Disagreements sorted by the model's confidence, strongest first."""
-    majorities = _majorities(campaign)
+    majorities = _majorities(campaign, _criterion(campaign, reward_model))
     pairs = Pair.objects.filter(pk__in=majorities).select_related("image_a__prompt", "image_b")
     images = {image for pair in pairs for image in (pair.image_a_id, pair.image_b_id)}
     scores = dict(

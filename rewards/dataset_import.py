@@ -59,7 +59,7 @@ def dataset_import(run: Run, ctx: JobContext) -> dict:
 
     ctx.report_progress(0.0, "reading the file")
     try:
-        stats = scan_pickapic(path, label=UPLOAD_LABEL, on_progress=on_progress)
+        stats = scan_pickapic(path, label=UPLOAD_LABEL, on_progress=on_progress, criterion=dataset.criterion)
     except DatasetFileError as exc:
         error = without_paths(str(exc), path, settings.MEDIA_ROOT, label=UPLOAD_LABEL)
         with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):

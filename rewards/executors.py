@@ -21,6 +21,7 @@ from generators.sampler_settings import SettingsRequest
 from generators.selectors import images_for
 from rewards import services
 from rewards.config import RewardTrainConfig, RewardTrainConfigError
+from rewards.datasets import rows_of_criterion
 from rewards.loading import resolve_backbone, reward_function_for
 from rewards.models import ImageScore, PreferenceDataset, RewardModel
 from rewards.run_configs import TRAINING_FIELDS
@@ -44,6 +45,7 @@ def _dataset_of(run: Run) -> PreferenceDataset:
             include_flagged=config["include_flagged"],
             gold_threshold=config["gold_threshold"],
             min_gold=config["min_gold"],
+            criterion=config.get("criterion", ""),
             created_by=run.created_by,
         )
     except services.ValidationError as exc:
@@ -58,6 +60,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
     config = run.config
     dataset = _dataset_of(run)
     rows = read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False)
+    rows = rows_of_criterion(rows, dataset.criterion)  # one question's votes: one preference to learn
     pairs = pairs_from_pickapic(rows, both_bad_as_tie=config["both_bad_as_tie"])
     # The run config holds the validated training settings at its top level (absent ones: the defaults).
     settings = {name: config[name] for name in TRAINING_FIELDS if name in config}

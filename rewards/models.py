@@ -24,7 +24,9 @@ class PreferenceDataset(models.Model):
     A snapshot of campaigns records every vote it holds (``ranking_id`` is the vote id), so a reward
     model can be traced to the exact votes and retrained on them. An uploaded file is stored first and
     ``importing`` until its ``dataset_import`` run (``import_run``) has validated every row: only a ``ready``
-    dataset can be trained on.
+    dataset can be trained on. ``criterion`` selects the votes on one question (a campaign's question key, the
+    file's ``criterion`` column): a snapshot holds only those, an imported file is read for those rows only; empty,
+    the dataset is every row of its file.
     """
 
     name = models.CharField(max_length=200, unique=True)
@@ -36,6 +38,9 @@ class PreferenceDataset(models.Model):
     stats = models.JSONField(default=dict, blank=True, help_text="prompts, decisive rows, ties, annotators...")
     campaigns = models.ManyToManyField("feedback.Campaign", related_name="datasets", blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="how the snapshot was taken (flagged, gold...)")
+    criterion = models.CharField(
+        max_length=32, blank=True, default="", help_text="the one question its rows answer ('' = every row of the file)"
+    )
     original_path = models.CharField(max_length=1000, blank=True, default="")
     state = models.CharField(max_length=16, choices=DatasetState.choices, default=DatasetState.READY)
     error = models.TextField(blank=True, default="", help_text="why the import failed (never a server path)")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from core.ids import IdField
 from core.validation import StrictSerializer
+from feedback import selectors as feedback_selectors
+from feedback.criteria import criteria_of
 from feedback.models import Campaign
 from generators.models import PromptSet
 from generators.run_configs import SamplerSettingsSerializer, check_model_version_ids
 from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
+from rewards.datasets import several_criteria
 from rewards.models import PreferenceDataset, RewardModel
 
 # The run names its backbone (resolved on the worker); every other RewardTrainConfig field is a run setting.
@@ -22,6 +26,24 @@ def _exists(model, pk: int, label: str) -> int:
     if not model.objects.filter(pk=pk).exists():
         raise serializers.ValidationError(f"Unknown {label} {pk}.")
     return pk
+
+
+def _campaigns_criterion(campaign_ids: list[int], criterion: str | None) -> str:
+    """The question to train on: ``criterion`` (every campaign must ask it), or the one question they all ask."""
+    campaigns = list(Campaign.objects.filter(pk__in=campaign_ids))
+    if criterion is not None:
+        try:
+            for campaign in campaigns:
+                feedback_selectors.criterion_of(campaign, criterion)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"criterion": exc.messages}) from None
+        return criterion
+    asked = sorted({key for campaign in campaigns for key in criteria_of(campaign.questions)})
+    if len(asked) > 1:
+        raise serializers.ValidationError(
+            {"criterion": [f"These campaigns ask several questions ({', '.join(asked)}): choose one criterion."]}
+        )
+    return asked[0]
 
 
 class RewardTrainConfigSerializer(StrictSerializer):
@@ -39,6 +61,11 @@ class RewardTrainConfigSerializer(StrictSerializer):
     gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
     both_bad_as_tie = serializers.BooleanField(default=True)
+    criterion = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="with campaigns: train on the votes on this question (needed when they ask several)",
+    )
     backbone = serializers.CharField(
         max_length=500,
         default=lambda: settings.DEFAULT_REWARD_BACKBONE,
@@ -64,7 +91,15 @@ class RewardTrainConfigSerializer(StrictSerializer):
 
     def validate_dataset(self, pk: int) -> int:
         _exists(PreferenceDataset, pk, "dataset")
-        return ready_dataset_id(pk)
+        ready_dataset_id(pk)
+        dataset = PreferenceDataset.objects.only("stats", "criterion").get(pk=pk)
+        mixed = several_criteria(dataset.stats, dataset.criterion)
+        if mixed:
+            raise serializers.ValidationError(
+                f"Dataset {pk} holds votes on several questions ({', '.join(mixed)}) and a reward model learns one: "
+                "snapshot or import it with one criterion."
+            )
+        return pk
 
     def validate_campaigns(self, ids: list[int]) -> list[int]:
         missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
@@ -83,6 +118,12 @@ class RewardTrainConfigSerializer(StrictSerializer):
         attrs.update({name: checked[name] for name in TRAINING_FIELDS})
         if ("dataset" in attrs) == ("campaigns" in attrs):
             raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
+        if "campaigns" in attrs:
+            attrs["criterion"] = _campaigns_criterion(attrs["campaigns"], attrs.get("criterion"))
+        elif "criterion" in attrs:
+            raise serializers.ValidationError(
+                {"criterion": ["A dataset brings its criterion: give it with campaigns."]}
+            )
         if attrs["val_fraction"] <= 0:
             raise serializers.ValidationError({"val_fraction": ["Validation picks the best checkpoint: use > 0."]})
         if attrs["val_fraction"] + attrs["test_fraction"] >= 0.9:

@@ -15,10 +15,11 @@ from django.core.files.uploadedfile import UploadedFile
 
 from core import services as core_services
 from core.uniqueness import create_named
+from feedback import selectors as feedback_selectors
 from feedback.exports import pickapic_rows
 from feedback.models import Campaign
 from feedback.pickapic import write_parquet
-from rewards.datasets import DatasetFileError, dataset_stats, scan_pickapic
+from rewards.datasets import DatasetFileError, check_dataset_criterion, dataset_stats, scan_pickapic
 from rewards.models import DatasetSource, DatasetState, ImageScore, PreferenceDataset, RewardModel
 
 PARQUET_MAGIC = b"PAR1"
@@ -46,6 +47,13 @@ def _store_file(content: File, digest: str) -> str:
 def _check_name_free(name: str) -> None:
     if PreferenceDataset.objects.filter(name=name).exists():
         raise ValidationError({"name": [f"A dataset named {name!r} already exists."]})
+
+
+def _checked_criterion(criterion: str) -> str:
+    try:
+        return check_dataset_criterion(criterion)
+    except DatasetFileError as exc:
+        raise ValidationError({"criterion": [str(exc)]}) from None
 
 
 def _store(*, name: str, path: Path, stats: dict, **fields) -> PreferenceDataset:
@@ -78,15 +86,26 @@ def dataset_snapshot(
     include_flagged: bool = False,
     gold_threshold: float = 0.7,
     min_gold: int = 5,
+    criterion: str = "",
     created_by=None,
 ) -> PreferenceDataset:
-    """Freeze the campaigns' current training votes into a dataset (skips, gold pairs, flagged annotators out)."""
+    """Freeze the campaigns' current training votes into a dataset (skips, gold pairs, flagged annotators out).
+
+    ``criterion``: only the votes on that question (every campaign must ask it); empty: every question's votes.
+    """
     campaigns = list(campaigns)
     if not campaigns:
         raise ValidationError({"campaigns": ["Choose at least one campaign."]})
     _check_name_free(name)
+    if _checked_criterion(criterion):
+        for campaign in campaigns:
+            feedback_selectors.criterion_of(campaign, criterion)
     rows, excluded = pickapic_rows(
-        campaigns, include_flagged=include_flagged, gold_threshold=gold_threshold, min_gold=min_gold
+        campaigns,
+        include_flagged=include_flagged,
+        gold_threshold=gold_threshold,
+        min_gold=min_gold,
+        criterion=criterion or None,
     )
     if not rows:
         raise ValidationError({"campaigns": ["These campaigns have no votes to train on yet (skips are not counted)."]})
@@ -106,20 +125,25 @@ def dataset_snapshot(
             source=DatasetSource.CAMPAIGNS,
             campaigns=campaigns,
             options=options,
+            criterion=criterion,
             created_by=created_by,
         )
 
 
-def dataset_import(*, name: str, path: str | os.PathLike[str], created_by=None) -> PreferenceDataset:
+def dataset_import(
+    *, name: str, path: str | os.PathLike[str], criterion: str = "", created_by=None
+) -> PreferenceDataset:
     """Import a Pick-a-Pic-schema Parquet file from the server's disk, synchronously (``manage.py
     import_pickapic``): every row is validated, a batch at a time, before the file is stored as a ready dataset.
+    ``criterion``: the dataset is the file's rows on that question (rows without one answer ``overall``).
     Problems raise ``ValidationError`` on ``path`` (the caller's own path is named: it is their file)."""
     source = Path(path)
     if not source.is_file():
         raise ValidationError({"path": [f"No file at {str(source)!r}."]})
     _check_name_free(name)
+    criterion = _checked_criterion(criterion)
     try:
-        stats = scan_pickapic(source, label=str(source))
+        stats = scan_pickapic(source, label=str(source), criterion=criterion)
     except DatasetFileError as exc:
         raise ValidationError({"path": [str(exc)]}) from exc
     return _store(
@@ -128,6 +152,7 @@ def dataset_import(*, name: str, path: str | os.PathLike[str], created_by=None) 
         stats=stats,
         source=DatasetSource.PARQUET,
         original_path=str(source.resolve()),
+        criterion=criterion,
         created_by=created_by,
     )
 
@@ -144,14 +169,18 @@ def _looks_like_parquet(upload: UploadedFile) -> bool:
     return head == PARQUET_MAGIC and tail == PARQUET_MAGIC
 
 
-def dataset_upload_accept(*, name: str, upload: UploadedFile, created_by=None) -> PreferenceDataset:
+def dataset_upload_accept(
+    *, name: str, upload: UploadedFile, criterion: str = "", created_by=None
+) -> PreferenceDataset:
     """Store an uploaded Parquet file as an ``importing`` dataset and queue its ``dataset_import`` run.
 
     The web request only moves the streamed temporary file into storage (its SHA-256 was computed while it
     arrived, see ``core.uploads``); reading and validating the rows is the run's job. Problems raise
-    ``ValidationError`` on ``name`` or ``file`` with messages that never name a server path.
+    ``ValidationError`` on ``name``, ``file`` or ``criterion`` with messages that never name a server path.
+    ``criterion``: the dataset is the file's rows on that question (its import run checks the file has some).
     """
     _check_name_free(name)
+    criterion = _checked_criterion(criterion)
     if not _looks_like_parquet(upload):
         raise ValidationError({"file": ["Not a Parquet file: it must start and end with the bytes PAR1."]})
     digest = getattr(upload, "sha256", None) or _sha256(upload)
@@ -167,6 +196,7 @@ def dataset_upload_accept(*, name: str, upload: UploadedFile, created_by=None) -
             rows=0,
             state=DatasetState.IMPORTING,
             options={"uploaded_as": Path(upload.name or "").name[:200]},
+            criterion=criterion,
             created_by=created_by,
         )
         run = core_services.run_create(kind="dataset_import", config={"dataset": dataset.pk}, created_by=created_by)

@@ -39,6 +39,7 @@ def test_snapshot_freezes_the_campaigns_training_votes(voted_campaign, client_fo
         "both_bad": 0,
         "annotators": 2,
         "models": [],
+        "criteria": {"overall": 5},
     }
     dataset = PreferenceDataset.objects.get(pk=body["id"])
     rows = read_parquet(dataset.file.path)

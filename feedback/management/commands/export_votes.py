@@ -1,11 +1,14 @@
-"""Export a campaign's votes as Pick-a-Pic-schema Parquet (ties 0.5/0.5; skips and flagged annotators left out)."""
+"""Export a campaign's votes as Pick-a-Pic-schema Parquet (ties 0.5/0.5; skips and flagged annotators left out;
+each row's criterion column names the question it answers)."""
 
 from __future__ import annotations
 
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from feedback import selectors
 from feedback.exports import pickapic_rows
 from feedback.models import Campaign
 from feedback.pickapic import write_parquet
@@ -24,16 +27,25 @@ class Command(BaseCommand):
             "--min-gold", type=int, default=5, help="gold votes needed before an annotator can be flagged"
         )
         parser.add_argument("--include-flagged", action="store_true", help="keep votes of flagged annotators")
+        parser.add_argument(
+            "--criterion", default=None, help="only the votes on this question (default: every question's votes)"
+        )
 
     def handle(self, *args, **options) -> None:
         campaign = Campaign.objects.filter(pk=options["campaign"]).first()
         if campaign is None:
             raise CommandError(f"No campaign {options['campaign']}.")
+        if options["criterion"] is not None:
+            try:
+                selectors.criterion_of(campaign, options["criterion"])
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from exc
         rows, excluded = pickapic_rows(
             [campaign],
             include_flagged=options["include_flagged"],
             gold_threshold=options["gold_threshold"],
             min_gold=options["min_gold"],
+            criterion=options["criterion"],
         )
         if not rows:
             raise CommandError(f"Campaign {campaign.pk} has no votes to export.")
