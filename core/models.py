@@ -16,6 +16,7 @@ class RunKindName(models.TextChoices):
     FINETUNE = "finetune"
     EVALUATE = "evaluate"
     DATASET_IMPORT = "dataset_import"
+    SELECTION_REFIT = "selection_refit"
 
 
 class Run(models.Model):
