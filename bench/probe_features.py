@@ -19,7 +19,10 @@ Ridge regression (closed form through an SVD, features standardised on the train
 an inner prompt-grouped 4-fold cross-validation among 15 values; the R² is that of the out-of-fold predictions of
 a 5-fold cross-validation grouped by prompt (no prompt is in both the training and the held-out part). R² near 1:
 the preference is a linear function of those features; near 0 or negative: a linear read-out cannot see it (a
-non-linear head may still). Prints a table (oracles × sources) and writes JSON with ``--json``.
+non-linear head may still). Pairs compare images of the same prompt, so the table also gives the within-prompt R²:
+the same held-out predictions and scores, each less its prompt's mean (a preference that mostly varies between
+prompts, e.g. with the colour, can have a high R² and still be hard to learn from pairs). Prints a table (oracles
+× sources) and writes JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -125,8 +128,17 @@ def r2(y: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return 1.0 - ((y - predicted) ** 2).sum(axis=0) / np.where(sst > 0, sst, np.nan)
 
 
-def probe_r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Held-out R² of each target column of ``y`` from ``x``: prompt-grouped nested cross-validation."""
+def within_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``values`` less their group's mean (per column): what is left to tell images of one prompt apart."""
+    out = values.astype(np.float64).copy()
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] -= out[rows].mean(axis=0)
+    return out
+
+
+def probe_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold ridge predictions of each target column of ``y`` from ``x`` (prompt-grouped, nested CV)."""
     outer = _group_folds(groups, folds, seed)
     predicted = np.zeros_like(y)
     for fold in range(folds):
@@ -140,7 +152,12 @@ def probe_r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, s
         best = errors.argmin(axis=0)  # one penalty per target
         guesses = _ridge_predict(x[train], y[train], x[test], ALPHAS)
         predicted[test] = guesses[best, :, np.arange(y.shape[1])].T
-    return r2(y, predicted)
+    return predicted
+
+
+def probe_r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Held-out R² of each target column of ``y`` from ``x``: prompt-grouped nested cross-validation."""
+    return r2(y, probe_predictions(x, y, groups, folds, seed))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -180,18 +197,22 @@ def main(argv: list[str] | None = None) -> dict:
     if "pixels" in sources:
         features["pixels"] = np.stack(images).reshape(len(images), -1).astype(np.float64)
 
-    table = {}
+    table, within = {}, {}
+    y_within = within_group(y, groups)
     for s in sources:
-        table[s] = dict(zip(names, probe_r2(features[s], y, groups, seed=args.seed).tolist(), strict=True))
+        predicted = probe_predictions(features[s], y, groups, seed=args.seed)
+        table[s] = dict(zip(names, r2(y, predicted).tolist(), strict=True))
+        within[s] = dict(zip(names, r2(y_within, within_group(predicted, groups)).tolist(), strict=True))
     print(f"Held-out R² of a ridge probe ({len(images)} images, {len(by_prompt)} prompts, 5 prompt-grouped folds)")
-    print(f"backbone: {backbone}")
+    print(f"backbone: {backbone}; each cell: R² of the score / within-prompt R² (scores less their prompt's mean)")
     width = max(len(s) for s in sources)
-    print(f"{'source':<{width}} | dims | " + " | ".join(f"{n:>8}" for n in names))
+    print(f"{'source':<{width}} | dims | " + " | ".join(f"{n:>13}" for n in names))
     for s in sources:
-        cells = " | ".join(f"{table[s][n]:8.3f}" for n in names)
+        cells = " | ".join(f"{table[s][n]:6.3f}/{within[s][n]:6.3f}" for n in names)
         print(f"{s:<{width}} | {features[s].shape[1]:>4} | {cells}")
     result = {
         "r2": table,
+        "within_prompt_r2": within,
         "dims": {s: int(features[s].shape[1]) for s in sources},
         "oracles": names,
         "oracle_score_std": dict(zip(names, y.std(axis=0).tolist(), strict=True)),
