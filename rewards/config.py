@@ -18,6 +18,11 @@ from typing import Any
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+HEAD_KINDS = ("linear", "mlp", "attention", "patch_linear", "patch_mlp")  # rewards.heads builds them
+HEADS = ("none", *HEAD_KINDS)
+DEFAULT_HEAD = "patch_linear"  # chosen by rewards.sandbox_experiment --compare (docs/benchmarks.md, issue 15)
+# How a head trains by default (rewards.heads.HeadConfig and the head_* settings below share these).
+HEAD_DEFAULTS = {"steps": 500, "lr": 1e-2, "weight_decay": 1e-2, "hidden": 128, "dropout": 0.1, "batch_size": 128}
 
 
 class RewardTrainConfigError(ValueError):
@@ -128,6 +133,31 @@ class RewardTrainConfig:
     eval_batch_size: int = _setting(256, Rule(int, 1, 4096), "prompts or images encoded at once when evaluating")
     device: str = _setting("auto", Rule(str, choices=DEVICES), "where to train (auto: CUDA when there is one)")
     deterministic: bool = _setting(False, Rule(bool), "bit-exact resume on CUDA (slower kernels)")
+    # -- frozen-backbone heads (rewards.heads, rewards.quick): trained in seconds on cached CLIP features ------------
+    head: str = _setting(
+        DEFAULT_HEAD,
+        Rule(str, choices=HEADS),
+        "none: fine-tune CLIP (trainable_layers: whole or last N); linear, mlp (pooled features), patch_linear, "
+        "patch_mlp, attention (patch tokens): an ensemble of small heads on the frozen CLIP's features",
+    )
+    search: bool = _setting(
+        False,
+        Rule(bool),
+        "try a small grid (head kinds and settings, whole-model and last-layer CLIP fine-tunes) and keep the best "
+        "by validation accuracy; the result lists every candidate",
+    )
+    ensemble_size: int = _setting(
+        5, Rule(int, 1, 32), "head members, each on a bootstrap resample (their spread: an uncertainty)"
+    )
+    calibrate: bool = _setting(True, Rule(bool), "fit the head ensemble's temperature on the validation split")
+    head_steps: int = _setting(HEAD_DEFAULTS["steps"], Rule(int, 1, 100_000), "optimizer steps of each head member")
+    head_lr: float = _setting(
+        HEAD_DEFAULTS["lr"], Rule(float, 0.0, 1.0, low_open=True, high_open=True), "head learning rate"
+    )
+    head_weight_decay: float = _setting(HEAD_DEFAULTS["weight_decay"], Rule(float, 0.0, 10.0), "head AdamW decay")
+    head_hidden: int = _setting(HEAD_DEFAULTS["hidden"], Rule(int, 8, 4096), "head MLP width")
+    head_dropout: float = _setting(HEAD_DEFAULTS["dropout"], Rule(float, 0.0, 0.9), "head dropout")
+    head_batch_size: int = _setting(HEAD_DEFAULTS["batch_size"], Rule(int, 1, 4096), "pairs per head step")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -145,6 +175,7 @@ class RewardTrainConfig:
         4,000 steps, batch 128 (in total: divide by the number of GPUs), bf16."""
         base = {
             "backbone": backbone,
+            "head": "none",
             "lr": 3e-6,
             "weight_decay": 0.3,
             "warmup_steps": 500,

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import DEFAULT_HEAD
 from .data import PreferencePair, RewardDataError, check_training_pairs, prompt_weights
 from .features import FeatureCache, ImageFeatures, TextFeatures
-from .heads import HEAD_KINDS, HeadConfig, HeadEnsemble
+from .heads import HEAD_KINDS, HeadConfig, HeadEnsemble, HeadInputs
 from .losses import preference_loss
 from .metrics import log_loss
 
@@ -41,7 +42,6 @@ __all__ = [
     "pair_table",
 ]
 
-DEFAULT_HEAD = "attention"
 _PREDICT_BATCH = 1024
 
 
@@ -71,6 +71,11 @@ class PairTable:
     def __len__(self) -> int:
         return int(self.a.shape[0])
 
+    def standardised(self, ensemble: HeadEnsemble) -> _Standardised:
+        """This table's features as ``ensemble`` reads them (standardised once for all rows)."""
+        image, tokens = ensemble.standard_images(self.images.pooled, self.images.patches)
+        return _Standardised(ensemble, self, image, tokens, ensemble.standard_text(self.texts.pooled))
+
     def scores(self, ensemble: HeadEnsemble, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Member scores (M, n) of images a and b of the pairs ``rows`` (all: None), without gradients."""
         rows = torch.arange(len(self)) if rows is None else rows
@@ -79,14 +84,11 @@ class PairTable:
         ensemble.eval()
         try:
             with torch.no_grad():
-                tokens = ensemble.prepare(self.images.patches)
+                standard = self.standardised(ensemble)
                 for start in range(0, len(rows), _PREDICT_BATCH):
                     chunk = rows[start : start + _PREDICT_BATCH]
-                    text = self.texts.pooled[self.prompt[chunk]]
                     for side, out in ((self.a, outs_a), (self.b, outs_b)):
-                        image = side[chunk]
-                        pooled = self.images.pooled[image]
-                        out.append(ensemble.member_scores(pooled, tokens[image], text, prepared=True))
+                        out.append(ensemble.member_scores(standard.inputs(side[chunk], self.prompt[chunk])))
         finally:
             ensemble.train(was_training)
         if not outs_a:
@@ -104,6 +106,26 @@ class PairTable:
 @dataclass(frozen=True)
 class _Unkeyed:
     index: int
+
+
+@dataclass
+class _Standardised:
+    """A table's standardised features; :meth:`inputs` gathers the heads' inputs of some (image, prompt) rows."""
+
+    ensemble: HeadEnsemble
+    table: PairTable
+    image: torch.Tensor
+    tokens: torch.Tensor
+    text: torch.Tensor
+
+    def inputs(self, image_rows: torch.Tensor, prompt_rows: torch.Tensor) -> HeadInputs:
+        raw_image, raw_text = self.table.images.pooled[image_rows], self.table.texts.pooled[prompt_rows]
+        return HeadInputs(
+            self.image[image_rows],
+            self.tokens[image_rows],
+            self.text[prompt_rows],
+            self.ensemble.standard_cos(raw_image, raw_text),
+        )
 
 
 def _image_memo_key(source: Any) -> Hashable:
@@ -194,7 +216,7 @@ def fit_temperature(scores_a: np.ndarray, scores_b: np.ndarray, label_a: np.ndar
 def _train_member(
     head: torch.nn.Module,
     table: PairTable,
-    tokens: torch.Tensor,
+    standard: _Standardised,
     rows: torch.Tensor,
     config: HeadConfig,
     generator: torch.Generator,
@@ -214,8 +236,8 @@ def _train_member(
     for _ in range(config.steps):
         batch = rows[torch.randint(len(rows), (batch_size,), generator=generator)]
         images = torch.cat([table.a[batch], table.b[batch]])
-        text = table.texts.pooled[table.prompt[batch]]
-        scores = head(table.images.pooled[images], tokens[images], torch.cat([text, text]))
+        prompts = table.prompt[batch]
+        scores = head(standard.inputs(images, torch.cat([prompts, prompts])))
         loss = preference_loss(
             scores[:batch_size], scores[batch_size:], table.label_a[batch], table.label_b[batch], table.weight[batch]
         )
@@ -250,14 +272,17 @@ def fit_head_ensemble(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         ensemble = HeadEnsemble(config, dim, tokens, ensemble_size)
-        prepared = ensemble.prepare(train.images.patches)
+        text = train.texts.pooled[train.prompt]
+        cos = torch.cat([(train.images.pooled[side] * text).sum(-1) for side in (train.a, train.b)])
+        ensemble.fit_standardisation(train.images.pooled, train.images.patches, train.texts.pooled, cos)
+        standard = train.standardised(ensemble)
         for member_index, member in enumerate(ensemble.members):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + member_index)
             torch.manual_seed(seed * 1_000_003 + member_index)  # dropout
             resample = bootstrap and ensemble_size > 1
             rows = torch.randint(n, (n,), generator=generator) if resample else torch.arange(n)
             in_bag[member_index, rows.numpy()] = True
-            _train_member(member, train, prepared, rows, config, generator)
+            _train_member(member, train, standard, rows, config, generator)
     ensemble.eval()
     summary: dict[str, Any] = {
         "head": config.to_dict(),
@@ -310,11 +335,10 @@ class QuickRewardModel:
         with torch.no_grad():
             for start in range(0, len(prompts), _PREDICT_BATCH):
                 end = start + _PREDICT_BATCH
-                out.append(
-                    self.ensemble.member_scores(
-                        image_features.pooled[start:end], image_features.patches[start:end], text[start:end]
-                    )
+                inputs = self.ensemble.inputs(
+                    image_features.pooled[start:end], image_features.patches[start:end], text[start:end]
                 )
+                out.append(self.ensemble.member_scores(inputs))
         return torch.cat(out, dim=1) if out else torch.empty(self.ensemble.size, 0)
 
     def member_scores(

@@ -221,6 +221,10 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train, keep the best weights by validation accuracy, evaluate them and the zero-shot backbone on test.
 
+    ``config.head`` other than "none" fits a head ensemble on the frozen backbone's features instead, and
+    ``config.search`` tries several options and keeps the best by validation (:mod:`rewards.head_train`; both
+    restart on resume: they take seconds to minutes). The rest of this docstring is about the CLIP fine-tune.
+
     ``callbacks`` (a ``JobContext`` or :class:`MemoryCallbacks`) receive metrics, progress and checkpoints; when
     ``should_stop()`` turns true the state is checkpointed and :class:`core.jobs.JobCancelled` raised. A
     checkpoint found by ``load_checkpoint()`` is resumed exactly. With ``output_dir`` the best model is saved
@@ -230,6 +234,12 @@ def train_reward_model(
     kernels leave differences of order 1e-5, as between two straight runs).
     """
     config.validate()
+    if config.search or config.head != "none":
+        from .head_train import search_reward_models, train_head_reward_model
+
+        fit = search_reward_models if config.search else train_head_reward_model
+        with _deterministic_kernels(config.deterministic):
+            return fit(config, train, val, test, callbacks, output_dir=output_dir)
     with _deterministic_kernels(config.deterministic):
         return RewardTrainer(config, Splits(train, val, test), callbacks, output_dir).train()
 

@@ -53,7 +53,7 @@ def test_reward_train_run_records_a_reward_model_with_its_metrics_and_folder(med
     dataset = _dataset(media)
     response = client_for("engineer").post(
         "/api/v1/runs/",
-        {"kind": "reward_train", "config": _train_config(dataset, name="rm", log_every=2)},
+        {"kind": "reward_train", "config": _train_config(dataset, name="rm", log_every=2, head="none")},
         format="json",
     )
     assert response.status_code == 201, response.json()
@@ -123,6 +123,16 @@ EVERY_TRAINING_SETTING = {
     "eval_batch_size": 128,
     "device": "cpu",
     "deterministic": True,
+    "head": "mlp",
+    "search": True,
+    "ensemble_size": 3,
+    "calibrate": False,
+    "head_steps": 50,
+    "head_lr": 1e-2,
+    "head_weight_decay": 0.5,
+    "head_hidden": 64,
+    "head_dropout": 0.2,
+    "head_batch_size": 64,
 }
 
 

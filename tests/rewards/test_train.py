@@ -24,6 +24,7 @@ def small_pairs() -> list[PreferencePair]:
 
 FAST = {
     "backbone": str(CLIP_PATH),
+    "head": "none",  # these tests are about the CLIP fine-tune (the heads: tests/rewards/test_heads.py)
     "max_steps": 12,
     "batch_size": 8,
     "eval_every": 4,
