@@ -4,6 +4,26 @@ A campaign asks 1–4 named questions about each pair, e.g. "matches the prompt"
 artefacts" (as RichHF-18K and MPS do). Each question has a ``key`` (a slug stored with every vote: the vote's
 *criterion*) and the ``text`` raters read. Without questions a campaign asks the one default question, which is
 what every campaign asked before criteria existed, so old votes, files and clients keep their meaning.
+
+How votes store criteria, and why (``feedback.services.vote_submit_answers``):
+
+- One submission answers every question of a pair at once and is stored as one ``Vote`` row per criterion
+  (``criterion`` column; unique per assignment and criterion, and per annotator, pair and criterion), all written by
+  one hand-written INSERT in the vote's transaction. A row per criterion keeps every reader simple and fast: quality,
+  agreement, the leaderboard, exports and datasets filter one criterion and see exactly what a one-question
+  campaign's votes look like; a one-question campaign writes one row, as before.
+- The hand-out and ``Pair.valid_votes`` know nothing of criteria: a submission counts once toward k whatever the
+  number of questions, so "exactly k valid votes per pair" means k raters answered every question, and the hot path
+  (the hand-out's SQL, the vote's lock, its single statement on PostgreSQL) is unchanged but for one more column
+  read (the campaign's questions) and one value list per question in the INSERT.
+- A skip skips the pair for every question (a ``skip`` row per criterion, not counted); a question cannot be
+  skipped alone, so each criterion of a pair gets the same raters.
+- Resubmitting the same answers returns the stored votes (idempotent retries); different answers are a conflict,
+  as for one question. Answers that miss, add or skip a question are a 400 naming ``answers``.
+- Readers that need one preference (quality and agreement, gold accuracy, the arena leaderboard, the reward-hacking
+  audit) read the campaign's first question unless told another (``?criterion=``); a dataset or a reward model is
+  per criterion (``PreferenceDataset.criterion``), and a fine-tune may mix reward models (``finetune`` run's
+  ``reward_models``).
 """
 
 from __future__ import annotations
