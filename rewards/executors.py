@@ -97,6 +97,11 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
         "human_ceiling": result["human_ceiling"],
         "steps": result["steps"],
         "train_seconds": result["train_seconds"],
+        # The option trained (a head kind, or "none": the CLIP fine-tune) and, for a search, every candidate
+        # with its validation (and test) figures and the one kept.
+        "head": (result["model"].get("head") or {}).get("config", {}).get("kind", "none"),
+        "chosen": result.get("chosen"),
+        "candidates": result.get("candidates"),
     }
 
 

@@ -36,6 +36,7 @@ from generators.sandbox import CLIP_PATH, DEFAULT_GUIDANCE, DEFAULT_STEPS, PIPEL
 from generators.sandbox.dataset import all_captions
 from generators.sandbox.oracles import area_reward
 
+from .config import HEAD_KINDS
 from .data import PreferencePair, split_by_prompt
 from .metrics import decisive_accuracy, human_ceiling, pair_probabilities, votes_by_pair
 from .train import MemoryCallbacks, RewardTrainConfig, train_reward_model
@@ -295,10 +296,7 @@ def _run(
 OPTIONS: dict[str, dict[str, Any]] = {
     "finetune-whole": {"head": "none", "trainable_layers": None},
     "finetune-last1": {"head": "none", "trainable_layers": 1},
-    "linear": {"head": "linear"},
-    "mlp": {"head": "mlp"},
-    "attention": {"head": "attention"},
-    "patch": {"head": "patch"},
+    **{kind: {"head": kind} for kind in HEAD_KINDS},
     "search": {"search": True},
 }
 
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--oracle", default=ExperimentConfig.oracle, help="a registered pixel oracle")
     parser.add_argument("--max-votes", type=int, default=None, help="at most this many train + validation votes")
-    parser.add_argument("--head", default=None, help="none, linear, mlp, attention, patch (default: the config's)")
+    parser.add_argument("--head", default=None, help=f"none, {', '.join(HEAD_KINDS)} (default: the config's)")
     parser.add_argument("--search", action="store_true", help="try the grid and keep the best by validation")
     parser.add_argument("--ensemble-size", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="fine-tune steps (default: the config's)")

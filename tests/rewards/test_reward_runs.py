@@ -78,6 +78,50 @@ def test_reward_train_run_records_a_reward_model_with_its_metrics_and_folder(med
     assert len(scores) == 2
 
 
+def test_a_head_reward_train_run_saves_a_model_that_scores_with_its_head(media, client_for, users):
+    from rewards.config import DEFAULT_HEAD
+    from rewards.loading import reward_function_for
+
+    dataset = _dataset(media)
+    config = _train_config(dataset, name="rm-head", ensemble_size=2, head_steps=40)
+    response = client_for("engineer").post("/api/v1/runs/", {"kind": "reward_train", "config": config}, format="json")
+    assert response.status_code == 201, response.json()
+    run = Run.objects.get(pk=response.json()["id"])
+    assert run.config["head"] == DEFAULT_HEAD and run.config["ensemble_size"] == 2
+
+    assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    run.refresh_from_db()
+    assert run.result["head"] == DEFAULT_HEAD and run.result["candidates"] is None
+    assert run.result["test_accuracy"] >= 0.9  # the brighter image wins: easily learnt
+    assert {"val_accuracy", "temperature"} <= set(run.metric_points.values_list("key", flat=True))
+    reward_model = RewardModel.objects.get(name="rm-head")
+    assert reward_model.metrics["model"]["head"]["size"] == 2
+    reward = reward_function_for(reward_model, device="cpu")
+    assert reward.model.head is not None
+    bright, dark = reward(["prompt 0", "prompt 0"], [_image(250), _image(10)])
+    assert bright > dark
+
+
+def test_a_search_run_records_every_candidate_and_keeps_the_best_by_validation(media, users):
+    from core import services as run_services
+    from rewards.config import RewardTrainConfig
+    from rewards.head_train import search_candidates
+
+    dataset = _dataset(media)
+    run = run_services.run_create(
+        kind="reward_train", config=_train_config(dataset, search=True, ensemble_size=2, head_steps=20)
+    )
+    assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    run.refresh_from_db()
+    candidates = run.result["candidates"]
+    names = [c.name for c in search_candidates(RewardTrainConfig(head_steps=20))]
+    assert [c["name"] for c in candidates] == names and "finetune-whole" in names and "linear" in names
+    best = max(candidates, key=lambda c: (c["val_accuracy"], -c["val_log_loss"]))
+    assert run.result["chosen"] == best["name"] and run.result["val_accuracy"] == best["val_accuracy"]
+    assert all(0 <= c["val_accuracy"] <= 1 and c["seconds"] >= 0 for c in candidates)
+    assert run.metric_points.filter(key="candidate_val_accuracy").count() == len(names)
+
+
 def _image(level: int):
     from PIL import Image
 
@@ -94,6 +138,13 @@ def _image(level: int):
         ({"dataset": 999}, "dataset"),
         ({"campaigns": []}, "campaigns"),
         ({"val_fraction": 0.0}, "val_fraction"),
+        ({"head": "transformer"}, "head"),
+        ({"ensemble_size": 0}, "ensemble_size"),
+        ({"ensemble_size": 33}, "ensemble_size"),
+        ({"head_lr": 0}, "head_lr"),
+        ({"search": "yes"}, "search"),
+        ({"calibrate": 1}, "calibrate"),
+        ({"head_steps": 0}, "head_steps"),
     ],
 )
 def test_bad_reward_train_configs_are_400_naming_the_field(media, client_for, users, overrides, field):

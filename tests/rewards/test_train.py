@@ -56,6 +56,12 @@ def splits(small_pairs):
         ({"backbone": ""}, "backbone"),
         ({"deterministic": "yes"}, "deterministic"),
         ({"learning_rate": 1e-3}, "learning_rate"),
+        ({"head": "big"}, "head"),
+        ({"ensemble_size": 0}, "ensemble_size"),
+        ({"head_dropout": 0.95}, "head_dropout"),
+        ({"head_hidden": 4}, "head_hidden"),
+        ({"head_batch_size": 0}, "head_batch_size"),
+        ({"head_weight_decay": -1}, "head_weight_decay"),
     ],
 )
 def test_bad_config_names_the_field(changes, field):
