@@ -26,6 +26,6 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Vote)
 class VoteAdmin(admin.ModelAdmin):
-    list_display = ["id", "pair", "annotator", "choice", "submitted", "seconds", "created_at"]
-    list_filter = ["choice"]
+    list_display = ["id", "pair", "annotator", "criterion", "choice", "submitted", "seconds", "created_at"]
+    list_filter = ["criterion", "choice"]
     raw_id_fields = ["assignment", "pair"]

@@ -24,10 +24,15 @@ from tests.support.images import store_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ANNOTATORS, PAIRS, K = 32, 40, 3
+THREE_QUESTIONS = [{"key": key, "text": f"Which is {key}?"} for key in ("faithful", "pretty", "plausible")]
 
 
-@pytest.mark.parametrize("selection", ["random", "uncertainty"])
-def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, settings, tmp_path, selection):
+@pytest.mark.parametrize(
+    ("selection", "questions"),
+    [("random", None), ("uncertainty", None), ("random", THREE_QUESTIONS)],
+    ids=["random", "uncertainty", "three-questions"],
+)
+def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, settings, tmp_path, selection, questions):
     settings.MEDIA_ROOT = tmp_path
     base = generator_services.base_model_register(name="tiny", source="org/tiny")
     version = ModelVersion.objects.get(base_model=base)
@@ -43,7 +48,9 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
         annotators=annotators,
         votes_per_pair=K,
         selection=selection,
+        questions=questions,
     )
+    criteria = [q["key"] for q in campaign.questions]
     pair_ids = list(campaign.pairs.values_list("id", flat=True))
     priorities = random.Random(0)
     services.pair_priorities_set(campaign_id=campaign.pk, priorities={pk: priorities.random() for pk in pair_ids})
@@ -67,7 +74,11 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
                     continue
                 idle = 0
                 choice = rng.choice(["left", "right", "tie", "both_bad", "skip"])
-                services.vote_submit(annotator=user, assignment_id=assignment.assignment, submitted=choice)
+                if questions and choice != "skip":  # every question answered at once, each its own choice
+                    answers = {key: rng.choice(["left", "right", "tie", "both_bad"]) for key in criteria}
+                    services.vote_submit(annotator=user, assignment_id=assignment.assignment, answers=answers)
+                else:
+                    services.vote_submit(annotator=user, assignment_id=assignment.assignment, submitted=choice)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -97,11 +108,17 @@ def test_parallel_annotators_exhaust_a_campaign_exactly(django_user_model, setti
 
     assert not errors, errors[:3]
     assert all(not t.is_alive() for t in threads)
-    counted = Counter(Vote.objects.exclude(choice="skip").values_list("pair_id", flat=True))
     assert {pair.pk: pair.valid_votes for pair in Pair.objects.all()} == {
         pk: K for pk in Pair.objects.values_list("id", flat=True)
     }
-    assert set(counted.values()) == {K} and len(counted) == PAIRS
-    assert Vote.objects.count() == Assignment.objects.filter(status="voted").count() == Assignment.objects.count()
-    per_annotator_pair = Counter(Vote.objects.values_list("annotator_id", "pair_id"))
+    for criterion in criteria:  # k valid answers to every question of every pair
+        counted = Counter(
+            Vote.objects.filter(criterion=criterion).exclude(choice="skip").values_list("pair_id", flat=True)
+        )
+        assert set(counted.values()) == {K} and len(counted) == PAIRS
+    voted = Assignment.objects.filter(status="voted").count()
+    assert Vote.objects.count() == voted * len(criteria) and voted == Assignment.objects.count()
+    per_annotator_pair = Counter(Vote.objects.values_list("annotator_id", "pair_id", "criterion"))
     assert max(per_annotator_pair.values()) == 1
+    per_assignment = Counter(Vote.objects.values_list("assignment_id", flat=True))
+    assert set(per_assignment.values()) == {len(criteria)}  # all questions of a submission, or none
