@@ -79,9 +79,12 @@ def campaign_list(request):
 
 @role_required(Role.ENGINEER, Role.REVIEWER)
 def campaign_detail(request, pk: int):
-    """Progress, votes over time and the annotator quality table of one campaign."""
+    """Progress, votes over time, the learning curve (collect campaigns) and the annotator quality table."""
+    from rewards import selectors as reward_selectors
+
     campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user).select_related("preparing_run"), pk=pk)
     quality = feedback_selectors.campaign_quality(campaign)
+    curve = reward_selectors.campaign_learning_curve(campaign) if campaign.purpose == Purpose.COLLECT else None
     return render(
         request,
         "frontend/campaign_detail.html",
@@ -91,6 +94,7 @@ def campaign_detail(request, pk: int):
             "progress": feedback_selectors.campaign_progress(campaign, request.user),
             "quality": quality,
             "activity": feedback_selectors.votes_over_time(campaign),
+            "curve": curve,
         },
     )
 

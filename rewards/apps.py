@@ -9,7 +9,11 @@ class RewardsConfig(AppConfig):
         from core import run_kinds
         from rewards import receivers  # noqa: F401 - connects the signal receivers
         from rewards.dataset_import import DatasetImportConfigSerializer
-        from rewards.run_configs import EvaluateConfigSerializer, RewardTrainConfigSerializer
+        from rewards.run_configs import (
+            EvaluateConfigSerializer,
+            RewardTrainConfigSerializer,
+            SelectionRefitConfigSerializer,
+        )
 
         run_kinds.register(
             run_kinds.RunKind(
@@ -36,5 +40,14 @@ class RewardsConfig(AppConfig):
                 config_serializer=DatasetImportConfigSerializer,
                 executor_path="rewards.dataset_import.dataset_import",
                 description="Validate an uploaded Pick-a-Pic Parquet file row by row and make its dataset ready.",
+            )
+        )
+        run_kinds.register(
+            run_kinds.RunKind(
+                name="selection_refit",
+                queue="gpu",
+                config_serializer=SelectionRefitConfigSerializer,
+                executor_path="rewards.refit.selection_refit",
+                description="Refit a collect campaign's quick reward model: hand-out priorities and a learning curve.",
             )
         )

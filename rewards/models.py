@@ -106,3 +106,55 @@ class ImageScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reward_model_id}:{self.image_id}={self.score:.4f}"
+
+
+class CampaignRefit(models.Model):
+    """One refit of a ``collect`` campaign's quick reward model (a ``selection_refit`` run; see ``rewards.refit``).
+
+    Started every ``Campaign.refit_every`` valid votes (and at once for a new ``uncertainty`` campaign); at most
+    one is ``active`` (queued or running) per campaign, which the database enforces. It records what the fit
+    measured: the learning curve's points (:class:`CampaignCurvePoint`), zero-shot accuracy and the human ceiling
+    on the same held-out prompts, and how many pairs got a hand-out priority.
+    """
+
+    campaign = models.ForeignKey("feedback.Campaign", on_delete=models.CASCADE, related_name="+")
+    run = models.OneToOneField("core.Run", on_delete=models.CASCADE, related_name="campaign_refit")
+    votes = models.PositiveIntegerField(help_text="valid votes of the campaign when the refit was started")
+    active = models.BooleanField(default=True, help_text="its run is queued or running")
+    used_votes = models.PositiveIntegerField(null=True, blank=True, help_text="votes the fit read (its first question)")
+    test_votes = models.PositiveIntegerField(null=True, blank=True, help_text="decisive held-out votes of the curve")
+    zero_shot_accuracy = models.FloatField(null=True, blank=True, help_text="the frozen backbone, same held-out votes")
+    human_ceiling = models.FloatField(
+        null=True, blank=True, help_text="decisive agreement of a vote with the other votes on its pair"
+    )
+    ceiling_pairs = models.PositiveIntegerField(default=0, help_text="pairs with several votes behind the ceiling")
+    priorities = models.PositiveIntegerField(default=0, help_text="pairs given a hand-out priority")
+    priority_source = models.CharField(max_length=16, blank=True, default="", help_text="model, zero_shot or none")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign"], condition=Q(active=True), name="campaign_refit_one_active"),
+        ]
+        indexes = [models.Index(fields=["campaign", "-votes"], name="campaign_refit_latest")]
+
+    def __str__(self) -> str:
+        return f"refit of campaign {self.campaign_id} at {self.votes} votes (run {self.run_id})"
+
+
+class CampaignCurvePoint(models.Model):
+    """One point of a campaign's learning curve: held-out decisive accuracy of a quick reward model fitted on the
+    campaign's first ``votes`` votes (those of its training prompts: ``train_votes``)."""
+
+    refit = models.ForeignKey(CampaignRefit, on_delete=models.CASCADE, related_name="points")
+    votes = models.PositiveIntegerField()
+    train_votes = models.PositiveIntegerField()
+    accuracy = models.FloatField(null=True, blank=True, help_text="decisive accuracy on the held-out prompts")
+
+    class Meta:
+        ordering = ["refit", "votes"]
+        constraints = [models.UniqueConstraint(fields=["refit", "votes"], name="curve_point_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.votes} votes: {self.accuracy}"

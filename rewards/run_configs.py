@@ -10,10 +10,10 @@ from core.ids import IdField
 from core.validation import StrictSerializer
 from feedback import selectors as feedback_selectors
 from feedback.criteria import criteria_of
-from feedback.models import Campaign
+from feedback.models import Campaign, Purpose
 from generators.models import PromptSet
 from generators.run_configs import SamplerSettingsSerializer, check_model_version_ids
-from rewards.config import RewardTrainConfig, RewardTrainConfigError
+from rewards.config import DEFAULT_HEAD, HEAD_KINDS, RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
 from rewards.datasets import several_criteria
 from rewards.models import PreferenceDataset, RewardModel
@@ -150,3 +150,37 @@ class EvaluateConfigSerializer(SamplerSettingsSerializer):
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
         return check_model_version_ids(ids)
+
+
+class SelectionRefitConfigSerializer(StrictSerializer):
+    """Refit a ``collect`` campaign's quick reward model on its votes so far: hand-out priorities (``uncertainty``
+    campaigns) and a learning curve (see ``rewards.refit``). Started by the periodic check every
+    ``refit_every`` votes; the settings below are for tests and experiments."""
+
+    campaign = IdField()
+    backbone = serializers.CharField(
+        max_length=500,
+        default=lambda: settings.DEFAULT_REWARD_BACKBONE,
+        help_text="a registered reward_backbone name, a CLIP hub id or local folder (default: DEFAULT_REWARD_BACKBONE)",
+    )
+    head = serializers.ChoiceField(choices=HEAD_KINDS, default=DEFAULT_HEAD, help_text="the quick model's head kind")
+    ensemble_size = serializers.IntegerField(min_value=1, max_value=16, default=5)
+    curve_points = serializers.IntegerField(
+        min_value=1, max_value=8, default=4, help_text="fits at 1/n, 2/n ... of the votes so far (n = curve_points)"
+    )
+    test_fraction = serializers.FloatField(
+        min_value=0.05, max_value=0.5, default=0.2, help_text="share of the prompts held out for the curve"
+    )
+    min_votes = serializers.IntegerField(
+        min_value=1, max_value=100_000, default=20, help_text="fewer decisive votes: zero-shot priorities, no fit"
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+
+    def validate_campaign(self, pk: int) -> int:
+        purpose = Campaign.objects.filter(pk=pk).values_list("purpose", flat=True).first()
+        if purpose is None:
+            raise serializers.ValidationError(f"Unknown campaign {pk}.")
+        if purpose != Purpose.COLLECT:
+            raise serializers.ValidationError(f"Campaign {pk} is an {purpose} campaign: refits are for collect ones.")
+        return pk

@@ -12,15 +12,27 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
 
 from core import services as core_services
+from core.run_states import TERMINAL_STATES
 from core.uniqueness import create_named
+from feedback import refit_selectors
 from feedback import selectors as feedback_selectors
 from feedback.exports import pickapic_rows
-from feedback.models import Campaign
+from feedback.models import Campaign, Selection
 from feedback.pickapic import write_parquet
 from rewards.datasets import DatasetFileError, check_dataset_criterion, dataset_stats, scan_pickapic
-from rewards.models import DatasetSource, DatasetState, ImageScore, PreferenceDataset, RewardModel
+from rewards.models import (
+    CampaignCurvePoint,
+    CampaignRefit,
+    DatasetSource,
+    DatasetState,
+    ImageScore,
+    PreferenceDataset,
+    RewardModel,
+)
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -257,3 +269,75 @@ def image_scores_store(*, reward_model: RewardModel, scores: dict[int, float], r
         ignore_conflicts=True,
     )
     return ImageScore.objects.filter(reward_model=reward_model).count() - before
+
+
+def campaign_refits_start_due(*, started_by=None) -> list[CampaignRefit]:
+    """Start a ``selection_refit`` run for every open ``collect`` campaign that is due: ``refit_every`` valid votes
+    since its last refit, or (``uncertainty`` campaigns) none yet, for the first priorities from zero-shot. At most
+    one refit per campaign is queued or running: the database refuses a second (``campaign_refit_one_active``).
+    Called by ``core.events.periodic_check`` (never on the vote's path)."""
+    due = refit_selectors.open_collect_campaigns()
+    last = dict(
+        CampaignRefit.objects.filter(campaign_id__in=[d.campaign for d in due])
+        .values_list("campaign_id")
+        .annotate(votes=Max("votes"))
+    )
+    active = set(CampaignRefit.objects.filter(active=True).values_list("campaign_id", flat=True))
+    started = []
+    for campaign in due:
+        if campaign.campaign in active:
+            continue
+        if campaign.campaign in last:
+            if campaign.valid_votes - last[campaign.campaign] < campaign.refit_every:
+                continue
+        elif campaign.selection != Selection.UNCERTAINTY and campaign.valid_votes < campaign.refit_every:
+            continue
+        refit = _campaign_refit_start(campaign.campaign, campaign.valid_votes, started_by)
+        if refit is not None:
+            started.append(refit)
+    return started
+
+
+def _campaign_refit_start(campaign_id: int, votes: int, started_by) -> CampaignRefit | None:
+    """The run and its CampaignRefit row in one transaction (dispatched on commit), or None when another process
+    started one meanwhile."""
+    try:
+        with transaction.atomic():
+            run = core_services.run_create(
+                kind="selection_refit", config={"campaign": campaign_id}, created_by=started_by
+            )
+            return CampaignRefit.objects.create(campaign_id=campaign_id, run=run, votes=votes)
+    except IntegrityError:
+        return None
+
+
+def campaign_refit_record(*, run, outcome, priorities: int) -> CampaignRefit:
+    """Store what a refit measured (a ``rewards.learning_curve.RefitOutcome``): its curve points and figures."""
+    refit, _ = CampaignRefit.objects.get_or_create(  # a run started by hand has no row yet
+        run=run, defaults={"campaign_id": run.config["campaign"], "votes": outcome.used_votes, "active": False}
+    )
+    refit.used_votes, refit.test_votes = outcome.used_votes, outcome.test_votes
+    refit.zero_shot_accuracy, refit.human_ceiling = outcome.zero_shot_accuracy, outcome.human_ceiling
+    refit.ceiling_pairs, refit.priorities, refit.priority_source = (
+        outcome.ceiling_pairs,
+        priorities,
+        outcome.priority_source,
+    )
+    refit.save()
+    refit.points.all().delete()  # a retried attempt replaces the points of the one it took over from
+    CampaignCurvePoint.objects.bulk_create(
+        CampaignCurvePoint(refit=refit, votes=p.votes, train_votes=p.train_votes, accuracy=p.accuracy)
+        for p in outcome.points
+    )
+    return refit
+
+
+def campaign_refit_finished(*, run) -> None:
+    """A ``selection_refit`` run ended (any way): its campaign may be refitted again."""
+    CampaignRefit.objects.filter(run=run, active=True).update(active=False)
+
+
+def campaign_refits_reconcile() -> int:
+    """Release refits whose run ended without the ``run_finished`` receiver taking effect (or whose run is gone);
+    returns how many. Called by ``core.events.periodic_check``."""
+    return CampaignRefit.objects.filter(active=True, run__state__in=TERMINAL_STATES).update(active=False)

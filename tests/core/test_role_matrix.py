@@ -120,6 +120,7 @@ MATRIX = [
     ("api-reward-models", "get", "/api/v1/reward-models/", None, STAFF_READ),
     ("api-reward-model-detail", "get", "/api/v1/reward-models/999/", None, STAFF_READ_404),
     ("api-campaign-activity", "get", "/api/v1/campaigns/{campaign}/activity/", None, STAFF_READ),
+    ("api-campaign-learning-curve", "get", "/api/v1/campaigns/{campaign}/learning-curve/", None, STAFF_READ),
     (
         "api-campaign-gold",
         "post",
