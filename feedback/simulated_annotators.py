@@ -8,12 +8,15 @@ and runs the simulation against the web server. ``manage.py simulate_annotators`
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from core.roles import Role
+from feedback.criteria import criteria_of
 from feedback.models import Campaign, CampaignStatus
 from feedback.simulation import FatalError, Simulation, SimulationResult, check_server, run_simulation
 
@@ -68,6 +71,7 @@ def simulate_votes(simulation: Simulation, *, annotators: int, prefix: str) -> S
     if annotators < 1:
         raise SimulationRefused(f"At least one annotator is needed, got {annotators}.")
     campaign = open_campaign(simulation.campaign)
+    simulation = dataclasses.replace(simulation, criteria=tuple(criteria_of(campaign.questions)))
     accounts = annotator_accounts_ensure(campaign=campaign, prefix=prefix, count=annotators)
     try:
         check_server(simulation.base_url, accounts[0][1], campaign.pk, timeout=simulation.timeout)

@@ -299,9 +299,11 @@ class AnnotatorLoop:
         settings: LoopSettings,
         stats: AnnotatorStats,
         stop: threading.Event,
+        criteria: Sequence[str] = (),
     ):
         self.client, self.annotator, self.campaign = client, annotator, campaign
         self.settings, self.stats, self.stop = settings, stats, stop
+        self.criteria = tuple(criteria)  # a campaign of several questions: each answered with the one judgement
 
     def run(self) -> AnnotatorStats:
         try:
@@ -366,6 +368,9 @@ class AnnotatorLoop:
         truth, choice = self.annotator.judge(pair["prompt"], left, right)
         seconds = self.annotator.seconds(time.monotonic() - started)
         vote = {"assignment": pair["assignment"], "choice": choice, "seconds": seconds}
+        if len(self.criteria) > 1 and choice != "skip":
+            del vote["choice"]
+            vote["answers"] = dict.fromkeys(self.criteria, choice)
         response = self.client.post_json("/api/v1/votes/", vote)
         if response.status == 409:
             self.stats.conflicts += 1
@@ -395,6 +400,7 @@ class Simulation:
     timeout: float = 30.0
     retries: int = 4
     loop: LoopSettings = LoopSettings()
+    criteria: tuple[str, ...] = ()  # the campaign's question keys, when it asks several (all answered alike)
 
 
 @dataclass
@@ -447,4 +453,6 @@ def _loop_for(simulation: Simulation, username: str, token: str, stop: threading
         think_seconds=simulation.think_seconds,
     )
     client = ApiClient(simulation.base_url, token, timeout=simulation.timeout, retries=simulation.retries)
-    return AnnotatorLoop(client, annotator, simulation.campaign, simulation.loop, AnnotatorStats(username), stop)
+    return AnnotatorLoop(
+        client, annotator, simulation.campaign, simulation.loop, AnnotatorStats(username), stop, simulation.criteria
+    )

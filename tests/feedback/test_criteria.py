@@ -12,10 +12,13 @@ import pytest
 
 from feedback import criteria, selectors, services
 from feedback.exports import pickapic_rows
-from feedback.models import Assignment, Pair, Vote
+from feedback.models import Assignment, Campaign, Pair, Vote
 from feedback.pickapic import PICKAPIC_SCHEMA, read_parquet, write_parquet
 from generators import services as generator_services
 from generators.models import ModelVersion
+from tests.feedback.test_simulation import PROMPTS as SIM_PROMPTS
+from tests.feedback.test_simulation import K as SIM_K
+from tests.feedback.test_simulation import _simulate, shapes_campaign  # noqa: F401 - a fixture
 from tests.support.images import store_images
 
 pytestmark = pytest.mark.django_db
@@ -362,3 +365,22 @@ def test_files_without_a_criterion_column_read_as_the_default_and_bad_ones_are_n
         read_parquet(tmp_path / "bad.parquet")
     pq.write_table(pa.table(columns, schema=PICKAPIC_SCHEMA), tmp_path / "null.parquet")
     assert [r.criterion for r in read_parquet(tmp_path / "null.parquet")] == ["overall"]
+
+
+# ------------------------------------------------------------------------------------- simulated annotators
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simulated_annotators_answer_every_question_of_a_campaign(live_server, shapes_campaign):  # noqa: F811
+    campaign, large = shapes_campaign
+    Campaign.objects.filter(pk=campaign.pk).update(questions=QUESTIONS[:2])
+
+    summary = _simulate(live_server, campaign, "--noise", "0")
+
+    assert summary["votes"] == SIM_PROMPTS * SIM_K and summary["errors"] == 0
+    votes = list(Vote.objects.select_related("pair"))
+    assert len(votes) == 2 * SIM_PROMPTS * SIM_K
+    assert sorted({v.criterion for v in votes}) == ["looks", "prompt"]
+    for vote in votes:  # the one judgement of the larger shape, for every question
+        assert vote.choice == ("a" if vote.pair.image_a_id in large else "b")
+    assert {p.valid_votes for p in Pair.objects.filter(campaign=campaign)} == {SIM_K}
