@@ -2,6 +2,7 @@
 
     python bench/votes_load.py                       # 64 clients, 20 s per phase, PostgreSQL at 127.0.0.1:5432
     python bench/votes_load.py --clients 16 --seconds 10 --phases two@0
+    python bench/votes_load.py --selection uncertainty  # fresh pairs by priority (random priorities, seeded)
 
 It creates a fresh database (``imagerlhf_bench``), a campaign of ``--pairs`` pairs (k=3) with one token
 per annotator, starts gunicorn on a free port and runs load phases against it. In each phase
@@ -56,8 +57,10 @@ def raw_insert_rate(dsn: str, seconds: float = 3.0) -> float:
         return count / (time.perf_counter() - began)
 
 
-def prepare(env: dict, annotators: int, pairs: int) -> dict:
-    """Migrate the bench database and create the campaign, its annotators and their tokens."""
+def prepare(env: dict, annotators: int, pairs: int, selection: str = "random") -> dict:
+    """Migrate the bench database and create the campaign, its annotators and their tokens.
+
+    An ``uncertainty`` campaign gets a seeded random priority per pair, as a refit would write them."""
     code = f"""
 import io, json
 import django; django.setup()
@@ -75,16 +78,27 @@ version = ModelVersion.objects.get(base_model=base)
 prompts = gen.prompt_set_create(name="bench", split="train", prompts=[f"p{{i}}" for i in range({pairs})])
 def png(i):
     b = io.BytesIO(); Image.new("RGB", (8, 8), (i % 256, i // 256 % 256, 0)).save(b, format="PNG"); return b.getvalue()
+# Stored under the settings a generate run would record (native size 8, fp32), so the campaign finds them.
+from generators import selectors as gen_selectors
+from generators.sampler_settings import SettingsRequest
+gen.base_model_record_native_size(base_model=version.base_model, size=8)
+resolved = gen_selectors.resolved_settings(version, SettingsRequest(), "fp32")
 for i, prompt in enumerate(prompts.prompts.all()):
-    gen.generated_images_store_batch(model_version=version, settings={{}}, settings_hash="0" * 64,
-        images=[(prompt, s, png(2 * i + s), 8, 8) for s in (0, 1)])
+    gen.generated_images_store_batch(model_version=version, settings=resolved.as_dict(),
+        settings_hash=resolved.digest(), images=[(prompt, s, png(2 * i + s), 8, 8) for s in (0, 1)])
 group, _ = Group.objects.get_or_create(name="annotator")
 users = []
 for i in range({annotators}):
     u = get_user_model().objects.create_user(username=f"bench{{i}}")  # token only: no password to hash
     u.groups.add(group); users.append(u)
 campaign = services.campaign_create(name="bench", purpose="collect", prompt_set=prompts, model_versions=[version],
-    annotators=users, votes_per_pair=3)
+    annotators=users, votes_per_pair=3, selection="{selection}")
+if campaign.selection == "uncertainty":
+    import random
+    rng = random.Random(0)
+    services.pair_priorities_set(campaign_id=campaign.pk,
+        priorities={{pk: rng.random() for pk in campaign.pairs.values_list("pk", flat=True)}})
+assert campaign.status == "open", campaign.status_note
 print(json.dumps({{"campaign": campaign.pk, "tokens": [Token.objects.create(user=u).key for u in users]}}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
@@ -289,6 +303,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--phases", type=_phases, default=_phases("floor@0,two@0,one@0,one@300"), help=_phases.__doc__)
+    parser.add_argument(
+        "--selection", choices=["random", "uncertainty"], default="random", help="the campaign's hand-out order"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
     parser.add_argument("--client-processes", type=int, default=4)
@@ -307,7 +324,7 @@ def main() -> None:
         "PLATFORM_VAR_DIR": str(ROOT / "var" / "bench"),
     }
     insert_rate = raw_insert_rate(dsn)
-    world = prepare(env, args.clients, args.pairs)
+    world = prepare(env, args.clients, args.pairs, args.selection)
     # Fresh tables have no planner statistics yet; production's autovacuum keeps them current.
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "ANALYZE", DB_NAME], check=True)
     port = _free_port()
@@ -331,6 +348,7 @@ def main() -> None:
     print(f"target: ≥ 300 cycles/s with p99 < 150 ms at {args.clients} clients")
     summary = {
         "clients": args.clients,
+        "selection": args.selection,
         "postgres_single_row_inserts_per_second": round(insert_rate, 1),
         "web_workers": args.web_workers,
         "web_threads": args.web_threads,
