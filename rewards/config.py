@@ -93,7 +93,10 @@ def _steps(low: int, nullable: bool = False) -> Rule:
 class RewardTrainConfig:
     """Training settings, checked when built (an instance is always in range; the error names the field).
 
-    The defaults are tuned for the sandbox CLIP on CPU (``rewards.sandbox_experiment``: about 30 s of one core for
+    The default option is a ``patch_linear`` head ensemble on the frozen backbone (chosen by
+    ``python -m rewards.sandbox_experiment --compare --max-votes 1000``: the best held-out accuracy of the options
+    on the position and area preferences, seconds to fit; docs/benchmarks.md, "Reward model options"). The
+    fine-tune settings (``head="none"``) are tuned for the sandbox CLIP on CPU (about 30 s of one core for
     200 steps × 64 pairs, whole model, lr 1e-3; ``trainable_layers=1`` is ~40% faster at 1-3 points less
     accuracy). For CLIP-H / PickScore checkpoints start from :meth:`pickscore`.
     """

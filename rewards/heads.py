@@ -51,6 +51,7 @@ class HeadConfig:
     hidden: int = HEAD_DEFAULTS["hidden"]  # MLP width
     queries: int = 4  # attention: queries made from the prompt
     position_dim: int = 16  # attention: width of the learned position codes read through the attention
+    rank: int = 0  # patch_linear: 0 a weight per token and dimension; r > 0 a sum of r (where × what) products
     dropout: float = HEAD_DEFAULTS["dropout"]
     lr: float = HEAD_DEFAULTS["lr"]
     weight_decay: float = HEAD_DEFAULTS["weight_decay"]
@@ -106,11 +107,18 @@ class PatchLinearHead(nn.Module):
 
     def __init__(self, dim: int, tokens: int, config: HeadConfig) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(tokens, dim))
+        self.rank = config.rank
+        if self.rank:
+            self.where = nn.Parameter(torch.zeros(tokens, self.rank))
+            self.what = nn.Parameter(torch.randn(dim, self.rank) / math.sqrt(dim))
+        else:
+            self.weight = nn.Parameter(torch.zeros(tokens, dim))
         self.pooled = LinearHead(dim, tokens, config)
 
     def forward(self, x: HeadInputs) -> torch.Tensor:
-        return (x.tokens * self.weight).sum((1, 2)) / math.sqrt(self.weight.shape[0]) + self.pooled(x)
+        weight = self.what @ self.where.T if self.rank else self.weight.T  # (P, T)
+        local = (x.tokens * weight.T).sum((1, 2))
+        return local / math.sqrt(x.tokens.shape[1]) + self.pooled(x)
 
 
 def _mlp(width_in: int, hidden: int, dropout: float) -> nn.Sequential:
