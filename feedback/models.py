@@ -193,7 +193,9 @@ class Vote(models.Model):
     transaction (a skip too: one ``skip`` row per criterion); see ``feedback.services.vote_submit``.
     """
 
-    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="votes")
+    # No index of its own: the unique (assignment, criterion) index serves lookups by assignment (one less index
+    # to write per vote row on the annotators' hot path).
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="votes", db_index=False)
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="votes")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="votes")
     criterion = models.CharField(
