@@ -164,16 +164,22 @@ class _Prediction:
 
 
 def refit_campaign(
-    votes: Sequence[Vote], open_pairs: Sequence[OpenPair], features: FeatureCache, settings: RefitSettings
+    votes: Sequence[Vote],
+    open_pairs: Sequence[OpenPair],
+    features: FeatureCache,
+    settings: RefitSettings,
+    *,
+    priorities: bool = True,
 ) -> RefitOutcome:
-    """The campaign's curve, ceiling and priorities (see the module docstring); images must be in ``features``."""
+    """The campaign's curve, ceiling and (with ``priorities``: uncertainty campaigns) priorities, see the module
+    docstring; images must be in ``features``. Without ``priorities`` the fit on every vote is skipped."""
     began = time.perf_counter()
     pairs, keys_a, keys_b = _pairs(votes)
     points, zero_shot, test_votes = _curve(features, pairs, keys_a, keys_b, settings)
     curve_done = time.perf_counter()
     ceiling = human_ceiling(votes_by_pair(pairs))
-    priorities, source = {}, "none"
-    if open_pairs:
+    wanted, priorities, source = priorities, {}, "none"
+    if open_pairs and wanted:
         prompts = [p.prompt for p in open_pairs]
         ids_a, ids_b = [p.image_a for p in open_pairs], [p.image_b for p in open_pairs]
         if _decisive(pairs) >= settings.min_votes:

@@ -69,14 +69,15 @@ def selection_refit(run: Run, ctx: JobContext) -> dict:
         seed=config["seed"],
     )
     try:
-        outcome = refit_campaign(votes, open_pairs, features, settings)
+        uncertainty = campaign.selection == Selection.UNCERTAINTY
+        outcome = refit_campaign(votes, open_pairs, features, settings, priorities=uncertainty)
     except RewardDataError as exc:
         raise JobFailed(f"Campaign {campaign.name!r}: {exc}") from exc
     ctx.report_progress(0.9, "storing")
     if ctx.should_stop():
         return {"campaign": campaign.pk, "stopped": True}
     written = 0
-    if campaign.selection == Selection.UNCERTAINTY and outcome.priorities:
+    if uncertainty and outcome.priorities:
         written = feedback_services.pair_priorities_set(campaign_id=campaign.pk, priorities=outcome.priorities)
     with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
         services.campaign_refit_record(run=run, outcome=outcome, priorities=written)

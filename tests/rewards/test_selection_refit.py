@@ -121,7 +121,7 @@ def test_a_random_campaign_gets_a_curve_but_keeps_its_priorities(media, users, d
     run = run_services.run_create(kind="selection_refit", config={"campaign": campaign.pk, **FAST})
     assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
     refit = CampaignRefit.objects.get(run=run)
-    assert refit.priorities == 0 and refit.points.exclude(accuracy=None).exists()
+    assert refit.priorities == 0 and refit.priority_source == "none" and refit.points.exclude(accuracy=None).exists()
     assert set(Pair.objects.filter(campaign=campaign).values_list("priority", flat=True)) == {0.0}
 
 
