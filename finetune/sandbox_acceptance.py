@@ -26,13 +26,27 @@ import torch
 
 from core.jobs import NullJobContext
 from generators.sandbox import PIPELINE_PATH
-from generators.sandbox.oracles import area_reward, colour_reward
+from generators.sandbox.oracles import (
+    area_reward,
+    centred_reward,
+    colour_reward,
+    crisp_reward,
+    even_reward,
+    shape_reward,
+)
 from generators.sandbox_catalog import sandbox_prompts
 
 from .reward import per_image
 from .trainer import DDPOTrainer
 
-ORACLES = {"area": per_image(area_reward), "colour": per_image(colour_reward)}
+ORACLES = {
+    "area": per_image(area_reward),
+    "colour": per_image(colour_reward),
+    "shape": per_image(shape_reward),
+    "centred": per_image(centred_reward),
+    "even": per_image(even_reward),
+    "crisp": per_image(crisp_reward),
+}
 
 
 def _value(text: str) -> Any:
