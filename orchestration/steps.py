@@ -25,7 +25,7 @@ from core.run_states import RunState
 from feedback import ratings
 from feedback import selectors as feedback_selectors
 from feedback import services as feedback_services
-from feedback.models import Campaign, CampaignStatus, Purpose
+from feedback.models import REFIT_EVERY_RANGE, Campaign, CampaignStatus, Purpose
 from feedback.simulated_annotators import NoVoteCast, SimulationRefused, simulate_votes
 from feedback.simulation import TIE_MARGIN, OracleError, Simulation, resolve_pair_oracle
 from generators import selectors as generator_selectors
@@ -114,6 +114,9 @@ def _campaign(
         model_versions=[ModelVersion.objects.get(pk=pk) for pk in versions],
         votes_per_pair=votes_per_pair,
         images_per_prompt=images_per_prompt,
+        # Simulated annotators rate every pair at once and the reward step trains right after, so the campaign's
+        # own refits (hand-out order, learning curve) would only queue ahead of it on the worker.
+        refit_every=REFIT_EVERY_RANGE[1],
         created_by=_creator(settings),
     )
     return _open(created.pk, settings.step_timeout)

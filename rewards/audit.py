@@ -43,7 +43,9 @@ def _criterion(campaign: Campaign, reward_model: RewardModel) -> str:
     return learnt if learnt in asked else asked[0]
 
 
-def _majorities(campaign: Campaign, criterion: str) -> dict[int, tuple[str, int, int]]:
+def _majorities(campaign: Campaign, criterion: str | None = None) -> dict[int, tuple[str, int, int]]:
+    """Strict-majority choice of each non-gold pair on one question (the campaign's first unless named)."""
+    criterion = criterion or criteria_of(campaign.questions)[0]
     counts: dict[int, Counter] = {}
     decisive = Vote.objects.filter(
         pair__campaign=campaign, pair__is_gold=False, criterion=criterion, choice__in=[Choice.A, Choice.B]
