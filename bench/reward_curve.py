@@ -51,7 +51,7 @@ from rewards.data import PreferencePair  # noqa: E402
 from rewards.metrics import decisive_accuracy  # noqa: E402
 
 BUDGETS = (100, 200, 300, 500, 700, 1000, 1500, 2000, 3000)
-DEFAULT_ORACLES = ("area", "centred", "even", "crisp")
+DEFAULT_ORACLES = ("area", "centred", "balanced", "high")  # size, position, size fit, placement
 
 
 @dataclass(frozen=True)

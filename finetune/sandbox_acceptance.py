@@ -28,10 +28,12 @@ from core.jobs import NullJobContext
 from generators.sandbox import PIPELINE_PATH
 from generators.sandbox.oracles import (
     area_reward,
+    balanced_reward,
     centred_reward,
     colour_reward,
     crisp_reward,
     even_reward,
+    high_reward,
     shape_reward,
 )
 from generators.sandbox_catalog import sandbox_prompts
@@ -46,6 +48,8 @@ ORACLES = {
     "centred": per_image(centred_reward),
     "even": per_image(even_reward),
     "crisp": per_image(crisp_reward),
+    "balanced": per_image(balanced_reward),
+    "high": per_image(high_reward),
 }
 
 

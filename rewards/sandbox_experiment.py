@@ -298,6 +298,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "finetune-last1": {"head": "none", "trainable_layers": 1},
     **{kind: {"head": kind} for kind in HEAD_KINDS},
     "search": {"search": True},
+    "search-heads": {"search": True, "search_grid": "heads"},
 }
 
 
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     parser.add_argument("--cache", default=None, help="a folder keeping the generated images between runs")
     parser.add_argument("--compare", action="store_true", help="a table of every option on every --oracles")
-    parser.add_argument("--oracles", default="area,centred,even,crisp")
+    parser.add_argument("--oracles", default="area,centred,balanced,high")
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"of {', '.join(OPTIONS)}")
     parser.add_argument("--json", default=None, help="write the comparison rows here")
     args = parser.parse_args(argv)

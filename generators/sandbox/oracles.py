@@ -209,3 +209,31 @@ def crisp_reward(prompt: str, image: ImageLike) -> float:
     stray = 1.0 - float(shape.sum()) / float(mask.sum())
     crispness = max(shape_scores(image).values()) - stray
     return float(np.clip((crispness - CRISP_LOW) / (1.0 - CRISP_LOW), 0.0, 1.0))
+
+
+BALANCED_AREA = 0.2  # the shape's share of the frame that `balanced` likes best
+
+
+def balanced_reward(prompt: str, image: ImageLike) -> float:
+    """Size fit in [0, 1]: 1 when the shape fills a fifth of the frame, less for smaller and for larger shapes.
+
+    Unlike ``area`` it is not monotone: within a prompt that asks for a large shape the smaller image wins, within
+    one that asks for a small shape the larger one, so a score linear in the image's features cannot follow it.
+    """
+    del prompt
+    _, shape = _main_shape(image)
+    if not shape.any():
+        return 0.0
+    return float(max(0.0, 1.0 - abs(float(shape.mean()) - BALANCED_AREA) / BALANCED_AREA))
+
+
+def high_reward(prompt: str, image: ImageLike) -> float:
+    """Placement in [0, 1]: head room below, a shape whose centroid sits higher in the frame scores higher
+    (1 at a quarter of the height from the top, 0 at three quarters)."""
+    del prompt
+    _, shape = _main_shape(image)
+    if not shape.any():
+        return 0.0
+    height = shape.shape[0]
+    centre_y = float(np.nonzero(shape)[0].mean())
+    return float(np.clip(1.0 - (centre_y - height / 4.0) / (height / 2.0), 0.0, 1.0))

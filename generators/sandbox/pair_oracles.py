@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from feedback.simulation import reward_oracle
 
-from .oracles import area_reward, centred_reward, colour_reward, crisp_reward, even_reward, shape_reward
+from .oracles import (
+    area_reward,
+    balanced_reward,
+    centred_reward,
+    colour_reward,
+    crisp_reward,
+    even_reward,
+    high_reward,
+    shape_reward,
+)
 
 larger = reward_oracle(area_reward, name="larger")
 colour = reward_oracle(colour_reward, name="colour")
@@ -18,3 +27,5 @@ shape = reward_oracle(shape_reward, name="shape")
 centred = reward_oracle(centred_reward, name="centred")
 even = reward_oracle(even_reward, name="even")
 crisp = reward_oracle(crisp_reward, name="crisp")
+balanced = reward_oracle(balanced_reward, name="balanced")
+high = reward_oracle(high_reward, name="high")

@@ -17,6 +17,8 @@ ORACLES = {
     "centred": "generators.sandbox.oracles:centred_reward",
     "even": "generators.sandbox.oracles:even_reward",
     "crisp": "generators.sandbox.oracles:crisp_reward",
+    "balanced": "generators.sandbox.oracles:balanced_reward",
+    "high": "generators.sandbox.oracles:high_reward",
 }
 PAIR_ORACLES = {
     "larger": "generators.sandbox.pair_oracles:larger",
@@ -25,6 +27,8 @@ PAIR_ORACLES = {
     "centred": "generators.sandbox.pair_oracles:centred",
     "even": "generators.sandbox.pair_oracles:even",
     "crisp": "generators.sandbox.pair_oracles:crisp",
+    "balanced": "generators.sandbox.pair_oracles:balanced",
+    "high": "generators.sandbox.pair_oracles:high",
 }
 REWARD_BACKBONES = {"sandbox": "generators.sandbox:CLIP_PATH"}
 

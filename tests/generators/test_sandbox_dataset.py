@@ -89,7 +89,8 @@ def test_rewards_and_empty_image():
 
 
 def test_preferences_no_caption_describes():
-    """centred, even and crisp judge position, colour evenness and shape regularity, and 0 without a shape."""
+    """centred, even, crisp, balanced and high judge position, colour evenness, shape regularity, size fit and
+    placement, and give 0 without a shape."""
     centre, corner = render("circle", COLOURS["red"], 12), render("circle", COLOURS["red"], 12, centre=(9.0, 9.0))
     assert oracles.centred_reward("a red circle", centre) > 0.9 > 0.2 > oracles.centred_reward("a red circle", corner)
 
@@ -105,7 +106,24 @@ def test_preferences_no_caption_describes():
     assert oracles.crisp_reward("a blue square", flat) > 0.9
     assert oracles.crisp_reward("a blue square", stray) < oracles.crisp_reward("a blue square", flat)
 
+    # balanced likes a shape filling a fifth of the frame (a square of side ~14), less when smaller or larger.
+    small, fifth, large = (render("square", COLOURS["green"], side) for side in (8, 14, 24))
+    assert oracles.balanced_reward("a green square", fifth) > 0.9
+    assert oracles.balanced_reward("a green square", fifth) > oracles.balanced_reward("a green square", small)
+    assert oracles.balanced_reward("a green square", fifth) > oracles.balanced_reward("a green square", large)
+
+    # high likes head room: the same shape higher in the frame scores higher.
+    up, down = (render("circle", COLOURS["red"], 10, centre=(16.0, y)) for y in (10.0, 22.0))
+    assert oracles.high_reward("a red circle", up) > oracles.high_reward("a red circle", centre)
+    assert oracles.high_reward("a red circle", centre) > oracles.high_reward("a red circle", down)
+
     blank = np.full((32, 32, 3), 16, dtype=np.uint8)
-    for reward in (oracles.centred_reward, oracles.even_reward, oracles.crisp_reward):
+    for reward in (
+        oracles.centred_reward,
+        oracles.even_reward,
+        oracles.crisp_reward,
+        oracles.balanced_reward,
+        oracles.high_reward,
+    ):
         assert reward("a red circle", blank) == 0.0
         assert 0.0 <= reward("a red circle", corner) <= 1.0
