@@ -25,6 +25,9 @@ DEFAULT_HEAD = "patch_linear"  # chosen by rewards.sandbox_experiment --compare 
 HEAD_DEFAULTS = {"steps": 500, "lr": 1e-2, "weight_decay": 1e-2, "hidden": 128, "dropout": 0.1, "batch_size": 128}
 
 
+SEARCH_GRIDS = ("heads", "all")
+
+
 class RewardTrainConfigError(ValueError):
     """A bad training setting: ``field_name`` names it, ``reason`` says what it accepts (the message: both)."""
 
@@ -148,6 +151,11 @@ class RewardTrainConfig:
         Rule(bool),
         "try a small grid (head kinds and settings, whole-model and last-layer CLIP fine-tunes) and keep the best "
         "by validation accuracy; the result lists every candidate",
+    )
+    search_grid: str = _setting(
+        "all",
+        Rule(str, choices=SEARCH_GRIDS),
+        "what a search tries: heads (the frozen-backbone heads only, seconds each) or all (also the CLIP fine-tunes)",
     )
     ensemble_size: int = _setting(
         5, Rule(int, 1, 32), "head members, each on a bootstrap resample (their spread: an uncertainty)"

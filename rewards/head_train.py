@@ -211,8 +211,9 @@ class Candidate:
 
 def search_candidates(config: RewardTrainConfig) -> list[Candidate]:
     """The grid a search tries: every head kind (``patch_linear`` also with twice the steps and ten times the
-    decay) and two CLIP fine-tunes (whole model and the last layer, with the run's own fine-tune settings)."""
-    return [
+    decay) and, unless ``search_grid`` is "heads", two CLIP fine-tunes (whole model and the last layer, with the
+    run's own fine-tune settings)."""
+    heads = [
         Candidate("linear", {"head": "linear"}),
         Candidate("mlp", {"head": "mlp"}),
         Candidate("patch_linear", {"head": "patch_linear"}),
@@ -222,6 +223,11 @@ def search_candidates(config: RewardTrainConfig) -> list[Candidate]:
         ),
         Candidate("patch_mlp", {"head": "patch_mlp"}),
         Candidate("attention", {"head": "attention"}),
+    ]
+    if config.search_grid == "heads":
+        return heads
+    return [
+        *heads,
         Candidate("finetune-whole", {"head": "none", "trainable_layers": None}),
         Candidate("finetune-last1", {"head": "none", "trainable_layers": 1}),
     ]

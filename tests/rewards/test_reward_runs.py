@@ -122,6 +122,17 @@ def test_a_search_run_records_every_candidate_and_keeps_the_best_by_validation(m
     assert run.metric_points.filter(key="candidate_val_accuracy").count() == len(names)
 
 
+def test_a_heads_search_tries_only_the_frozen_backbone_heads():
+    from rewards.config import RewardTrainConfig, RewardTrainConfigError
+    from rewards.head_train import search_candidates
+
+    every = [c.name for c in search_candidates(RewardTrainConfig())]
+    heads = [c.name for c in search_candidates(RewardTrainConfig(search_grid="heads"))]
+    assert heads == [name for name in every if not name.startswith("finetune-")] and "patch_mlp" in heads
+    with pytest.raises(RewardTrainConfigError, match="search_grid"):
+        RewardTrainConfig(search_grid="everything")
+
+
 def _image(level: int):
     from PIL import Image
 
