@@ -11,6 +11,11 @@ from typing import Any
 # PPO's trust region. Overrides go here (or in `rlhf_cycle --finetune`).
 CYCLE_FINETUNE: dict[str, Any] = {}
 
+# The cycle's reward model: the frozen-backbone heads tried on the votes and the best kept by validation (seconds
+# each). No one head wins on every preference (patch_linear on size and position, patch_mlp on a non-monotone
+# size preference; docs/benchmarks.md, "Reward model options"), and the user's preference is not known in advance.
+CYCLE_REWARD: dict[str, Any] = {"search": True, "search_grid": "heads"}
+
 
 class CycleError(Exception):
     """A step failed or cannot start; the message says which and why."""
@@ -30,7 +35,7 @@ class CycleSettings:
     collect_votes_per_pair: int = 3
     arena_images_per_prompt: int = 4
     arena_votes_per_pair: int = 3
-    reward: dict[str, Any] = field(default_factory=dict)  # reward_train config overrides
+    reward: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_REWARD))  # reward_train config overrides
     finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
     step_timeout: float = 3600.0
     created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs

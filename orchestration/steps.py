@@ -38,7 +38,15 @@ from orchestration.state import CycleError, CycleSettings, CycleState, StepResul
 # whose name is also a registered oracle's (the sandbox's colour, shape, centred, even, crisp) is judged by it.
 GOLD_ORACLE_FOR = {"larger": "area"}
 
-REWARD_FIGURES = ("reward_model", "votes", "val_accuracy", "test_accuracy", "baseline_test_accuracy", "human_ceiling")
+REWARD_FIGURES = (
+    "reward_model",
+    "chosen",
+    "votes",
+    "val_accuracy",
+    "test_accuracy",
+    "baseline_test_accuracy",
+    "human_ceiling",
+)
 FINETUNE_FIGURES = (
     "model_version",
     "eval_reward_before",

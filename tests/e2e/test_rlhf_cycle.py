@@ -27,7 +27,7 @@ REDUCED = [
     "--arena-images-per-prompt", "2",
     "--arena-votes-per-pair", "3",
     "--annotators", "4",
-    "--reward", json.dumps({"max_steps": 150}),
+    "--reward", json.dumps({"max_steps": 150, "head_steps": 100, "ensemble_size": 2}),
     "--finetune", json.dumps({"epochs": 3, "samples_per_epoch": 16, "images_per_prompt": 4, "eval_every": 3}),
     "--tag", "ci",
 ]  # fmt: skip
@@ -57,6 +57,7 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     reward = results["reward model"]
     assert RewardModel.objects.get(pk=reward["reward_model"]).dataset.campaigns.get() == collect
     assert reward["test_accuracy"] > reward["baseline_test_accuracy"], reward
+    assert reward["chosen"] in {"linear", "mlp", "patch_linear", "patch_linear-long", "patch_mlp", "attention"}
     # The fine-tune made a child of the base version, and the arena compared them with a verdict.
     tune = FineTune.objects.get(run_id=results["fine-tune"]["run"])
     assert tune.parent.name == "base" and tune.version.parent == tune.parent

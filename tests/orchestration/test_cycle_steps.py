@@ -109,6 +109,8 @@ def test_run_configs_come_from_the_state_and_the_overrides():
         "epochs": 2,
         "gold_oracle": "colour",
     }
+    # By default the cycle's reward step searches the heads and keeps the best by validation.
+    assert steps.reward_run_config(state, CycleSettings())["search_grid"] == "heads"
     own_oracle = CycleSettings(oracle="my.module:judge")
     assert "gold_oracle" not in steps.finetune_run_config(state, own_oracle)
     assert steps.finetune_run_config(state, CycleSettings(oracle="larger"))["gold_oracle"] == "area"

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.cli import USER_HELP, acting_user
 from orchestration.cycle import StepReport, run_cycle
-from orchestration.state import CYCLE_FINETUNE, CycleError, CycleSettings
+from orchestration.state import CYCLE_FINETUNE, CYCLE_REWARD, CycleError, CycleSettings
 
 
 def _json_object(text: str, option: str) -> dict:
@@ -40,7 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--collect-votes-per-pair", type=int, default=defaults.collect_votes_per_pair)
         parser.add_argument("--arena-images-per-prompt", type=int, default=defaults.arena_images_per_prompt)
         parser.add_argument("--arena-votes-per-pair", type=int, default=defaults.arena_votes_per_pair)
-        parser.add_argument("--reward", default="{}", help="reward_train config overrides (JSON object)")
+        parser.add_argument(
+            "--reward", default="{}", help=f"reward_train settings over the cycle's {CYCLE_REWARD} (JSON object)"
+        )
         parser.add_argument(
             "--finetune", default="{}", help=f"DDPO settings over the cycle's {CYCLE_FINETUNE} (JSON object)"
         )
@@ -65,7 +67,7 @@ class Command(BaseCommand):
             collect_votes_per_pair=options["collect_votes_per_pair"],
             arena_images_per_prompt=options["arena_images_per_prompt"],
             arena_votes_per_pair=options["arena_votes_per_pair"],
-            reward=_json_object(options["reward"], "--reward"),
+            reward={**CYCLE_REWARD, **_json_object(options["reward"], "--reward")},
             finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
             step_timeout=options["step_timeout"],
             seed=options["seed"],
