@@ -228,7 +228,7 @@ def balanced_reward(prompt: str, image: ImageLike) -> float:
 
 
 def high_reward(prompt: str, image: ImageLike) -> float:
-    """Placement in [0, 1]: head room below, a shape whose centroid sits higher in the frame scores higher
+    """Placement in [0, 1]: a shape whose centroid sits higher in the frame (more room below it) scores higher
     (1 at a quarter of the height from the top, 0 at three quarters)."""
     del prompt
     _, shape = _main_shape(image)

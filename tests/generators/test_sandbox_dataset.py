@@ -112,7 +112,7 @@ def test_preferences_no_caption_describes():
     assert oracles.balanced_reward("a green square", fifth) > oracles.balanced_reward("a green square", small)
     assert oracles.balanced_reward("a green square", fifth) > oracles.balanced_reward("a green square", large)
 
-    # high likes head room: the same shape higher in the frame scores higher.
+    # high likes a shape placed high: the same shape higher in the frame scores higher.
     up, down = (render("circle", COLOURS["red"], 10, centre=(16.0, y)) for y in (10.0, 22.0))
     assert oracles.high_reward("a red circle", up) > oracles.high_reward("a red circle", centre)
     assert oracles.high_reward("a red circle", centre) > oracles.high_reward("a red circle", down)
