@@ -176,8 +176,10 @@ def test_import_selects_one_criterion_and_names_a_missing_one(settings, tmp_path
 @pytest.mark.slow
 def test_a_reward_model_per_criterion_trains_on_that_criterions_rows(settings, tmp_path, client_for, users):
     settings.MEDIA_ROOT = tmp_path / "media"
-    # Inline in a test transaction the run's heartbeat cannot write (SQLite's lock is the test's): a busy machine's
-    # slow training must not look like a dead worker.
+    # Inline in a test transaction the run's heartbeat thread cannot see or write the run (its own connection: the
+    # row is uncommitted on PostgreSQL, locked by the test on SQLite), so a beat would read as a lost lease: on a
+    # busy machine training outlasts the 10 s interval. No beat and no staleness within the test.
+    settings.RUN_HEARTBEAT_SECONDS = 3600
     settings.RUN_STALE_AFTER_SECONDS = 3600
     path = _two_criteria_file(tmp_path)
     dark = services.dataset_import(name="dark", path=path, criterion="dark")

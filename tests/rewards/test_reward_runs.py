@@ -187,6 +187,7 @@ EVERY_TRAINING_SETTING = {
     "deterministic": True,
     "head": "mlp",
     "search": True,
+    "search_grid": "heads",
     "ensemble_size": 3,
     "calibrate": False,
     "head_steps": 50,
