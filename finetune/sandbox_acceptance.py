@@ -25,31 +25,17 @@ from typing import Any
 import torch
 
 from core.jobs import NullJobContext
+from core.plugins import Plugin
 from generators.sandbox import PIPELINE_PATH
-from generators.sandbox.oracles import (
-    area_reward,
-    balanced_reward,
-    centred_reward,
-    colour_reward,
-    crisp_reward,
-    even_reward,
-    high_reward,
-    shape_reward,
-)
+from generators.sandbox.registration import ORACLES as SANDBOX_ORACLES
 from generators.sandbox_catalog import sandbox_prompts
 
 from .reward import per_image
 from .trainer import DDPOTrainer
 
+# Every sandbox pixel oracle, by its registered name (the registration is the one list of them).
 ORACLES = {
-    "area": per_image(area_reward),
-    "colour": per_image(colour_reward),
-    "shape": per_image(shape_reward),
-    "centred": per_image(centred_reward),
-    "even": per_image(even_reward),
-    "crisp": per_image(crisp_reward),
-    "balanced": per_image(balanced_reward),
-    "high": per_image(high_reward),
+    name: per_image(Plugin("oracle", name, target, "built-in").load()) for name, target in SANDBOX_ORACLES.items()
 }
 
 
