@@ -1,4 +1,4 @@
-"""Trainer checkpoints as bytes: adapter, optimizer, advantage tracker, RNG states, epoch, history."""
+"""Trainer checkpoints as bytes (adapter, optimizer, RNG states, progress, history), tagged with their format."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from core.jobs import JobFailed
 FORMAT = "imagerlhf-ddpo-checkpoint/1"
 
 
-def dumps(payload: dict[str, Any]) -> bytes:
+def dumps(payload: dict[str, Any], fmt: str = FORMAT) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **payload}, buffer)
+    torch.save({"format": fmt, **payload}, buffer)
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> dict[str, Any]:
+def loads(data: bytes, fmt: str = FORMAT) -> dict[str, Any]:
     """Read a checkpoint written by :func:`dumps`; anything else is a :class:`JobFailed`."""
     try:
         # weights_only=False: the payload holds RNG states (tuples, numpy arrays) written by this trainer itself.
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # noqa: S614
     except Exception as exc:
         raise JobFailed(f"The checkpoint could not be read ({type(exc).__name__}: {exc}).") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise JobFailed("The checkpoint is not a DDPO checkpoint of this version.")
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise JobFailed(f"The checkpoint is not a {fmt.split('/')[0]!r} checkpoint of this version.")
     return payload
 
 

@@ -67,8 +67,37 @@ class ConfigError(ValueError):
         self.field_name = self.field = field_name
 
 
+class SettingsDict:
+    """``from_dict`` / ``to_dict`` and the mixed-precision rule shared by the trainers' frozen config dataclasses."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None):
+        """Build from a JSON-like mapping; unknown keys and bad values raise :class:`ConfigError`."""
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError("config", "must be a mapping of field names to values")
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown field (known fields: {', '.join(sorted(known))})")
+        if isinstance(values.get("lora_targets"), list):
+            values["lora_targets"] = tuple(values["lora_targets"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lora_targets"] = list(self.lora_targets)
+        return data
+
+    def resolved_mixed_precision(self, device_type: str) -> str:
+        """``auto`` is fp16 on CUDA and full precision elsewhere."""
+        if self.mixed_precision == "auto":
+            return "fp16" if device_type == "cuda" else "no"
+        return self.mixed_precision
+
+
 @dataclass(frozen=True)
-class DDPOConfig:
+class DDPOConfig(SettingsDict):
     """Hyper-parameters of one DDPO fine-tuning run (see ``finetune/README.md``)."""
 
     epochs: int = 80
@@ -136,15 +165,7 @@ class DDPOConfig:
             raise ConfigError("stat_min_count", "cannot exceed stat_buffer_size")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
-        targets = self.lora_targets
-        if (
-            isinstance(targets, str)
-            or not isinstance(targets, tuple | list)
-            or not 1 <= len(targets) <= 64
-            or not all(isinstance(t, str) and MODULE_NAME.fullmatch(t) for t in targets)
-        ):
-            raise ConfigError("lora_targets", "must be a list of 1 to 64 module names such as 'to_q' or 'to_out.0'")
-        object.__setattr__(self, "lora_targets", tuple(targets))
+        object.__setattr__(self, "lora_targets", check_lora_targets(self.lora_targets))
         if self.advantage_stats == "group" and self.images_per_prompt < 2:
             raise ConfigError("images_per_prompt", "group advantages compare images of one prompt: use at least 2")
         if self.samples_per_epoch % self.images_per_prompt:
@@ -152,30 +173,17 @@ class DDPOConfig:
         if self.samples_per_epoch % self.train_batch_size:
             raise ConfigError("train_batch_size", f"must divide samples_per_epoch ({self.samples_per_epoch})")
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> DDPOConfig:
-        """Build from a JSON-like mapping; unknown keys and bad values raise :class:`ConfigError`."""
-        if values is not None and not isinstance(values, Mapping):
-            raise ConfigError("config", "must be a mapping of field names to values")
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown field (known fields: {', '.join(sorted(known))})")
-        if "lora_targets" in values and isinstance(values["lora_targets"], list):
-            values["lora_targets"] = tuple(values["lora_targets"])
-        return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["lora_targets"] = list(self.lora_targets)
-        return data
-
-    def resolved_mixed_precision(self, device_type: str) -> str:
-        """``auto`` is fp16 on CUDA and full precision elsewhere."""
-        if self.mixed_precision == "auto":
-            return "fp16" if device_type == "cuda" else "no"
-        return self.mixed_precision
+def check_lora_targets(targets: Any) -> tuple[str, ...]:
+    """The LoRA target module names as a tuple; anything but 1 to 64 module names is a :class:`ConfigError`."""
+    if (
+        isinstance(targets, str)
+        or not isinstance(targets, tuple | list)
+        or not 1 <= len(targets) <= 64
+        or not all(isinstance(t, str) and MODULE_NAME.fullmatch(t) for t in targets)
+    ):
+        raise ConfigError("lora_targets", "must be a list of 1 to 64 module names such as 'to_q' or 'to_out.0'")
+    return tuple(targets)
 
 
 def _check(

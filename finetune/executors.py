@@ -99,7 +99,7 @@ def finetune(run: Run, ctx: JobContext) -> dict:
 
     config = run.config
     parent = ModelVersion.objects.select_related("base_model", "adapter").get(pk=config["model_version"])
-    _check_version_name(run, parent)
+    check_version_name(run, parent)
     try:
         device = resolve_device(config["device"])
         pipe = load_pipeline(generator_selectors.pipeline_spec_for(parent, device=device, with_adapter=False))
@@ -119,7 +119,8 @@ def finetune(run: Run, ctx: JobContext) -> dict:
         weights = Path(folder) / LORA_WEIGHT_NAME
         ctx.save_artifact(ADAPTER_ARTIFACT, weights.read_bytes(), kind="lora_adapter", metadata={"format": "diffusers"})
     with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
-        version = _record_version(run, parent, result.summary)
+        notes = f"DDPO against {_reward_label(config)}"
+        version = record_version(run, parent, _with_mix(run, result.summary), notes=notes)
     summary = result.summary
     return {
         "model_version": version.pk,
@@ -153,24 +154,31 @@ def _with_mix(run: Run, summary: dict) -> dict:
     return {**summary, "reward_mix": mix}
 
 
-def _version_name(run: Run) -> str:
-    return run.config.get("name") or f"ddpo-{run.pk}"
+NAME_PREFIX = {"ddpo": "ddpo", "diffusion_dpo": "dpo", "diffusion_kto": "kto"}
 
 
-def _check_version_name(run: Run, parent: ModelVersion) -> None:
+def version_name(run: Run) -> str:
+    """The new version's name: the config's, else ``<ddpo|dpo|kto>-<run id>``."""
+    return run.config.get("name") or f"{NAME_PREFIX[run.config.get('algorithm', 'ddpo')]}-{run.pk}"
+
+
+def check_version_name(run: Run, parent: ModelVersion) -> None:
     """Fail before training when the new version's name is taken (unless this run made that version itself)."""
-    name = _version_name(run)
+    name = version_name(run)
     taken = generator_selectors.model_versions().filter(base_model=parent.base_model, name=name)
     if taken.exclude(produced_by_run=run).exists():
         raise JobFailed(f"{parent.base_model.name} already has a version {name!r}; start the run with another name.")
 
 
-def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersion:
-    """Create the new version and its FineTune row once (a retried run finds them)."""
+def record_version(
+    run: Run, parent: ModelVersion, summary: dict, *, notes: str, dataset_id: int | None = None
+) -> ModelVersion:
+    """Create the new version and its FineTune row once (a retried run finds them); call it inside
+    ``run_fenced``."""
     existing = FineTune.objects.filter(run=run).select_related("version").first()
     if existing is not None:
         return existing.version
-    config, name = run.config, _version_name(run)
+    config, name = run.config, version_name(run)
     adapter = Artifact.objects.get(run=run, name=ADAPTER_ARTIFACT)
     with transaction.atomic():
         try:
@@ -180,7 +188,7 @@ def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersi
                 parent=parent,
                 adapter=adapter,
                 produced_by_run=run,
-                notes=f"DDPO against {_reward_label(config)}",
+                notes=notes,
                 created_by=run.created_by,
             )
         except ValidationError as exc:
@@ -195,6 +203,8 @@ def _record_version(run: Run, parent: ModelVersion, summary: dict) -> ModelVersi
             version=version,
             reward_model_id=config.get("reward_model"),
             oracle=config.get("oracle", ""),
-            summary=_with_mix(run, summary),
+            algorithm=config.get("algorithm", "ddpo"),
+            dataset_id=dataset_id,
+            summary=summary,
         )
     return version

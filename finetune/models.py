@@ -5,8 +5,15 @@ from __future__ import annotations
 from django.db import models
 
 
+class Algorithm(models.TextChoices):
+    DDPO = "ddpo", "DDPO against a reward"
+    DIFFUSION_DPO = "diffusion_dpo", "Diffusion-DPO from vote pairs"
+    DIFFUSION_KTO = "diffusion_kto", "Diffusion-KTO from liked and disliked images"
+
+
 class FineTune(models.Model):
-    """One finished ``finetune`` run: parent version → new version, the reward it optimised, its figures."""
+    """One finished fine-tuning run (``finetune``: DDPO against a reward; ``preference_tune``: Diffusion-DPO or
+    -KTO straight from a dataset of votes): parent version → new version, what it learned from, its figures."""
 
     run = models.OneToOneField("core.Run", on_delete=models.PROTECT, related_name="finetune")
     parent = models.ForeignKey("generators.ModelVersion", on_delete=models.PROTECT, related_name="finetunes_from")
@@ -15,6 +22,15 @@ class FineTune(models.Model):
         "rewards.RewardModel", null=True, blank=True, on_delete=models.PROTECT, related_name="finetunes"
     )
     oracle = models.CharField(max_length=300, blank=True, default="", help_text="pixel oracle used as the reward")
+    algorithm = models.CharField(max_length=20, choices=Algorithm.choices, default=Algorithm.DDPO)
+    dataset = models.ForeignKey(
+        "rewards.PreferenceDataset",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="finetunes",
+        help_text="the votes a preference fine-tune learned from",
+    )
     summary = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,4 +1,6 @@
-"""Config schema of ``finetune`` runs: what to tune, against which reward, on which prompts, and the DDPO settings.
+"""Config schemas of ``finetune`` (DDPO) and ``preference_tune`` (Diffusion-DPO / KTO) runs.
+
+A ``finetune`` run says what to tune, against which reward, on which prompts, and the DDPO settings.
 
 The DDPO hyper-parameters are the fields of :class:`finetune.config.DDPOConfig` given at the top level of the
 config; they are checked by that class (it imports no torch), so a bad range names its field here too.
@@ -15,8 +17,10 @@ from core.ids import IdField
 from core.validation import StrictSerializer
 from finetune.config import ConfigError, DDPOConfig
 from finetune.oracles import OracleError, check_oracle_name
+from finetune.preference_config import PreferenceTuneConfig
 from generators.models import ModelVersion, PromptSet, Split
 from rewards.models import RewardModel
+from rewards.run_configs import campaigns_criterion, check_campaign_ids, check_training_dataset
 
 DDPO_FIELDS = {field.name for field in dataclasses.fields(DDPOConfig)}
 PLATFORM_FIELDS = (
@@ -34,6 +38,18 @@ PLATFORM_FIELDS = (
 
 MIX_WEIGHT_RANGE = (0.0, 10.0)
 MAX_MIXED_REWARDS = 4
+
+
+def _prompt_set_of_split(pk: int, split: str) -> int:
+    """A known, non-empty prompt set of ``split``, or a 400 saying which of these it is not."""
+    prompt_set = PromptSet.objects.filter(pk=pk).first()
+    if prompt_set is None:
+        raise serializers.ValidationError(f"Unknown prompt set {pk}.")
+    if prompt_set.split != split:
+        raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is {prompt_set.split}, not {split}.")
+    if not prompt_set.prompts.exists():
+        raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is empty.")
+    return pk
 
 
 class RewardMixEntrySerializer(StrictSerializer):
@@ -121,26 +137,106 @@ class FinetuneConfigSerializer(serializers.Serializer):
     def validate_name(self, name: str) -> str:
         return name.strip()
 
-    def _prompt_set(self, pk: int, split: str) -> int:
-        prompt_set = PromptSet.objects.filter(pk=pk).first()
-        if prompt_set is None:
-            raise serializers.ValidationError(f"Unknown prompt set {pk}.")
-        if prompt_set.split != split:
-            raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is {prompt_set.split}, not {split}.")
-        if not prompt_set.prompts.exists():
-            raise serializers.ValidationError(f"Prompt set {prompt_set.name!r} is empty.")
-        return pk
-
     def validate_train_prompt_set(self, pk: int) -> int:
-        return self._prompt_set(pk, Split.TRAIN)
+        return _prompt_set_of_split(pk, Split.TRAIN)
 
     def validate_eval_prompt_set(self, pk: int) -> int:
-        return self._prompt_set(pk, Split.EVAL)
+        return _prompt_set_of_split(pk, Split.EVAL)
 
     def validate(self, attrs: dict) -> dict:
         if sum(key in attrs for key in ("reward_model", "reward_models", "oracle")) != 1:
             raise serializers.ValidationError(
                 {"reward_model": ["Give one of reward_model, reward_models (a weighted mix) or oracle."]}
+            )
+        if "name" in attrs:
+            base = ModelVersion.objects.get(pk=attrs["model_version"]).base_model
+            if base.versions.filter(name=attrs["name"]).exists():
+                raise serializers.ValidationError({"name": [f"{base.name} already has a version {attrs['name']!r}."]})
+        return attrs
+
+
+PREFERENCE_FIELDS = {field.name for field in dataclasses.fields(PreferenceTuneConfig)}
+PREFERENCE_PLATFORM_FIELDS = (
+    "model_version",
+    "dataset",
+    "campaigns",
+    "criterion",
+    "include_flagged",
+    "gold_threshold",
+    "min_gold",
+    "eval_prompt_set",
+    "gold_oracle",
+    "name",
+    "device",
+)
+
+
+class PreferenceTuneConfigSerializer(serializers.Serializer):
+    """Diffusion-DPO or Diffusion-KTO on a model version, straight from votes: a dataset, or campaigns snapshotted
+    when the run starts (as ``reward_train`` does). The trainer's settings are the fields of
+    :class:`finetune.preference_config.PreferenceTuneConfig` at the top level, checked by that class."""
+
+    model_version = IdField(help_text="the version to fine-tune (the parent)")
+    dataset = IdField(required=False, help_text="a ready preference dataset of one question's votes")
+    campaigns = serializers.ListField(child=IdField(), required=False, max_length=100, help_text="or campaigns")
+    criterion = serializers.CharField(
+        max_length=100, required=False, help_text="with campaigns: learn the votes on this question"
+    )
+    include_flagged = serializers.BooleanField(default=False)
+    gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
+    min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    eval_prompt_set = IdField(help_text="eval prompts sampled before, during and after training")
+    gold_oracle = serializers.CharField(
+        max_length=300, required=False, help_text="a registered oracle measured on the eval images"
+    )
+    name = serializers.CharField(max_length=200, required=False, help_text="new version name (default dpo-<run>)")
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"config": ["A JSON object."]})
+        unknown = sorted(set(data) - set(PREFERENCE_PLATFORM_FIELDS) - PREFERENCE_FIELDS)
+        if unknown:
+            known = ", ".join(sorted({*PREFERENCE_PLATFORM_FIELDS, *PREFERENCE_FIELDS}))
+            raise serializers.ValidationError({key: [f"Unknown field. Known fields: {known}."] for key in unknown})
+        platform = super().to_internal_value({k: v for k, v in data.items() if k in PREFERENCE_PLATFORM_FIELDS})
+        try:
+            trainer = PreferenceTuneConfig.from_dict({k: v for k, v in data.items() if k in PREFERENCE_FIELDS})
+        except ConfigError as exc:
+            raise serializers.ValidationError({exc.field_name: [str(exc)]}) from exc
+        return {**platform, **trainer.to_dict()}
+
+    def validate_model_version(self, pk: int) -> int:
+        if not ModelVersion.objects.filter(pk=pk).exists():
+            raise serializers.ValidationError(f"Unknown model version {pk}.")
+        return pk
+
+    def validate_dataset(self, pk: int) -> int:
+        return check_training_dataset(pk, learner="a preference fine-tune")
+
+    def validate_campaigns(self, ids: list[int]) -> list[int]:
+        return check_campaign_ids(ids)
+
+    def validate_gold_oracle(self, name: str) -> str:
+        try:
+            return check_oracle_name(name)
+        except OracleError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def validate_name(self, name: str) -> str:
+        return name.strip()
+
+    def validate_eval_prompt_set(self, pk: int) -> int:
+        return _prompt_set_of_split(pk, Split.EVAL)
+
+    def validate(self, attrs: dict) -> dict:
+        if ("dataset" in attrs) == ("campaigns" in attrs):
+            raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
+        if "campaigns" in attrs:
+            attrs["criterion"] = campaigns_criterion(attrs["campaigns"], attrs.get("criterion"))
+        elif "criterion" in attrs:
+            raise serializers.ValidationError(
+                {"criterion": ["A dataset brings its criterion: give it with campaigns."]}
             )
         if "name" in attrs:
             base = ModelVersion.objects.get(pk=attrs["model_version"]).base_model

@@ -169,3 +169,45 @@ def sample(
         prompt_embeds=embeds,
     )
     return images, trajectories
+
+
+def sample_deterministic(
+    parts: Components,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int,
+    guidance_scale: float,
+    batch_size: int,
+    size: tuple[int, int] | None = None,
+    negative_embeds: torch.Tensor | None = None,
+) -> np.ndarray:
+    """η = 0 samples (a function of each prompt and seed only), in batches; (B, H, W, 3) uint8 pixels."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        pixels, _ = sample(
+            parts,
+            prompts[chunk],
+            seeds[chunk],
+            steps,
+            guidance_scale,
+            eta=0.0,
+            size=size,
+            negative_embeds=negative_embeds,
+        )
+        out.append(pixels)
+    return np.concatenate(out)
+
+
+def grid_png(before: np.ndarray, after: np.ndarray, min_height: int = 128) -> bytes:
+    """Two rows of images (before above after), enlarged to at least ``min_height`` pixels a row, as PNG bytes."""
+    import io
+
+    grid = np.concatenate([np.concatenate(list(before), axis=1), np.concatenate(list(after), axis=1)], axis=0)
+    image = Image.fromarray(grid)
+    scale = max(1, min_height // before.shape[1])
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

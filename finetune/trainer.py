@@ -16,7 +16,6 @@ Runs under ``accelerate`` (see ``finetune/README.md``): only the main process ev
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from core.jobs import JobCancelled, JobContext, JobFailed, NullJobContext
 from core.rng import rng_state, set_rng_state
@@ -36,7 +34,7 @@ from .config import ConfigError, DDPOConfig
 from .ddpo import StepSettings, train_step
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from .reward import RewardFn, RewardPool, call_reward
-from .sampling import Components, Trajectories, encode_prompts, sample, to_pil
+from .sampling import Components, Trajectories, encode_prompts, grid_png, sample, sample_deterministic, to_pil
 
 # Fields that may change between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = {"epochs", "eval_every", "reward_workers", "grid_prompts"}
@@ -307,21 +305,17 @@ class DDPOTrainer:
         return {k: v for k, v in result.items() if k != "epoch"}
 
     def _sample_deterministic(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
-        cfg, out = self.config, []
-        for start in range(0, len(prompts), cfg.sample_batch_size):
-            chunk = slice(start, start + cfg.sample_batch_size)
-            pixels, _ = sample(
-                self.parts,
-                prompts[chunk],
-                seeds[chunk],
-                cfg.steps,
-                cfg.guidance_scale,
-                eta=0.0,
-                size=self.size,
-                negative_embeds=self.negative_embeds,
-            )
-            out.append(pixels)
-        return np.concatenate(out)
+        cfg = self.config
+        return sample_deterministic(
+            self.parts,
+            prompts,
+            seeds,
+            cfg.steps,
+            cfg.guidance_scale,
+            cfg.sample_batch_size,
+            self.size,
+            self.negative_embeds,
+        )
 
     def _grid_row(self, pixels: np.ndarray) -> np.ndarray:
         """The first image of each of the first ``grid_prompts`` eval prompts."""
@@ -400,15 +394,7 @@ class DDPOTrainer:
         cfg = self.config
         prompts = self.eval_prompts[: cfg.grid_prompts]
         after = self._sample_deterministic(prompts, [cfg.eval_seed] * len(prompts))
-        before = self.grid_before if self.grid_before is not None else after
-        grid = np.concatenate([np.concatenate(list(before), axis=1), np.concatenate(list(after), axis=1)], axis=0)
-        image = Image.fromarray(grid)
-        scale = max(1, 128 // before.shape[1])
-        if scale > 1:
-            image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
+        return grid_png(self.grid_before if self.grid_before is not None else after, after)
 
     # -------------------------------------------------------------------------------- process helpers
     def _gather(self, values: np.ndarray) -> np.ndarray:

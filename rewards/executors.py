@@ -29,8 +29,9 @@ from rewards.run_configs import TRAINING_FIELDS
 MODEL_ARTIFACT = "reward_model.zip"
 
 
-def _dataset_of(run: Run) -> PreferenceDataset:
-    """The run's dataset; campaigns are snapshotted once (a retried run reuses its snapshot)."""
+def dataset_of_run(run: Run) -> PreferenceDataset:
+    """The run's dataset (config ``dataset``), or a snapshot of its ``campaigns`` (with ``include_flagged``,
+    ``gold_threshold``, ``min_gold``, ``criterion``) taken once: a retried run reuses its snapshot."""
     config = run.config
     if "dataset" in config:
         return PreferenceDataset.objects.get(pk=config["dataset"])
@@ -58,7 +59,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
     from rewards.train import train_reward_model
 
     config = run.config
-    dataset = _dataset_of(run)
+    dataset = dataset_of_run(run)
     rows = read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False)
     rows = rows_of_criterion(rows, dataset.criterion)  # one question's votes: one preference to learn
     pairs = pairs_from_pickapic(rows, both_bad_as_tie=config["both_bad_as_tie"])

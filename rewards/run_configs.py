@@ -28,7 +28,7 @@ def _exists(model, pk: int, label: str) -> int:
     return pk
 
 
-def _campaigns_criterion(campaign_ids: list[int], criterion: str | None) -> str:
+def campaigns_criterion(campaign_ids: list[int], criterion: str | None) -> str:
     """The question to train on: ``criterion`` (every campaign must ask it), or the one question they all ask."""
     campaigns = list(Campaign.objects.filter(pk__in=campaign_ids))
     if criterion is not None:
@@ -44,6 +44,30 @@ def _campaigns_criterion(campaign_ids: list[int], criterion: str | None) -> str:
             {"criterion": [f"These campaigns ask several questions ({', '.join(asked)}): choose one criterion."]}
         )
     return asked[0]
+
+
+def check_training_dataset(pk: int, learner: str) -> int:
+    """A ready dataset of one question's votes (``learner`` learns one preference), or a 400 saying why not."""
+    _exists(PreferenceDataset, pk, "dataset")
+    ready_dataset_id(pk)
+    dataset = PreferenceDataset.objects.only("stats", "criterion").get(pk=pk)
+    mixed = several_criteria(dataset.stats, dataset.criterion)
+    if mixed:
+        raise serializers.ValidationError(
+            f"Dataset {pk} holds votes on several questions ({', '.join(mixed)}) and {learner} learns one: "
+            "snapshot or import it with one criterion."
+        )
+    return pk
+
+
+def check_campaign_ids(ids: list[int]) -> list[int]:
+    """At least one campaign, every one of them known."""
+    missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+    if missing:
+        raise serializers.ValidationError(f"Unknown campaign(s): {missing}.")
+    if not ids:
+        raise serializers.ValidationError("Choose at least one campaign.")
+    return ids
 
 
 class RewardTrainConfigSerializer(StrictSerializer):
@@ -90,24 +114,10 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return name
 
     def validate_dataset(self, pk: int) -> int:
-        _exists(PreferenceDataset, pk, "dataset")
-        ready_dataset_id(pk)
-        dataset = PreferenceDataset.objects.only("stats", "criterion").get(pk=pk)
-        mixed = several_criteria(dataset.stats, dataset.criterion)
-        if mixed:
-            raise serializers.ValidationError(
-                f"Dataset {pk} holds votes on several questions ({', '.join(mixed)}) and a reward model learns one: "
-                "snapshot or import it with one criterion."
-            )
-        return pk
+        return check_training_dataset(pk, learner="a reward model")
 
     def validate_campaigns(self, ids: list[int]) -> list[int]:
-        missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
-        if missing:
-            raise serializers.ValidationError(f"Unknown campaign(s): {missing}.")
-        if not ids:
-            raise serializers.ValidationError("Choose at least one campaign.")
-        return ids
+        return check_campaign_ids(ids)
 
     def validate(self, attrs: dict) -> dict:
         training = {name: attrs.pop(name) for name in TRAINING_FIELDS if name in attrs}
@@ -119,7 +129,7 @@ class RewardTrainConfigSerializer(StrictSerializer):
         if ("dataset" in attrs) == ("campaigns" in attrs):
             raise serializers.ValidationError({"dataset": ["Give either a dataset or campaigns (not both)."]})
         if "campaigns" in attrs:
-            attrs["criterion"] = _campaigns_criterion(attrs["campaigns"], attrs.get("criterion"))
+            attrs["criterion"] = campaigns_criterion(attrs["campaigns"], attrs.get("criterion"))
         elif "criterion" in attrs:
             raise serializers.ValidationError(
                 {"criterion": ["A dataset brings its criterion: give it with campaigns."]}
