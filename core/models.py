@@ -14,6 +14,7 @@ class RunKindName(models.TextChoices):
     GENERATE = "generate"
     REWARD_TRAIN = "reward_train"
     FINETUNE = "finetune"
+    PREFERENCE_TUNE = "preference_tune"
     EVALUATE = "evaluate"
     DATASET_IMPORT = "dataset_import"
     SELECTION_REFIT = "selection_refit"

@@ -47,9 +47,13 @@ def test_dpo_soft_labels_weigh_both_orders_and_a_tie_is_symmetric():
     loss, _ = diffusion_dpo_loss(model_w, model_l, ref_w, ref_l, target_w, target_l, beta=beta, label_w=labels)
     expected = 0.0
     for i, p in enumerate(labels.tolist()):
-        x = -beta / 2 * (
-            (_mse(model_w, target_w, i) - _mse(model_l, target_l, i))
-            - (_mse(ref_w, target_w, i) - _mse(ref_l, target_l, i))
+        x = (
+            -beta
+            / 2
+            * (
+                (_mse(model_w, target_w, i) - _mse(model_l, target_l, i))
+                - (_mse(ref_w, target_w, i) - _mse(ref_l, target_l, i))
+            )
         )
         expected += -(p * _log_sigmoid(x) + (1 - p) * _log_sigmoid(-x))
     assert float(loss) == pytest.approx(expected / len(labels), rel=1e-5)

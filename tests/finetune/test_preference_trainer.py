@@ -16,8 +16,8 @@ from finetune import checkpoint as ckpt
 from finetune.config import ConfigError
 from finetune.lora import WEIGHT_NAME, lora_state_dict
 from finetune.preference_data import LatentCache, PreferenceDataError, build_examples, image_key
-from finetune.preference_trainer import CHECKPOINT_FORMAT, PreferenceTrainer
 from finetune.preference_sandbox import Row
+from finetune.preference_trainer import CHECKPOINT_FORMAT, PreferenceTrainer
 from generators.sandbox.evaluate import generate, load_pipeline
 from generators.sandbox.oracles import area_reward
 from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TRAIN_PROMPTS, RecordingContext
