@@ -16,6 +16,15 @@ CYCLE_FINETUNE: dict[str, Any] = {}
 # size preference; docs/benchmarks.md, "Reward model options"), and the user's preference is not known in advance.
 CYCLE_REWARD: dict[str, Any] = {"search": True, "search_grid": "heads"}
 
+# How the cycle turns votes into a tuned version: "ddpo" (reward model, then DDPO against it: the default), "dpo"
+# and "kto" (Diffusion-DPO / Diffusion-KTO straight from the collect campaign's votes, a ``preference_tune`` run).
+# Several methods make one tuned version each, and the arena holds them all with the base.
+METHODS = ("ddpo", "dpo", "kto")
+PREFERENCE_ALGORITHM = {"dpo": "diffusion_dpo", "kto": "diffusion_kto"}
+# The preference runs use the trainer's defaults (finetune/preference_config.py, tuned on the sandbox); overrides
+# go here (or in `rlhf_cycle --preference`).
+CYCLE_PREFERENCE: dict[str, Any] = {}
+
 
 class CycleError(Exception):
     """A step failed or cannot start; the message says which and why."""
@@ -37,9 +46,16 @@ class CycleSettings:
     arena_votes_per_pair: int = 3
     reward: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_REWARD))  # reward_train config overrides
     finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
+    methods: tuple[str, ...] = ("ddpo",)  # see METHODS; the first one's figures are also reported flat
+    preference: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_PREFERENCE))  # preference_tune settings
     step_timeout: float = 3600.0
     created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs
     seed: int = 0  # the simulated annotators' noise, the reward model's split and the fine-tune's sampling
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise CycleError(f"methods: one or more of {', '.join(METHODS)}, each once (got {list(self.methods)}).")
 
 
 # The step that fills each field of CycleState, for the error raised when a later step finds it empty.
@@ -68,7 +84,8 @@ class CycleState:
     eval_prompt_set: int | None = None
     collect_campaign: int | None = None
     reward_model: int | None = None
-    tuned_version: int | None = None
+    tuned_version: int | None = None  # the first method's version
+    tuned_versions: tuple[tuple[str, int], ...] = ()  # (method, version id) for every method, in order
     arena_campaign: int | None = None
 
     def require(self, name: str) -> int:
@@ -77,6 +94,13 @@ class CycleState:
         if value is None:
             raise CycleError(f"No {name.replace('_', ' ')} yet: the {_MADE_BY[name]!r} step makes it.")
         return value
+
+    def tuned(self) -> list[tuple[str, int]]:
+        """(method, version id) of every tuned version; a state built by hand with only ``tuned_version`` is one
+        DDPO version."""
+        if self.tuned_versions:
+            return list(self.tuned_versions)
+        return [("ddpo", self.require("tuned_version"))]
 
     def ids(self) -> dict[str, int | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

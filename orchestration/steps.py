@@ -2,7 +2,8 @@
 
 They drive the apps only through their services, selectors and runs: ``generators`` (sandbox, prompt sets),
 ``feedback`` (campaigns, simulated annotators over HTTP, the leaderboard), ``rewards`` (the ``reward_train`` run)
-and ``finetune`` (the ``finetune`` run). Runs execute on the Celery workers; a step waits for its run.
+and ``finetune`` (the ``finetune`` and ``preference_tune`` runs). Runs execute on the Celery workers; a step waits
+for its run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from generators import selectors as generator_selectors
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
 from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
-from orchestration.state import CycleError, CycleSettings, CycleState, StepResult
+from orchestration.state import PREFERENCE_ALGORITHM, CycleError, CycleSettings, CycleState, StepResult
 
 # The reward oracle (for fine-tuning's gold measure) behind a pairwise oracle of another name; a pair oracle
 # whose name is also a registered oracle's (the sandbox's colour, shape, centred, even, crisp) is judged by it.
@@ -54,6 +55,15 @@ FINETUNE_FIGURES = (
     "eval_gold_reward_before",
     "eval_gold_reward_after",
     "epochs",
+)
+PREFERENCE_FIGURES = (
+    "model_version",
+    "algorithm",
+    "examples",
+    "final_implicit_accuracy",
+    "eval_gold_reward_before",
+    "eval_gold_reward_after",
+    "steps",
 )
 
 
@@ -169,6 +179,18 @@ def reward_run_config(state: CycleState, settings: CycleSettings) -> dict[str, A
     }
 
 
+def _version_name(state: CycleState, settings: CycleSettings, method: str) -> str:
+    """``cycle-<tag>`` for the first method's version, ``cycle-<tag>-<method>`` for the others."""
+    return f"cycle-{state.tag}" if method == settings.methods[0] else f"cycle-{state.tag}-{method}"
+
+
+def _with_gold(config: dict[str, Any], settings: CycleSettings) -> dict[str, Any]:
+    gold = gold_oracle_for(settings.oracle)
+    if gold is not None:
+        config.setdefault("gold_oracle", gold)
+    return config
+
+
 def finetune_run_config(state: CycleState, settings: CycleSettings) -> dict[str, Any]:
     """The ``finetune`` config: the base version against the reward model, gold-measured by the annotators'
     oracle when it has a pointwise counterpart."""
@@ -177,14 +199,26 @@ def finetune_run_config(state: CycleState, settings: CycleSettings) -> dict[str,
         "reward_model": state.require("reward_model"),
         "train_prompt_set": state.require("train_prompt_set"),
         "eval_prompt_set": state.require("eval_prompt_set"),
-        "name": f"cycle-{state.tag}",
+        "name": _version_name(state, settings, "ddpo"),
         "seed": settings.seed,
         **settings.finetune,
     }
-    gold = gold_oracle_for(settings.oracle)
-    if gold is not None:
-        config.setdefault("gold_oracle", gold)
-    return config
+    return _with_gold(config, settings)
+
+
+def preference_run_config(state: CycleState, settings: CycleSettings, method: str) -> dict[str, Any]:
+    """The ``preference_tune`` config of ``method`` ("dpo" or "kto"): the base version straight from the collect
+    campaign's votes, gold-measured like the DDPO run."""
+    config = {
+        "model_version": state.require("base_version"),
+        "campaigns": [state.require("collect_campaign")],
+        "algorithm": PREFERENCE_ALGORITHM[method],
+        "eval_prompt_set": state.require("eval_prompt_set"),
+        "name": _version_name(state, settings, method),
+        "seed": settings.seed,
+        **settings.preference,
+    }
+    return _with_gold(config, settings)
 
 
 # --- Steps -------------------------------------------------------------------------------------------------------
@@ -225,27 +259,40 @@ def collect_votes(state: CycleState, settings: CycleSettings) -> StepResult:
 
 
 def reward_model(state: CycleState, settings: CycleSettings) -> StepResult:
-    """Train a reward model on the collect campaign's votes (a ``reward_train`` run)."""
+    """Train a reward model on the collect campaign's votes (a ``reward_train`` run); only DDPO needs one."""
+    if "ddpo" not in settings.methods:
+        return StepResult(state, {"skipped": f"no reward model for {', '.join(settings.methods)}"})
     run = _run_to_success("reward_train", reward_run_config(state, settings), settings)
     state = replace(state, reward_model=run.result["reward_model"])
     return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in REWARD_FIGURES}})
 
 
+def _tune(state: CycleState, settings: CycleSettings, method: str) -> dict[str, Any]:
+    if method == "ddpo":
+        run = _run_to_success("finetune", finetune_run_config(state, settings), settings)
+        return {"run": run.pk, **{key: run.result.get(key) for key in FINETUNE_FIGURES}}
+    run = _run_to_success("preference_tune", preference_run_config(state, settings, method), settings)
+    return {"run": run.pk, **{key: run.result.get(key) for key in PREFERENCE_FIGURES}}
+
+
 def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
-    """Fine-tune the base version against the reward model (a ``finetune`` run, DDPO + LoRA)."""
-    run = _run_to_success("finetune", finetune_run_config(state, settings), settings)
-    state = replace(state, tuned_version=run.result["model_version"])
-    return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in FINETUNE_FIGURES}})
+    """Tune the base version by each method in turn: DDPO + LoRA against the reward model (a ``finetune`` run),
+    Diffusion-DPO / KTO straight from the votes (a ``preference_tune`` run). The first method's figures are
+    reported flat, every method's under ``methods``."""
+    by_method = {method: _tune(state, settings, method) for method in settings.methods}
+    tuned = tuple((method, figures["model_version"]) for method, figures in by_method.items())
+    state = replace(state, tuned_version=tuned[0][1], tuned_versions=tuned)
+    return StepResult(state, {**by_method[settings.methods[0]], "methods": by_method})
 
 
 def arena_campaign(state: CycleState, settings: CycleSettings) -> StepResult:
-    """An arena campaign, base against tuned, on the eval prompts."""
+    """An arena campaign, the base and every tuned version, on the eval prompts."""
     campaign = _campaign(
         state,
         settings,
         purpose=Purpose.ARENA,
         prompt_set=state.require("eval_prompt_set"),
-        versions=[state.require("base_version"), state.require("tuned_version")],
+        versions=[state.require("base_version"), *(version for _, version in state.tuned())],
         votes_per_pair=settings.arena_votes_per_pair,
         images_per_prompt=settings.arena_images_per_prompt,
     )
@@ -257,14 +304,11 @@ def arena_votes(state: CycleState, settings: CycleSettings) -> StepResult:
     return StepResult(state, _simulate(settings, state.require("arena_campaign"), f"sim-{state.tag}-arena"))
 
 
-def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
-    """The arena's Bradley–Terry leaderboard: the tuned version against the base, decided by the typed verdict."""
-    tuned, base = state.require("tuned_version"), state.require("base_version")
-    board = feedback_selectors.campaign_leaderboard(Campaign.objects.get(pk=state.require("arena_campaign")))
+def _head_to_head(board: dict[str, Any], tuned: int, base: int) -> dict[str, Any]:
     match = ratings.head_to_head(board, tuned, base)
     if match is None:
-        raise CycleError("The arena has no votes between the two versions.")
-    figures = {
+        raise CycleError(f"The arena has no votes between version {tuned} and the base.")
+    return {
         "tuned_win_rate": match.win_rate,
         "tuned_beats_base_probability_interval": list(match.beats_interval) if match.beats_interval else None,
         "votes": match.votes,
@@ -272,6 +316,18 @@ def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
         "tuned_is_better": match.model_is_better,
         "winner": match.winner,
         "verdict_text": match.verdict_text,
+    }
+
+
+def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
+    """The arena's Bradley–Terry leaderboard: each tuned version against the base, decided by the typed verdict
+    (the first method's flat, every method's under ``methods``), and the ranks of all versions."""
+    base, tuned = state.require("base_version"), state.tuned()
+    board = feedback_selectors.campaign_leaderboard(Campaign.objects.get(pk=state.require("arena_campaign")))
+    by_method = {method: _head_to_head(board, version, base) for method, version in tuned}
+    figures = {
+        **by_method[tuned[0][0]],
+        "methods": by_method,
         "ranks": [{"version": row["model"], "name": row["name"], "rank": row["rank"]} for row in board["models"]],
     }
     return StepResult(state, figures)
@@ -307,13 +363,18 @@ def oracle_judgement(state: CycleState, settings: CycleSettings) -> StepResult:
     if gold is None:
         return StepResult(state, {"oracle": None, "note": f"no registered oracle judges like {settings.oracle!r}"})
     campaign = Campaign.objects.get(pk=state.require("arena_campaign"))
-    base, tuned = state.require("base_version"), state.require("tuned_version")
+    base, tuned = state.require("base_version"), state.tuned()
     prompts = [prompt.pk for prompt in generator_selectors.prompts_of(campaign.prompt_set_id)]
-    images = generator_selectors.images_for([base, tuned], prompts, None, feedback_services.campaign_settings(campaign))
+    versions = [base, *(version for _, version in tuned)]
+    images = generator_selectors.images_for(versions, prompts, None, feedback_services.campaign_settings(campaign))
     oracle = plugins.resolve("oracle", gold)
-    rewards = [
-        (_oracle_reward_of(oracle, image), _oracle_reward_of(oracle, images[(tuned, prompt, seed)]))
-        for (version, prompt, seed), image in sorted(images.items())
-        if version == base and (tuned, prompt, seed) in images
-    ]
-    return StepResult(state, {"oracle": gold, **oracle_verdicts(rewards)})
+    scores = {key: _oracle_reward_of(oracle, image) for key, image in images.items()}
+    by_method = {}
+    for method, version in tuned:
+        rewards = [
+            (score, scores[(version, prompt, seed)])
+            for (owner, prompt, seed), score in sorted(scores.items())
+            if owner == base and (version, prompt, seed) in scores
+        ]
+        by_method[method] = oracle_verdicts(rewards)
+    return StepResult(state, {"oracle": gold, **by_method[tuned[0][0]], "methods": by_method})

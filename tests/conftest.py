@@ -26,6 +26,18 @@ def fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_heartbeat_thread_beats_in_inline_runs():
+    """Runs executed inline (``run_execute`` in the test process) sit in the test's open transaction, which the
+    heartbeat thread's own connection cannot see on PostgreSQL: its first beat would find no such run and stop a
+    run slower than one beat as superseded. In production a run is committed before any worker claims it. The
+    heartbeat itself is tested directly (``tests/core/test_run_services.py``) and with real workers, which get
+    their own setting."""
+    from django.conf import settings
+
+    settings.RUN_HEARTBEAT_SECONDS = 3600.0
+
+
 @pytest.fixture(scope="session")
 def sandbox_reward_experiment(tmp_path_factory) -> tuple[dict, str]:
     """The rewards sandbox acceptance experiment, run once: its report and the directory of the saved model.

@@ -36,9 +36,6 @@ def _square(side: int) -> bytes:
 def sandbox(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.VAR_DIR = tmp_path / "var"
-    # Inline in a test transaction the heartbeat thread's own connection cannot see the uncommitted run, so a run
-    # longer than one beat would read as superseded: no beat in these tests.
-    settings.RUN_HEARTBEAT_SECONDS = 3600
     call_command("sandbox_setup", stdout=io.StringIO())
     rows = []
     for p in range(6):  # the larger square wins; one tie and one "both bad" per prompt

@@ -117,6 +117,33 @@ def test_run_configs_come_from_the_state_and_the_overrides():
     assert steps.finetune_run_config(state, CycleSettings(oracle="centred"))["gold_oracle"] == "centred"
 
 
+def test_several_methods_tune_one_version_each_and_only_ddpo_needs_a_reward_model():
+    state = CycleState(tag="t", base_version=1, train_prompt_set=2, eval_prompt_set=3, collect_campaign=4)
+    settings = CycleSettings(oracle="larger", methods=("dpo", "ddpo", "kto"), preference={"beta": 250.0}, seed=3)
+
+    assert steps.preference_run_config(state, settings, "dpo") == {
+        "model_version": 1,
+        "campaigns": [4],
+        "algorithm": "diffusion_dpo",
+        "eval_prompt_set": 3,
+        "name": "cycle-t",  # the first method's version carries the cycle's name
+        "seed": 3,
+        "beta": 250.0,
+        "gold_oracle": "area",
+    }
+    kto = steps.preference_run_config(state, settings, "kto")
+    assert kto["algorithm"] == "diffusion_kto" and kto["name"] == "cycle-t-kto"
+    assert steps.finetune_run_config(replace(state, reward_model=5), settings)["name"] == "cycle-t-ddpo"
+    skipped = steps.reward_model(state, CycleSettings(methods=("dpo", "kto")))
+    assert skipped.state == state and skipped.figures == {"skipped": "no reward model for dpo, kto"}
+    for methods in ((), ("ppo",), ("dpo", "dpo")):
+        with pytest.raises(CycleError, match="^methods: one or more of ddpo, dpo, kto"):
+            CycleSettings(methods=methods)
+    with_two = replace(state, tuned_version=7, tuned_versions=(("dpo", 7), ("kto", 8)))
+    assert with_two.tuned() == [("dpo", 7), ("kto", 8)]
+    assert replace(state, tuned_version=9).tuned() == [("ddpo", 9)]
+
+
 def test_oracle_verdicts_count_only_decided_pairs():
     verdicts = steps.oracle_verdicts([(0.2, 0.5), (0.5, 0.3), (0.4, 0.41), (0.1, 0.9)], margin=0.02)
     assert (verdicts["pairs"], verdicts["decided"], verdicts["tuned_better"]) == (4, 3, 2)
@@ -196,7 +223,7 @@ def test_the_leaderboard_step_reports_the_typed_head_to_head(arena):  # noqa: F8
 
 
 def test_the_leaderboard_step_says_when_the_votes_are_not_enough(arena):  # noqa: F811
-    with pytest.raises(CycleError, match="no votes between the two versions"):
+    with pytest.raises(CycleError, match=f"no votes between version {arena['child'].pk} and the base"):
         steps.leaderboard(_arena_state(arena), CycleSettings())
     annotator = arena["annotators"][0]
     for _ in range(3):

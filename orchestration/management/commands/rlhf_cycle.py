@@ -8,7 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.cli import USER_HELP, acting_user
 from orchestration.cycle import StepReport, run_cycle
-from orchestration.state import CYCLE_FINETUNE, CYCLE_REWARD, CycleError, CycleSettings
+from orchestration.state import (
+    CYCLE_FINETUNE,
+    CYCLE_PREFERENCE,
+    CYCLE_REWARD,
+    METHODS,
+    CycleError,
+    CycleSettings,
+)
 
 
 def _json_object(text: str, option: str) -> dict:
@@ -24,8 +31,8 @@ def _json_object(text: str, option: str) -> dict:
 class Command(BaseCommand):
     help = (
         "Run the whole RLHF cycle on the sandbox: collect campaign → simulated votes → reward model → DDPO"
-        " fine-tune → arena → leaderboard. Needs the web server (--base-url) and a worker running. Prints each"
-        " step's ids and figures, and a JSON summary last."
+        " fine-tune (or Diffusion-DPO/KTO straight from the votes: --method) → arena → leaderboard. Needs the web"
+        " server (--base-url) and a worker running. Prints each step's ids and figures, and a JSON summary last."
     )
 
     def add_arguments(self, parser) -> None:
@@ -46,6 +53,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--finetune", default="{}", help=f"DDPO settings over the cycle's {CYCLE_FINETUNE} (JSON object)"
         )
+        parser.add_argument(
+            "--method",
+            default=",".join(defaults.methods),
+            help=f"how votes become a tuned version: one or more of {', '.join(METHODS)}, comma-separated (ddpo: "
+            "reward model + DDPO; dpo, kto: Diffusion-DPO / -KTO straight from the votes); several meet the base "
+            "in one arena",
+        )
+        parser.add_argument(
+            "--preference",
+            default="{}",
+            help=f"Diffusion-DPO/KTO settings over the cycle's {CYCLE_PREFERENCE} (JSON object)",
+        )
         parser.add_argument("--step-timeout", type=float, default=defaults.step_timeout, help="seconds per step")
         parser.add_argument(
             "--seed", type=int, default=defaults.seed, help="annotator noise, reward split, fine-tune sampling"
@@ -56,7 +75,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        settings = CycleSettings(
+        methods = tuple(m.strip() for m in options["method"].split(",") if m.strip())
+        try:
+            settings = self._settings(options, methods)
+        except CycleError as exc:
+            raise CommandError(f"--method: {exc}") from exc
+
+        def report(step: StepReport) -> None:
+            figures = ", ".join(f"{k}={v}" for k, v in step.figures.items() if not isinstance(v, dict | list))
+            self.stderr.write(f"[{step.minutes:5.1f} min] {step.name}: {figures}")
+
+        try:
+            results = run_cycle(settings, report, tag=options["tag"])
+        except CycleError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(json.dumps(results, default=str))
+
+    def _settings(self, options: dict, methods: tuple[str, ...]) -> CycleSettings:
+        return CycleSettings(
             base_url=options["base_url"],
             oracle=options["oracle"],
             noise=options["noise"],
@@ -69,17 +105,9 @@ class Command(BaseCommand):
             arena_votes_per_pair=options["arena_votes_per_pair"],
             reward={**CYCLE_REWARD, **_json_object(options["reward"], "--reward")},
             finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
+            methods=methods,
+            preference={**CYCLE_PREFERENCE, **_json_object(options["preference"], "--preference")},
             step_timeout=options["step_timeout"],
             seed=options["seed"],
             created_by=getattr(acting_user(options["user"]), "pk", None),
         )
-
-        def report(step: StepReport) -> None:
-            figures = ", ".join(f"{k}={v}" for k, v in step.figures.items() if not isinstance(v, dict | list))
-            self.stderr.write(f"[{step.minutes:5.1f} min] {step.name}: {figures}")
-
-        try:
-            results = run_cycle(settings, report, tag=options["tag"])
-        except CycleError as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(json.dumps(results, default=str))
