@@ -75,3 +75,40 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     arena = Campaign.objects.get(name="cycle-ci-arena")
     assert judged["oracle"] == "area" and judged["pairs"] == arena.prompt_set.prompts.count() * arena.images_per_prompt
     assert 0 <= judged["tuned_better"] <= judged["decided"] <= judged["pairs"]
+
+
+@pytest.mark.parametrize("broker", ["filesystem"], indirect=True)
+def test_dpo_and_kto_from_the_votes_meet_the_base_in_one_arena(start_worker, live_server, users):
+    start_worker()
+    out, err = io.StringIO(), io.StringIO()
+    reduced = [*REDUCED[:-2], "--tag", "pref"]
+    preference = {"train_steps": 150, "eval_every": 0, "sample_steps": 10}
+    options = ["--method", "dpo,kto", "--preference", json.dumps(preference)]
+
+    call_command("rlhf_cycle", "--base-url", live_server.url, *reduced, *options, stdout=out, stderr=err)
+
+    results = json.loads(out.getvalue().strip().splitlines()[-1])
+    print(err.getvalue())
+    runs = Run.objects.order_by("id")
+    assert [r.kind for r in runs] == ["generate", "preference_tune", "preference_tune", "generate"]
+    assert all(r.state == "succeeded" and r.worker != "inline" for r in runs), [(r.kind, r.error) for r in runs]
+    assert results["reward model"]["skipped"] == "no reward model for dpo, kto"
+    assert not RewardModel.objects.exists()
+    # Each method made a child of the base from a snapshot of the collect campaign's votes.
+    collect = Campaign.objects.get(name="cycle-pref-collect")
+    tuned = results["fine-tune"]["methods"]
+    for method, algorithm, name in (("dpo", "diffusion_dpo", "cycle-pref"), ("kto", "diffusion_kto", "cycle-pref-kto")):
+        tune = FineTune.objects.get(run_id=tuned[method]["run"])
+        assert tune.algorithm == algorithm and tune.version.name == name and tune.version.parent.name == "base"
+        assert tune.dataset.campaigns.get() == collect and tune.reward_model is None
+    # One arena: the base and both tuned versions, every pair of them voted; a head-to-head and an oracle
+    # judgement per method.
+    arena = Campaign.objects.get(name="cycle-pref-arena")
+    assert arena.model_versions.count() == 3
+    board = results["leaderboard"]
+    assert {row["name"] for row in board["ranks"]} == {"sandbox/base", "sandbox/cycle-pref", "sandbox/cycle-pref-kto"}
+    assert set(board["methods"]) == {"dpo", "kto"} and board["votes"] == board["methods"]["dpo"]["votes"]
+    judged = results["oracle judgement"]["methods"]
+    assert set(judged) == {"dpo", "kto"}
+    # On the size preference a short DPO run already wins most decided eval pairs by the oracle itself.
+    assert judged["dpo"]["tuned_better_share"] >= 0.75, judged
