@@ -7,7 +7,7 @@ bf16 (fp32 LoRA rank 8, AdamW), with and without gradient checkpointing. Nothing
     python bench/gpu_dpo.py --batch 16 --steps 20
     python bench/gpu_dpo.py --smoke                # the same code path on a CPU (tiny models, 64×64)
 
-SDXL is not measured: the trainer supports SD 1.x/2.x UNets only (an SDXL UNet is refused with a message).
+SDXL is not measured yet (the trainer supports it; ``tests/finetune/test_preference_sdxl.py`` runs a tiny random one).
 The latent encoding of the images is timed apart (``encode_images_per_s``); the step rate is the median over the
 steps after the first (warm-up). Prints a table and a one-line JSON summary last.
 """

@@ -1,5 +1,8 @@
 """The preference trainer: Diffusion-DPO or Diffusion-KTO with LoRA, straight from votes. No Django imports.
 
+Stable Diffusion 1.x/2.x (ε or v prediction) and SDXL (its micro-conditioning: pooled text embeddings from the
+second text encoder and time ids from each image's original size, crop and the target size).
+
 One call does everything::
 
     result = PreferenceTrainer(pipeline, config, examples, eval_prompts, ctx, output_dir).train()
@@ -58,7 +61,7 @@ class PreferenceResult:
 
 
 class PreferenceTrainer:
-    """Diffusion-DPO / Diffusion-KTO with LoRA on a Stable Diffusion 1.x/2.x pipeline (see the module docstring)."""
+    """Diffusion-DPO / Diffusion-KTO with LoRA on an SD 1.x/2.x or SDXL pipeline (see the module docstring)."""
 
     def __init__(
         self,
@@ -95,11 +98,18 @@ class PreferenceTrainer:
         if isinstance(pipeline, str | Path):
             pipeline = load_base_pipeline(pipeline, autocast if (autocast and on_cuda) else torch.float32)
         self.parts = Components.from_pipeline(pipeline, acc.device, autocast if on_cuda else None)
+        self.pipeline = pipeline
         unet = self.parts.unet
-        if getattr(unet.config, "addition_embed_type", None) is not None:
+        added = getattr(unet.config, "addition_embed_type", None)
+        if added not in (None, "text_time") or (added and getattr(pipeline, "text_encoder_2", None) is None):
             raise ConfigError(
-                "model_version", "this UNet takes added conditioning (SDXL); preference tuning supports SD 1.x/2.x"
+                "model_version",
+                f"this UNet takes added conditioning {added!r}; preference tuning supports SD 1.x/2.x and SDXL",
             )
+        self.sdxl = added == "text_time"  # micro-conditioning: pooled text embeddings and size/crop time ids
+        if self.sdxl:
+            pipeline.text_encoder_2.to(acc.device).requires_grad_(False).eval()
+            pipeline.scheduler = self.parts.scheduler  # its evaluation images use DDIM, η = 0, as SD's do
         self.prediction_type = self.parts.scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ConfigError("model_version", f"unsupported prediction type {self.prediction_type!r}")
@@ -129,6 +139,7 @@ class PreferenceTrainer:
             self.parts.vae, self.size, acc.device, latent_cache_dir, vae_fingerprint=_fingerprint(self.parts.vae)
         )
         self.prompt_embeds: dict[str, torch.Tensor] = {}
+        self.pooled_embeds: dict[str, torch.Tensor] = {}  # SDXL only
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
@@ -178,8 +189,26 @@ class PreferenceTrainer:
         prompts = self.examples.prompts
         for start in range(0, len(prompts), 64):
             chunk = prompts[start : start + 64]
-            for prompt, embed in zip(chunk, encode_prompts(self.parts, chunk).cpu(), strict=True):
-                self.prompt_embeds[prompt] = embed
+            if self.sdxl:
+                with torch.no_grad():
+                    embeds, _, pooled, _ = self.pipeline.encode_prompt(
+                        prompt=chunk, device=self.accelerator.device, do_classifier_free_guidance=False
+                    )
+                self.pooled_embeds.update(zip(chunk, pooled.cpu(), strict=True))
+            else:
+                embeds = encode_prompts(self.parts, chunk)
+            self.prompt_embeds.update(zip(chunk, embeds.cpu(), strict=True))
+
+    def _conditions(self, prompts: list[str], keys: list[str]) -> tuple[torch.Tensor, dict | None]:
+        """Text embeddings of ``prompts`` and, for SDXL, the added conditioning of the images ``keys``: pooled
+        text embeddings and time ids (original size, crop top-left, target size)."""
+        device = self.accelerator.device
+        embeds = torch.stack([self.prompt_embeds[p] for p in prompts]).to(device)
+        if not self.sdxl:
+            return embeds, None
+        pooled = torch.stack([self.pooled_embeds[p] for p in prompts]).to(device)
+        time_ids = torch.tensor([[*self.cache.micro[key], *self.size] for key in keys], dtype=embeds.dtype)
+        return embeds, {"text_embeds": pooled, "time_ids": time_ids.to(device)}
 
     def _stop_if_asked(self) -> None:
         """Cooperative cancel: all processes agree (the main one asks the context)."""
@@ -235,15 +264,16 @@ class PreferenceTrainer:
         target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
         return noisy, timesteps, target
 
-    def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, training: bool):
+    def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, conditions: tuple, training: bool):
         """(model prediction, reference prediction): the reference is the UNet with the adapter disabled. Outside
         training the unwrapped UNet runs (no collective operation: only the main process evaluates)."""
-        parts = self.parts
+        parts, (embeds, added) = self.parts, conditions
         model = self.model if training else self.parts.unet
+        kwargs = {"encoder_hidden_states": embeds} | ({"added_cond_kwargs": added} if added else {})
         with parts.autocast():
-            model_pred = model(noisy, timesteps, encoder_hidden_states=embeds).sample
+            model_pred = model(noisy, timesteps, **kwargs).sample
         with torch.no_grad(), adapter_disabled(self.parts.unet), parts.autocast():
-            ref_pred = model(noisy, timesteps, encoder_hidden_states=embeds).sample
+            ref_pred = model(noisy, timesteps, **kwargs).sample
         return model_pred, ref_pred
 
     def _micro_batch(self, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -271,10 +301,11 @@ class PreferenceTrainer:
         cfg, device = self.config, self.accelerator.device
         if cfg.algorithm == "diffusion_dpo":
             chosen = [self.examples.dpo[i] for i in rows]
-            latents = self.cache.stack([e.winner for e in chosen] + [e.loser for e in chosen])
-            embeds = torch.stack([self.prompt_embeds[e.prompt] for e in chosen]).repeat(2, 1, 1).to(device)
+            keys = [e.winner for e in chosen] + [e.loser for e in chosen]
+            latents = self.cache.stack(keys)
+            conditions = self._conditions([e.prompt for e in chosen] * 2, keys)
             noisy, timesteps, target = self._noised(latents, generator, pairs=2)
-            model_pred, ref_pred = self._predict(noisy, timesteps, embeds, training)
+            model_pred, ref_pred = self._predict(noisy, timesteps, conditions, training)
             (model_w, model_l), (ref_w, ref_l), (target_w, target_l) = (
                 model_pred.chunk(2),
                 ref_pred.chunk(2),
@@ -286,10 +317,11 @@ class PreferenceTrainer:
                 model_w, model_l, ref_w, ref_l, target_w, target_l, beta=cfg.beta, label_w=labels if soft else None
             )
         chosen = [self.examples.kto[i] for i in rows]
-        latents = self.cache.stack([e.image for e in chosen])
-        embeds = torch.stack([self.prompt_embeds[e.prompt] for e in chosen]).to(device)
+        keys = [e.image for e in chosen]
+        latents = self.cache.stack(keys)
+        conditions = self._conditions([e.prompt for e in chosen], keys)
         noisy, timesteps, target = self._noised(latents, generator)
-        model_pred, ref_pred = self._predict(noisy, timesteps, embeds, training)
+        model_pred, ref_pred = self._predict(noisy, timesteps, conditions, training)
         desirable = torch.tensor([e.desirable for e in chosen], device=device)
         point = None
         if training and self.accelerator.num_processes > 1:  # one reference point for the whole batch
@@ -337,6 +369,8 @@ class PreferenceTrainer:
     def sample_eval(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         """η = 0 images of the current model (the config's sampler settings)."""
         cfg = self.config
+        if self.sdxl:
+            return self._sample_eval_sdxl(list(prompts), list(seeds))
         return sample_deterministic(
             self.parts,
             list(prompts),
@@ -347,6 +381,26 @@ class PreferenceTrainer:
             self.size,
             self.negative_embeds,
         )
+
+    @torch.no_grad()
+    def _sample_eval_sdxl(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
+        """SDXL's evaluation images through its own pipeline (DDIM, η = 0, one generator per seed)."""
+        cfg, out = self.config, []
+        for start in range(0, len(prompts), cfg.encode_batch_size):
+            chunk = slice(start, start + cfg.encode_batch_size)
+            with self.parts.autocast():
+                images = self.pipeline(
+                    prompt=prompts[chunk],
+                    num_inference_steps=cfg.sample_steps,
+                    guidance_scale=cfg.guidance_scale,
+                    height=self.size[0],
+                    width=self.size[1],
+                    eta=0.0,
+                    generator=[torch.Generator().manual_seed(int(s)) for s in seeds[chunk]],
+                    output_type="np",
+                ).images
+            out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+        return np.concatenate(out)
 
     # ------------------------------------------------------------------------------ checkpoint / resume
     def state_bytes(self) -> bytes:
