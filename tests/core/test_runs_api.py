@@ -68,7 +68,11 @@ def test_unregistered_kind_says_which_kinds_exist(engineer_client, monkeypatch):
 
     monkeypatch.delitem(run_kinds._REGISTRY, "finetune")  # a worker image without the fine-tuning app
     errors = _create(engineer_client, {"kind": "finetune"}).json()
-    assert "Available kinds: dataset_import, diagnostic, evaluate, generate, reward_train" in errors["kind"][0]
+    message = errors["kind"][0]
+    assert message.startswith("Run kind 'finetune' is not available. Available kinds: ")
+    listed = message.split("Available kinds: ")[1].rstrip(".").split(", ")
+    assert listed == sorted(run_kinds._REGISTRY) and "finetune" not in listed
+    assert {"dataset_import", "diagnostic", "evaluate", "generate", "preference_tune", "reward_train"} <= set(listed)
 
 
 def test_list_filters_by_kind_state_and_creator(client_for, users):
