@@ -40,6 +40,7 @@ from .lora import adapter_disabled, add_lora, load_lora_state_dict, lora_state_d
 from .preference_config import PreferenceTuneConfig
 from .preference_data import LatentCache, PreferenceExamples
 from .preference_losses import denoising_error, diffusion_dpo_loss, diffusion_kto_loss
+from .processes import load_shared_checkpoint, mean_over_processes, stop_requested
 from .reward import RewardFn, call_reward
 from .sampling import Components, encode_prompts, grid_png, sample_deterministic, to_pil
 from .trainer import load_base_pipeline, make_accelerator
@@ -212,10 +213,7 @@ class PreferenceTrainer:
 
     def _stop_if_asked(self) -> None:
         """Cooperative cancel: all processes agree (the main one asks the context)."""
-        flag = torch.tensor([1.0 if self.ctx.should_stop() else 0.0], device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        if float(flag.item()) > 0:
+        if stop_requested(self.ctx, self.accelerator):
             raise JobCancelled(
                 f"Cancelled at step {self.step} of {self.config.train_steps}; resumable from the last checkpoint."
             )
@@ -235,7 +233,7 @@ class PreferenceTrainer:
         grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        averaged = self._mean_over_processes(_mean(stats))
+        averaged = mean_over_processes(self.accelerator, _mean(stats))
         averaged["grad_norm"] = float(grad_norm)
         return averaged
 
@@ -424,19 +422,11 @@ class PreferenceTrainer:
 
     def _resume(self) -> bool:
         """Load the context's checkpoint (read by the main process, shared with the others); False if none."""
-        data = self.ctx.load_checkpoint() if self.is_main else None
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            holder = [data]
-            broadcast_object_list(holder, from_process=0)
-            data = holder[0]
-        if data is None:
+        state = load_shared_checkpoint(
+            self.ctx, self.accelerator, CHECKPOINT_FORMAT, self.config.to_dict(), RESUMABLE_CHANGES
+        )
+        if state is None:
             return False
-        state = ckpt.loads(data, fmt=CHECKPOINT_FORMAT)
-        changed = ckpt.config_mismatch(state["config"], self.config.to_dict(), RESUMABLE_CHANGES)
-        if changed:
-            raise JobFailed(f"The checkpoint was made with a different {changed!r}; start a new run to change it.")
         if state["examples"] != len(self.examples):
             raise JobFailed("The checkpoint was made on other votes; start a new run for these.")
         load_lora_state_dict(self.parts.unet, {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()})
@@ -480,14 +470,6 @@ class PreferenceTrainer:
         )
         summary["adapter_dir"] = str(adapter_dir) if adapter_dir else None
         return PreferenceResult(adapter_dir, grid, summary)
-
-    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
-        if self.accelerator.num_processes == 1 or not stats:
-            return stats
-        keys = sorted(stats)
-        tensor = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        tensor = self.accelerator.reduce(tensor, reduction="mean")
-        return dict(zip(keys, tensor.cpu().tolist(), strict=True))
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -33,6 +33,7 @@ from .advantages import PerPromptStatTracker
 from .config import ConfigError, DDPOConfig
 from .ddpo import StepSettings, train_step
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
+from .processes import load_shared_checkpoint, mean_over_processes, stop_requested
 from .reward import RewardFn, RewardPool, call_reward
 from .sampling import Components, Trajectories, encode_prompts, grid_png, sample, sample_deterministic, to_pil
 
@@ -178,11 +179,8 @@ class DDPOTrainer:
         return result
 
     def _stop_if_asked(self) -> None:
-        """Cooperative cancel: all processes agree (the main one asks the context); the checkpoint is current."""
-        flag = torch.tensor([1.0 if self.ctx.should_stop() else 0.0], device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        if float(flag.item()) > 0:
+        """Cooperative cancel: all processes agree (the main one asks the context)."""
+        if stop_requested(self.ctx, self.accelerator):
             raise JobCancelled(f"Cancelled after epoch {self.epoch} of {self.config.epochs}; the checkpoint is saved.")
 
     # ---------------------------------------------------------------------------------------- one epoch
@@ -280,7 +278,7 @@ class DDPOTrainer:
         averaged["ratio_max_deviation"] = max(h["ratio_max_deviation"] for h in history)
         averaged["first_ratio_max_deviation"] = history[0]["ratio_max_deviation"]
         averaged["optimizer_steps"] = float(len(history))
-        return self._mean_over_processes(averaged)
+        return mean_over_processes(self.accelerator, averaged)
 
     # ------------------------------------------------------------------------------------- evaluation
     def _evaluate(self, epoch: int) -> dict[str, float]:
@@ -344,19 +342,11 @@ class DDPOTrainer:
 
     def _resume(self) -> bool:
         """Load the context's checkpoint (read by the main process, shared with the others); False if none."""
-        data = self.ctx.load_checkpoint() if self.is_main else None
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            holder = [data]
-            broadcast_object_list(holder, from_process=0)
-            data = holder[0]
-        if data is None:
+        state = load_shared_checkpoint(
+            self.ctx, self.accelerator, ckpt.FORMAT, self.config.to_dict(), RESUMABLE_CHANGES
+        )
+        if state is None:
             return False
-        state = ckpt.loads(data)
-        changed = ckpt.config_mismatch(state["config"], self.config.to_dict(), RESUMABLE_CHANGES)
-        if changed:
-            raise JobFailed(f"The checkpoint was made with a different {changed!r}; start a new run to change it.")
         load_lora_state_dict(self.parts.unet, {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         self.tracker = PerPromptStatTracker.from_state_dict(state["tracker"])
@@ -402,14 +392,6 @@ class DDPOTrainer:
             return values
         tensor = torch.as_tensor(values, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.gather(tensor).cpu().numpy()
-
-    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
-        if self.accelerator.num_processes == 1 or not stats:
-            return stats
-        keys = sorted(stats)
-        tensor = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        tensor = self.accelerator.reduce(tensor, reduction="mean")
-        return dict(zip(keys, tensor.cpu().tolist(), strict=True))
 
 
 def run_ddpo(
