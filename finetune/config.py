@@ -68,7 +68,8 @@ class ConfigError(ValueError):
 
 
 class SettingsDict:
-    """``from_dict`` / ``to_dict`` and the mixed-precision rule shared by the trainers' frozen config dataclasses."""
+    """``from_dict`` / ``to_dict``, the shared checks and the mixed-precision rule of the trainers' frozen config
+    dataclasses."""
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None):
@@ -88,6 +89,29 @@ class SettingsDict:
         data = dataclasses.asdict(self)
         data["lora_targets"] = list(self.lora_targets)
         return data
+
+    def _check_shared(self, int_ranges: Mapping[str, tuple[int, int]]) -> None:
+        """The checks every trainer config shares: ints in range, sizes multiple of 8, the optimizer, LoRA, mixed
+        precision (integers given for float fields become floats first)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+        for name, (low, high) in int_ranges.items():
+            _check(name, getattr(self, name), int, low=low, high=high)
+        for name in ("height", "width"):
+            if getattr(self, name) % 8:
+                raise ConfigError(name, "must be a multiple of 8 (or 0 for the model's size)")
+        _check("learning_rate", self.learning_rate, float, low=0.0, high=1.0, low_open=True)
+        _check("adam_beta1", self.adam_beta1, float, low=0.0, high=1.0, high_open=True)
+        _check("adam_beta2", self.adam_beta2, float, low=0.0, high=1.0, high_open=True)
+        _check("adam_weight_decay", self.adam_weight_decay, float, low=0.0, high=1.0)
+        _check("adam_epsilon", self.adam_epsilon, float, low=0.0, high=1.0, low_open=True)
+        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, high=1e6, low_open=True)
+        _check("lora_alpha", self.lora_alpha, float, low=0.0, high=1e6)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
+        object.__setattr__(self, "lora_targets", check_lora_targets(self.lora_targets))
 
     def resolved_mixed_precision(self, device_type: str) -> str:
         """``auto`` is fp16 on CUDA and full precision elsewhere."""
@@ -137,35 +161,17 @@ class DDPOConfig(SettingsDict):
     reward_workers: int = 1
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-        for name, (low, high) in INT_RANGES.items():
-            _check(name, getattr(self, name), int, low=low, high=high)
-        for name in ("height", "width"):
-            if getattr(self, name) % 8:
-                raise ConfigError(name, "must be a multiple of 8 (or 0 for the model's size)")
+        self._check_shared(INT_RANGES)
         _check("guidance_scale", self.guidance_scale, float, low=1.0, high=50.0)
         _check("eta", self.eta, float, low=0.0, high=1.0, low_open=True)
-        _check("learning_rate", self.learning_rate, float, low=0.0, high=1.0, low_open=True)
-        _check("adam_beta1", self.adam_beta1, float, low=0.0, high=1.0, high_open=True)
-        _check("adam_beta2", self.adam_beta2, float, low=0.0, high=1.0, high_open=True)
-        _check("adam_weight_decay", self.adam_weight_decay, float, low=0.0, high=1.0)
-        _check("adam_epsilon", self.adam_epsilon, float, low=0.0, high=1.0, low_open=True)
-        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, high=1e6, low_open=True)
         _check("clip_range", self.clip_range, float, low=0.0, high=1.0, low_open=True)
         _check("adv_clip_max", self.adv_clip_max, float, low=0.0, high=1e6, low_open=True)
         _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)
         _check("kl_beta", self.kl_beta, float, low=0.0, high=1e6)
-        _check("lora_alpha", self.lora_alpha, float, low=0.0, high=1e6)
         if self.advantage_stats not in ADVANTAGE_STATS:
             raise ConfigError("advantage_stats", f"must be one of {', '.join(ADVANTAGE_STATS)}")
         if self.stat_min_count > self.stat_buffer_size:
             raise ConfigError("stat_min_count", "cannot exceed stat_buffer_size")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
-        object.__setattr__(self, "lora_targets", check_lora_targets(self.lora_targets))
         if self.advantage_stats == "group" and self.images_per_prompt < 2:
             raise ConfigError("images_per_prompt", "group advantages compare images of one prompt: use at least 2")
         if self.samples_per_epoch % self.images_per_prompt:

@@ -7,11 +7,10 @@ diffusers example's learning rate, with LoRA).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .config import MAX_SEED, MIXED_PRECISION, ConfigError, SettingsDict, _check, check_lora_targets
+from .config import MAX_SEED, ConfigError, SettingsDict, _check
 
 ALGORITHMS = ("diffusion_dpo", "diffusion_kto")
 TIE_POLICIES = ("drop", "soft")  # DPO: a tie is left out, or a pair with the soft label 0.5
@@ -82,31 +81,13 @@ class PreferenceTuneConfig(SettingsDict):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
         if self.algorithm not in ALGORITHMS:
             raise ConfigError("algorithm", f"must be one of {', '.join(ALGORITHMS)}")
-        for name, (low, high) in INT_RANGES.items():
-            _check(name, getattr(self, name), int, low=low, high=high)
-        for name in ("height", "width"):
-            if getattr(self, name) % 8:
-                raise ConfigError(name, "must be a multiple of 8 (or 0 for the model's size)")
+        self._check_shared(INT_RANGES)
         _check("beta", self.beta, float, low=0.0, high=1e6, low_open=True)
-        _check("learning_rate", self.learning_rate, float, low=0.0, high=1.0, low_open=True)
-        _check("adam_beta1", self.adam_beta1, float, low=0.0, high=1.0, high_open=True)
-        _check("adam_beta2", self.adam_beta2, float, low=0.0, high=1.0, high_open=True)
-        _check("adam_weight_decay", self.adam_weight_decay, float, low=0.0, high=1.0)
-        _check("adam_epsilon", self.adam_epsilon, float, low=0.0, high=1.0, low_open=True)
-        _check("max_grad_norm", self.max_grad_norm, float, low=0.0, high=1e6, low_open=True)
         _check("desirable_weight", self.desirable_weight, float, low=0.0, high=100.0, low_open=True)
         _check("undesirable_weight", self.undesirable_weight, float, low=0.0, high=100.0, low_open=True)
-        _check("lora_alpha", self.lora_alpha, float, low=0.0, high=1e6)
         _check("guidance_scale", self.guidance_scale, float, low=1.0, high=50.0)
         _check("gradient_checkpointing", self.gradient_checkpointing, bool)
         if self.ties not in TIE_POLICIES:
             raise ConfigError("ties", f"must be one of {', '.join(TIE_POLICIES)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError("mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}")
-        object.__setattr__(self, "lora_targets", check_lora_targets(self.lora_targets))

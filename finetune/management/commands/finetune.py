@@ -46,13 +46,20 @@ class Command(BaseCommand):
         for key in ("reward_model", "oracle", "gold_oracle", "name"):
             if options[key] is not None:
                 config[key] = options[key]
-        for item in options["set"]:
-            key, _, value = item.partition("=")
-            try:
-                config[key.strip()] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"--set {item!r}: the value must be JSON (e.g. 10, 0.001, true).") from exc
+        config.update(settings_from(options["set"]))
         start_run(self, kind="finetune", config=config, options=options)
+
+
+def settings_from(items: list[str]) -> dict:
+    """``--set KEY=JSON`` options as a dict; a value that is not JSON is a :class:`CommandError` naming it."""
+    settings_given = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            settings_given[key.strip()] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--set {item!r}: the value must be JSON (e.g. 10, 0.001, true).") from exc
+    return settings_given
 
 
 def _prompt_set(value: str) -> int:

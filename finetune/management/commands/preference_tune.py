@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from core.cli import add_run_arguments, start_run
-from finetune.management.commands.finetune import _prompt_set
+from finetune.management.commands.finetune import _prompt_set, settings_from
 from finetune.preference_config import ALGORITHMS
 
 
@@ -51,10 +49,5 @@ class Command(BaseCommand):
         for key in ("criterion", "gold_oracle", "name"):
             if options[key] is not None:
                 config[key] = options[key]
-        for item in options["set"]:
-            key, _, value = item.partition("=")
-            try:
-                config[key.strip()] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"--set {item!r}: the value must be JSON (e.g. 10, 0.001, true).") from exc
+        config.update(settings_from(options["set"]))
         start_run(self, kind="preference_tune", config=config, options=options)
