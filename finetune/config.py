@@ -36,6 +36,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "height": (0, 4096),
     "width": (0, 4096),
     "timesteps_per_forward": (0, 1000),
+    "timestep_window": (0, 1000),
     "eval_every": (0, 100_000),
     "grid_prompts": (0, 256),
     "seed": (0, MAX_SEED),
@@ -144,6 +145,7 @@ class DDPOConfig(SettingsDict):
     adv_clip_max: float = 5.0
     inner_epochs: int = 2
     timestep_fraction: float = 1.0
+    timestep_window: int = 0  # train only the first N sampling steps (high noise: layout forms there); 0: all
     timesteps_per_forward: int = 0  # timesteps stacked in one UNet pass (gradients accumulate over passes); 0: all
     kl_beta: float = 0.0
     lora_rank: int = 4

@@ -48,6 +48,17 @@ def ppo_loss(
     return loss, stats
 
 
+def trained_steps(rows: int, steps: int, window: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """For each of ``rows`` trajectories, the positions of the sampling steps to train on, shape (rows, K).
+
+    Only the first ``window`` steps (the high-noise end, where the layout forms; 0: all ``steps``) are eligible
+    and ``fraction`` of them are drawn at random per trajectory, as DDPO's ``timestep_fraction`` does.
+    """
+    window = min(window or steps, steps)
+    count = max(1, int(round(window * fraction)))
+    return torch.rand(rows, window, generator=generator).argsort(dim=1)[:, :count]
+
+
 def _columns(count: int, per_forward: int) -> list[slice]:
     size = count if per_forward <= 0 else per_forward
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]

@@ -31,7 +31,7 @@ from core.rng import rng_state, set_rng_state
 from . import checkpoint as ckpt
 from .advantages import PerPromptStatTracker
 from .config import ConfigError, DDPOConfig
-from .ddpo import StepSettings, train_step
+from .ddpo import StepSettings, train_step, trained_steps
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from .processes import load_shared_checkpoint, mean_over_processes, stop_requested
 from .reward import RewardFn, RewardPool, call_reward
@@ -252,14 +252,13 @@ class DDPOTrainer:
         """``inner_epochs`` shuffled passes over the local samples, one optimizer step per train batch."""
         cfg, acc = self.config, self.accelerator
         count, steps = batch.log_probs.shape
-        trained = max(1, int(round(steps * cfg.timestep_fraction)))
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch * 1009 + acc.process_index)
         history: list[dict[str, float]] = []
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(count, generator=generator)
             for start in range(0, count, cfg.train_batch_size):
                 rows = order[start : start + cfg.train_batch_size].to(acc.device)
-                step_indices = torch.rand(len(rows), steps, generator=generator).argsort(dim=1)[:, :trained]
+                step_indices = trained_steps(len(rows), steps, cfg.timestep_window, cfg.timestep_fraction, generator)
                 history.append(
                     train_step(
                         self.model,

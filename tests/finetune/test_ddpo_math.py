@@ -13,7 +13,7 @@ from torch.distributions import Normal
 from finetune.advantages import PerPromptStatTracker
 from finetune.config import ConfigError, DDPOConfig
 from finetune.ddim_logprob import ddim_step_with_logprob
-from finetune.ddpo import ppo_loss
+from finetune.ddpo import ppo_loss, trained_steps
 from tests.finetune.ddpo_support import PIPELINE
 
 
@@ -106,6 +106,18 @@ def test_stat_tracker_group_centres_on_the_prompt_and_divides_by_the_pooled_spre
     np.testing.assert_allclose(batch, (rewards - rewards.mean()) / rewards.std(), rtol=1e-5)
 
 
+def test_trained_steps_draw_only_inside_the_early_window():
+    generator = torch.Generator().manual_seed(0)
+    every = trained_steps(64, 10, 0, 1.0, generator)
+    assert every.shape == (64, 10) and all(sorted(row.tolist()) == list(range(10)) for row in every)
+    early = trained_steps(64, 10, 4, 1.0, generator)
+    assert early.shape == (64, 4) and all(sorted(row.tolist()) == [0, 1, 2, 3] for row in early)
+    half = trained_steps(256, 10, 4, 0.5, generator)
+    assert half.shape == (256, 2) and int(half.max()) == 3 and int(half.min()) == 0
+    assert len({tuple(sorted(row.tolist())) for row in half}) == 6  # every pair of the window gets drawn
+    assert trained_steps(8, 10, 20, 1.0, generator).shape == (8, 10)  # a window past the end is every step
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
@@ -115,6 +127,7 @@ def test_stat_tracker_group_centres_on_the_prompt_and_divides_by_the_pooled_spre
         ({"clip_range": -1}, "clip_range"),
         ({"eta": 0}, "eta"),
         ({"timestep_fraction": 1.5}, "timestep_fraction"),
+        ({"timestep_window": -1}, "timestep_window"),
         ({"train_batch_size": 5}, "train_batch_size"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"lora_targets": []}, "lora_targets"),
