@@ -12,7 +12,7 @@ import math
 import torch
 
 
-def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
+def per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     """Shape a (B,) or scalar tensor to broadcast against a (B, ...) sample."""
     return values.reshape(values.shape + (1,) * (ndim - values.ndim)) if values.ndim else values
 
@@ -31,8 +31,8 @@ def ddim_mean_std(
     prev_t = t - config.num_train_timesteps // scheduler.num_inference_steps
     alphas = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
     final = torch.as_tensor(scheduler.final_alpha_cumprod, device=device, dtype=torch.float32)
-    alpha_t = _per_sample(alphas[t], sample.ndim)
-    alpha_prev = _per_sample(torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], final), sample.ndim)
+    alpha_t = per_sample(alphas[t], sample.ndim)
+    alpha_prev = per_sample(torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], final), sample.ndim)
     beta_t = 1 - alpha_t
     x, out = sample.float(), model_output.float()
 
