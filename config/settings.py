@@ -261,6 +261,9 @@ DEFAULT_PAIR_ORACLE = env("DEFAULT_PAIR_ORACLE", default="larger")  # simulate_a
 RUN_HARD_TIME_LIMIT = env.int("RUN_HARD_TIME_LIMIT", default=48 * 3600)
 RUN_SOFT_TIME_LIMIT = env.int("RUN_SOFT_TIME_LIMIT", default=RUN_HARD_TIME_LIMIT - 300)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
+# torch threads per run on a worker (0: torch's default, one per core). Small models on few cores run faster on
+# one thread, and a run that scores rewards in a second thread while it samples needs room for both.
+WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=120.0)
 RUN_REQUEUE_INTERVAL_SECONDS = env.float("RUN_REQUEUE_INTERVAL_SECONDS", default=30.0)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

@@ -16,3 +16,13 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceUnavailable(f"Device {device!r} was asked for, but this worker has no CUDA device.")
     return device
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Cap torch's intra-op threads in this process at ``threads`` (0 leaves torch's default: one per core)."""
+    if threads <= 0:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from core import run_kinds, services
+from core.devices import limit_torch_threads
 from core.jobs import AttemptSuperseded, JobCancelled, JobFailed
 from core.models import Run
 from core.run_states import RunState
@@ -153,6 +154,7 @@ def run_execute(*, run_id: int, worker: str | None = None) -> str:
     if claim is None:
         return "skipped"
     run, attempt = claim.run, claim.attempt
+    limit_torch_threads(settings.WORKER_TORCH_THREADS)
     ctx = DbJobContext(run, attempt)
     ctx.start_heartbeat()
     began = time.monotonic()

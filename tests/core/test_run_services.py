@@ -248,6 +248,19 @@ def test_execute_succeeds_with_result_metrics_and_checkpoint(run, settings, tmp_
     assert MetricPoint.objects.filter(run=run, key="matmul_gflops").count() == 3
 
 
+def test_execute_caps_torch_threads_when_the_worker_setting_asks(run, settings, tmp_path):
+    import torch
+
+    settings.MEDIA_ROOT, settings.WORKER_TORCH_THREADS = tmp_path, 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run_execute(run_id=run.pk, worker="inline") == "succeeded"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_execute_resumes_from_the_checkpoint(run, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     services.run_claim(run_id=run.pk, worker="lost")
