@@ -66,14 +66,11 @@ def sde_step_with_logprob(
     Without ``prev_sample`` one is drawn (``generator``: one, or one per sample); with it, its log-probability
     under the step is returned (the PPO ratio's numerator). ``prev_sample`` keeps the input dtype.
     """
+    from diffusers.utils.torch_utils import randn_tensor
+
     mean, std, std_dev_t = flow_sde_mean_std(scheduler, model_output, timestep, sample, noise_level)
     if prev_sample is None:
-        if isinstance(generator, list):
-            noise = torch.stack(
-                [torch.randn(mean.shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generator]
-            ).to(mean.device)
-        else:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+        noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         prev_sample = (mean + std * noise).to(sample.dtype)
     log_prob = gaussian_log_prob(prev_sample.detach(), mean, std)
     return prev_sample, log_prob, mean, std_dev_t

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     T5Config,
@@ -23,7 +22,7 @@ from transformers import (
 )
 
 from .dataset import VOCABULARY
-from .models import LATENT_CHANNELS, LATENT_SIZE
+from .models import LATENT_CHANNELS, LATENT_SIZE, text_config
 from .tokenizer import MODEL_MAX_LENGTH
 
 TEXT_HIDDEN = 32  # each of the two CLIP text encoders; SD3 concatenates their features (64)
@@ -35,25 +34,9 @@ MAX_SEQUENCE_LENGTH = MODEL_MAX_LENGTH  # T5 tokens per prompt: the pipeline's m
 SHIFT = 3.0  # SD3's timestep shift
 
 
-def flow_text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
-    """A 2-layer CLIP text transformer with a projection (SD3's pooled embedding comes from it)."""
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=TEXT_HIDDEN,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def build_flow_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
     """One of the two text encoders (trained jointly with the transformer)."""
-    return CLIPTextModelWithProjection(flow_text_config(tokenizer))
+    return CLIPTextModelWithProjection(text_config(tokenizer, hidden=TEXT_HIDDEN, heads=2))
 
 
 def build_t5_tokenizer() -> T5TokenizerFast:

@@ -30,16 +30,16 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
-    """A 2-layer CLIP text transformer whose positions cover the tokenizer's max length."""
+def text_config(tokenizer: CLIPTokenizer, hidden: int = TEXT_HIDDEN, heads: int = 4) -> CLIPTextConfig:
+    """A 2-layer CLIP text transformer of width ``hidden`` whose positions cover the tokenizer's max length."""
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=4 * TEXT_HIDDEN,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=heads,
         max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=TEXT_HIDDEN,
+        projection_dim=hidden,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
