@@ -157,6 +157,13 @@ class RewardTrainConfig:
         Rule(str, choices=SEARCH_GRIDS),
         "what a search tries: heads (the frozen-backbone heads only, seconds each) or all (also the CLIP fine-tunes)",
     )
+    search_folds: int = _setting(
+        5,
+        Rule(int, 0, 20),
+        "how a heads search chooses: by k-fold cross-validation over the training and validation pairs, folds "
+        "grouped by prompt (k = this; one member per fold, then the winner is fitted as usual), or 0: by the "
+        "validation split alone; a search that includes CLIP fine-tunes (search_grid all) always uses validation",
+    )
     ensemble_size: int = _setting(
         5, Rule(int, 1, 32), "head members, each on a bootstrap resample (their spread: an uncertainty)"
     )
@@ -177,6 +184,8 @@ class RewardTrainConfig:
                 raise RewardTrainConfigError(field.name, f"must be {rule.describe()} (got {value!r})")
             if rule.kind is float and isinstance(value, int):
                 object.__setattr__(self, field.name, float(value))
+        if self.search_folds == 1:
+            raise RewardTrainConfigError("search_folds", "must be 0 (choose on validation) or at least 2 folds")
         if (self.max_steps is None) == (self.epochs is None):
             raise RewardTrainConfigError("max_steps", "set exactly one of max_steps and epochs (the other null)")
 

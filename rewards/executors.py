@@ -103,6 +103,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
         "head": (result["model"].get("head") or {}).get("config", {}).get("kind", "none"),
         "chosen": result.get("chosen"),
         "candidates": result.get("candidates"),
+        "selected_by": result.get("selected_by"),
     }
 
 

@@ -6,8 +6,9 @@ zero-shot backbone like :func:`rewards.train.train_reward_model` does (tie thres
 that threshold) and saves a reward model folder whose ``reward_config.json`` carries the head.
 
 A search (``search=True``) tries :func:`search_candidates` (head kinds and settings, plus whole-model and
-last-layer CLIP fine-tunes through the ordinary trainer), keeps the one with the best validation accuracy (then
-log-loss) and records every candidate with its validation (and test) figures in the result's ``candidates``.
+last-layer CLIP fine-tunes through the ordinary trainer) and records every candidate in the result's
+``candidates``. A heads-only search chooses by k-fold cross-validation over prompts (``search_folds``, see
+:mod:`rewards.head_cv`); one with CLIP fine-tunes keeps the best validation accuracy (then log-loss).
 
 Resume: a head fit takes seconds, so it keeps no checkpoint and an interrupted head run (or search) simply
 starts again; the CLIP fine-tune of ``head="none"`` keeps the trainer's exact resume.
@@ -29,6 +30,7 @@ from core.jobs import JobCancelled, NullJobContext
 from .config import RewardTrainConfig
 from .data import PreferencePair, check_training_pairs
 from .features import FeatureCache
+from .head_cv import CrossValidation, cross_validate_head, prompt_folds
 from .heads import HeadConfig
 from .metrics import choose_threshold, evaluate_predictions, human_ceiling, votes_by_pair
 from .quick import PairTable, QuickRewardModel, fit_head_ensemble, pair_table
@@ -257,6 +259,42 @@ class _Quiet:
         return None
 
 
+def _cross_validation_table(
+    config: RewardTrainConfig, candidates: Sequence[Candidate], tables: _Tables, pairs: Sequence[PreferencePair]
+) -> tuple[PairTable, list[torch.Tensor]] | None:
+    """The pooled training and validation pairs and their prompt folds, when this search chooses by
+    cross-validation (``search_folds`` ≥ 2, heads only, at least two prompts); else None."""
+    if config.search_folds < 2:
+        return None
+    if any(dataclasses.replace(config, **c.changes).head == "none" for c in candidates):
+        return None
+    pooled = pair_table(tables.features, pairs)
+    folds = prompt_folds(pooled.prompt, config.search_folds, config.seed)
+    return (pooled, folds) if folds else None
+
+
+def _record(candidate: Candidate, metrics: dict | None, seconds: float, cv: CrossValidation | None) -> dict[str, Any]:
+    val, test = (metrics or {}).get("val"), (metrics or {}).get("test")
+    record: dict[str, Any] = {
+        "name": candidate.name,
+        "changes": dict(candidate.changes),
+        "val_accuracy": val["accuracy"] if val else None,
+        "val_decisive_accuracy": val["decisive_accuracy"] if val else None,
+        "val_log_loss": val["log_loss"] if val else None,
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_decisive_accuracy": test["decisive_accuracy"] if test else None,
+        "seconds": seconds,
+    }
+    if cv is not None:
+        record.update(
+            cv_accuracy=cv.metrics["accuracy"],
+            cv_decisive_accuracy=cv.metrics["decisive_accuracy"],
+            cv_log_loss=cv.metrics["log_loss"],
+            cv_folds=cv.folds,
+        )
+    return record
+
+
 def search_reward_models(
     config: RewardTrainConfig,
     train: Sequence[PreferencePair],
@@ -267,9 +305,14 @@ def search_reward_models(
     output_dir: str | None = None,
     candidates: Sequence[Candidate] | None = None,
     features: FeatureCache | None = None,
+    evaluate_all: bool = False,
 ) -> dict[str, Any]:
-    """Try every candidate, keep the best by validation accuracy (then log-loss); the chosen one's summary plus
-    ``candidates`` (name, settings, validation and test figures, seconds) and ``chosen`` (its name)."""
+    """Try every candidate and keep the best: by cross-validation accuracy (then log-loss) over the training and
+    validation pairs when ``config.search_folds`` ≥ 2 and every candidate is a head, else by validation accuracy
+    (then log-loss). The chosen one's summary plus ``candidates`` (name, settings, figures, seconds),
+    ``chosen`` (its name) and ``selected_by`` ("cross_validation" or "validation"). Under cross-validation only the
+    winner is fitted on the training split and measured on validation and test, unless ``evaluate_all`` (a bench
+    comparing the two ways of choosing)."""
     from .train import RewardTrainer, Splits
 
     began = time.perf_counter()
@@ -279,36 +322,48 @@ def search_reward_models(
     candidates = list(candidates or search_candidates(config))
     tables = _Tables(config, train, val, test, features)
     baseline = tables.zero_shot()
+    crossed = _cross_validation_table(config, candidates, tables, [*train, *val])
     records: list[dict[str, Any]] = []
-    best: tuple[tuple[float, float], dict[str, Any], Any] | None = None
+    fitted: dict[int, tuple[Any, dict]] = {}
+    best: tuple[tuple[float, float], int] | None = None
     for index, candidate in enumerate(candidates):
         _stop_check(callbacks, f"candidate {candidate.name}")
         span = (index / len(candidates), (index + 1) / len(candidates))
         settings = dataclasses.replace(config, search=False, **candidate.changes)
         started = time.perf_counter()
+        cv = None
+        if crossed is not None:
+            cv = cross_validate_head(crossed[0], head_config_of(settings), crossed[1], config.seed)
+            rank = (cv.metrics["accuracy"], -cv.metrics["log_loss"])
         if settings.head == "none":
             trainer = RewardTrainer(settings, Splits(train, val, test), _Quiet(callbacks, candidate.name, span))
             summary = trainer.train()
-            metrics, keep = {"val": summary["val"], "test": summary["test"]}, trainer.model
-        else:
+            fitted[index] = (trainer.model, {"val": summary["val"], "test": summary["test"]})
+        elif crossed is None or evaluate_all:
             keep, _, metrics = _fit(settings, head_config_of(settings), tables)
-        record = {
-            "name": candidate.name,
-            "changes": dict(candidate.changes),
-            "val_accuracy": metrics["val"]["accuracy"],
-            "val_decisive_accuracy": metrics["val"]["decisive_accuracy"],
-            "val_log_loss": metrics["val"]["log_loss"],
-            "test_accuracy": metrics["test"]["accuracy"] if metrics["test"] else None,
-            "test_decisive_accuracy": metrics["test"]["decisive_accuracy"] if metrics["test"] else None,
-            "seconds": time.perf_counter() - started,
-        }
+            fitted[index] = (keep, metrics)
+        if crossed is None:
+            metrics = fitted[index][1]
+            rank = (metrics["val"]["accuracy"], -metrics["val"]["log_loss"])
+        record = _record(candidate, fitted.get(index, (None, None))[1], time.perf_counter() - started, cv)
         records.append(record)
-        callbacks.log_metrics(index, {"candidate_val_accuracy": record["val_accuracy"]})
-        callbacks.report_progress(span[1], f"candidate {candidate.name}: val accuracy {record['val_accuracy']:.3f}")
-        rank = (metrics["val"]["accuracy"], -metrics["val"]["log_loss"])
+        key, figure = ("cv_accuracy", record["cv_accuracy"]) if cv else ("val_accuracy", record["val_accuracy"])
+        callbacks.log_metrics(index, {f"candidate_{key}": figure})
+        how = "cross-validated" if cv else "validation"
+        callbacks.report_progress(span[1], f"candidate {candidate.name}: {how} accuracy {figure:.3f}")
         if best is None or rank > best[0]:
-            best = (rank, {"candidate": candidate, "settings": settings, "metrics": metrics}, keep)
-    _, chosen, model = best
+            best = (rank, index)
+    chosen_index = best[1]
+    candidate = candidates[chosen_index]
+    settings = dataclasses.replace(config, search=False, **candidate.changes)
+    if chosen_index not in fitted:
+        started = time.perf_counter()
+        keep, _, metrics = _fit(settings, head_config_of(settings), tables)
+        fitted[chosen_index] = (keep, metrics)
+        cv_figures = {k: v for k, v in records[chosen_index].items() if k.startswith("cv_")}
+        seconds = records[chosen_index]["seconds"] + time.perf_counter() - started
+        records[chosen_index] = {**_record(candidate, metrics, seconds, None), **cv_figures}
+    model, metrics = fitted[chosen_index]
     if isinstance(model, QuickRewardModel):
         model = model.to_reward_model()
     model.to("cpu")
@@ -316,11 +371,11 @@ def search_reward_models(
     if output_dir:
         model.save(output_dir)
     result = _summary(
-        chosen["settings"],
+        settings,
         train,
         val,
         test,
-        chosen["metrics"],
+        metrics,
         baseline,
         began,
         output_dir,
@@ -328,5 +383,10 @@ def search_reward_models(
         steps=0,
         train_seconds=sum(r["seconds"] for r in records),
     )
-    result.update(chosen=chosen["candidate"].name, candidates=records, config=config.to_dict())
+    result.update(
+        chosen=candidate.name,
+        candidates=records,
+        config=config.to_dict(),
+        selected_by="validation" if crossed is None else "cross_validation",
+    )
     return result

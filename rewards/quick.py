@@ -71,6 +71,18 @@ class PairTable:
     def __len__(self) -> int:
         return int(self.a.shape[0])
 
+    def subset(self, rows: torch.Tensor) -> PairTable:
+        """The pairs ``rows`` of this table (the image and prompt features are shared, not copied)."""
+        return replace(
+            self,
+            a=self.a[rows],
+            b=self.b[rows],
+            prompt=self.prompt[rows],
+            label_a=self.label_a[rows],
+            label_b=self.label_b[rows],
+            weight=self.weight[rows],
+        )
+
     def standardised(self, ensemble: HeadEnsemble) -> _Standardised:
         """This table's features as ``ensemble`` reads them (standardised once for all rows)."""
         image, tokens = ensemble.standard_images(self.images.pooled, self.images.patches)

@@ -160,3 +160,33 @@ def test_the_default_head_learns_a_position_preference_that_zero_shot_clip_does_
     assert zero_shot < 0.65, zero_shot
     assert accuracy >= 0.8, (accuracy, zero_shot)
     assert prediction.spread.mean() > 0
+
+
+def test_prompt_folds_keep_each_prompts_pairs_together_and_cover_every_pair_once():
+    from rewards.head_cv import prompt_folds
+
+    prompt_rows = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6])
+    folds = prompt_folds(prompt_rows, 3, seed=1)
+    assert len(folds) == 3 and sorted(torch.cat(folds).tolist()) == list(range(len(prompt_rows)))
+    for fold in folds:
+        others = torch.cat([f for f in folds if f is not fold])
+        assert not set(prompt_rows[fold].tolist()) & set(prompt_rows[others].tolist())
+    assert [f.tolist() for f in prompt_folds(prompt_rows, 3, seed=1)] == [f.tolist() for f in folds]
+    assert len(prompt_folds(torch.tensor([0, 1, 1]), 5, seed=0)) == 2  # fewer prompts than folds
+    assert prompt_folds(torch.tensor([3, 3]), 5, seed=0) == []  # one prompt: nothing to hold out
+
+
+def test_cross_validation_ranks_a_head_that_sees_the_preference_above_chance(features):
+    from rewards.head_cv import cross_validate_head, prompt_folds
+
+    table = pair_table(features, area_pairs(n_prompts=16, per_prompt=4))
+    folds = prompt_folds(table.prompt, 4, seed=0)
+    head = HeadConfig("linear", steps=150, lr=3e-2, dropout=0.0)
+    learnt = cross_validate_head(table, head, folds, seed=0)
+    assert learnt.folds == 4 and learnt.p_a.shape == (len(table),) and np.isfinite(learnt.p_a).all()
+    assert learnt.metrics["decisive_accuracy"] > 0.8
+    shuffled = table.subset(torch.arange(len(table)))
+    shuffled.label_a = shuffled.label_a[torch.randperm(len(table), generator=torch.Generator().manual_seed(0))]
+    shuffled.label_b = 1.0 - shuffled.label_a
+    chance = cross_validate_head(shuffled, head, folds, seed=0)
+    assert chance.metrics["decisive_accuracy"] < 0.65 and chance.metrics["log_loss"] > learnt.metrics["log_loss"]

@@ -122,6 +122,23 @@ def test_a_search_run_records_every_candidate_and_keeps_the_best_by_validation(m
     assert run.metric_points.filter(key="candidate_val_accuracy").count() == len(names)
 
 
+def test_a_heads_search_chooses_by_cross_validation_and_fits_only_the_winner(media, users):
+    from core import services as run_services
+
+    dataset = _dataset(media)
+    config = _train_config(dataset, search=True, search_grid="heads", search_folds=3, ensemble_size=2, head_steps=20)
+    run = run_services.run_create(kind="reward_train", config=config)
+    assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    run.refresh_from_db()
+    result, candidates = run.result, run.result["candidates"]
+    assert result["selected_by"] == "cross_validation"
+    best = max(candidates, key=lambda c: (c["cv_accuracy"], -c["cv_log_loss"]))
+    assert result["chosen"] == best["name"] and all(c["cv_folds"] == 3 for c in candidates)
+    fitted = [c["name"] for c in candidates if c["val_accuracy"] is not None]
+    assert fitted == [best["name"]] and result["val_accuracy"] == best["val_accuracy"]
+    assert run.metric_points.filter(key="candidate_cv_accuracy").count() == len(candidates)
+
+
 def test_a_heads_search_tries_only_the_frozen_backbone_heads():
     from rewards.config import RewardTrainConfig, RewardTrainConfigError
     from rewards.head_train import search_candidates
@@ -131,6 +148,8 @@ def test_a_heads_search_tries_only_the_frozen_backbone_heads():
     assert heads == [name for name in every if not name.startswith("finetune-")] and "patch_mlp" in heads
     with pytest.raises(RewardTrainConfigError, match="search_grid"):
         RewardTrainConfig(search_grid="everything")
+    with pytest.raises(RewardTrainConfigError, match="search_folds"):
+        RewardTrainConfig(search_folds=1)
 
 
 def _image(level: int):
