@@ -16,6 +16,7 @@ from .advantages import MODES
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 ADVANTAGE_STATS = MODES  # the advantage baselines of finetune/advantages.py
+ALGORITHMS = ("auto", "ddpo", "flow_grpo")
 MAX_SEED = 2**31 - 1
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")  # a LoRA target: a module name or a dotted path inside a block
 
@@ -130,9 +131,11 @@ class DDPOConfig(SettingsDict):
     images_per_prompt: int = 4  # samples of each drawn prompt per epoch (8 prompts × 4 images by default)
     sample_batch_size: int = 16  # per process and forward pass; rewards of one batch overlap the next's sampling
     train_batch_size: int = 8
-    steps: int = 10  # DDIM steps
+    algorithm: str = "auto"  # ddpo, flow_grpo, or auto: ddpo for a UNet, flow_grpo for a flow transformer
+    steps: int = 10  # sampling steps (DDIM, or the flow SDE's)
     guidance_scale: float = 5.0
-    eta: float = 1.0
+    eta: float = 1.0  # DDPO: DDIM's η while sampling for training
+    noise_level: float = 0.7  # Flow-GRPO: the SDE's noise level a (σ_t = a·√(t / (1 − t)))
     height: int = 0  # 0: the model's native size
     width: int = 0
     learning_rate: float = 5e-3
@@ -166,6 +169,9 @@ class DDPOConfig(SettingsDict):
         self._check_shared(INT_RANGES)
         _check("guidance_scale", self.guidance_scale, float, low=1.0, high=50.0)
         _check("eta", self.eta, float, low=0.0, high=1.0, low_open=True)
+        _check("noise_level", self.noise_level, float, low=0.0, high=2.0, low_open=True)
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError("algorithm", f"must be one of {', '.join(ALGORITHMS)}")
         _check("clip_range", self.clip_range, float, low=0.0, high=1.0, low_open=True)
         _check("adv_clip_max", self.adv_clip_max, float, low=0.0, high=1e6, low_open=True)
         _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)

@@ -1,21 +1,25 @@
-"""The DDPO objective and one optimisation step on a batch of recorded trajectories.
+"""The DDPO / Flow-GRPO objective and one optimisation step on a batch of recorded trajectories.
 
-Loss (Black et al. 2023, PPO form): for each selected step of each trajectory,
-``max(-A·r, -A·clip(r, 1-ε, 1+ε))`` with ``r = exp(log π_θ(x_{t-1}|x_t) - log π_old(x_{t-1}|x_t))``, plus optionally
-``β·KL(π_θ || π_base)`` where the reference is the same UNet with its adapter disabled; for two Gaussians with the
-same std the per-step KL is ``|μ_θ - μ_base|² / 2σ²`` (mean over dimensions).
+Loss (Black et al. 2023, PPO form; Flow-GRPO uses the same clipped surrogate on its SDE steps): for each selected
+step of each trajectory, ``max(-A·r, -A·clip(r, 1-ε, 1+ε))`` with ``r = exp(log π_θ(x_{t-1}|x_t) - log
+π_old(x_{t-1}|x_t))``, plus optionally ``β·KL(π_θ || π_base)`` where the reference is the same denoiser with its
+adapter disabled; for two Gaussians with the same std the per-step KL is ``|μ_θ - μ_base|² / 2σ²`` (mean over
+dimensions). The step's Gaussian comes from the parts (``transition``): a DDIM step of a UNet
+(:class:`finetune.sampling.Components`) or a flow SDE step of a transformer
+(:class:`finetune.flow_sampling.FlowComponents`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .ddim_logprob import ddim_mean_std, gaussian_log_prob
+from .flow_sampling import FlowComponents
 from .lora import adapter_disabled
-from .sampling import Components, Trajectories, guided_noise
+from .sampling import Components, Trajectories
 
 
 @dataclass
@@ -23,7 +27,7 @@ class StepSettings:
     """What a train step needs besides the data and the model."""
 
     guidance_scale: float
-    eta: float
+    noise: float  # DDIM's η (DDPO) or the flow SDE's noise level (Flow-GRPO)
     clip_range: float
     adv_clip_max: float
     kl_beta: float
@@ -66,11 +70,11 @@ def _columns(count: int, per_forward: int) -> list[slice]:
 
 def train_step(
     model: torch.nn.Module,
-    parts: Components,
+    parts: Components | FlowComponents,
     batch: Trajectories,
     advantages: torch.Tensor,
     step_indices: torch.Tensor,
-    negative_embeds: torch.Tensor,
+    negative_embeds: Any,
     settings: StepSettings,
     optimizer: torch.optim.Optimizer,
     accelerator,
@@ -78,7 +82,7 @@ def train_step(
 ) -> dict[str, float]:
     """Accumulate gradients over the selected timesteps of ``batch``, then take one optimizer step.
 
-    ``model`` is the (possibly DDP-wrapped) UNet, ``parts.unet`` the plain one; ``step_indices`` (B, K) holds,
+    ``model`` is the (possibly DDP-wrapped) denoiser, ``parts.denoiser`` the plain one; ``step_indices`` (B, K) holds,
     for each trajectory, the positions of the K trained steps. Returns averaged diagnostics.
     """
     rows, count = step_indices.shape
@@ -90,22 +94,15 @@ def train_step(
         width = positions.shape[1]
         owner = torch.arange(rows, device=positions.device).repeat_interleave(width)
         flat = positions.reshape(-1)
-        x_t = batch.latents[owner, flat]
-        x_prev = batch.latents[owner, flat + 1]
-        t = batch.timesteps[flat]
-        embeds = batch.prompt_embeds[owner]
-        negative = negative_embeds.expand(len(owner), -1, -1)
         last = number == len(chunks) - 1
         sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
         with sync:
-            with parts.autocast():
-                noise = guided_noise(model, x_t, t, embeds, negative, settings.guidance_scale)
-            mean, std = ddim_mean_std(parts.scheduler, noise, t, x_t, settings.eta)
-            log_prob = gaussian_log_prob(x_prev, mean, std)
+            step = (batch, owner, flat, negative_embeds, settings.guidance_scale, settings.noise)
+            log_prob, mean, std = parts.transition(model, *step)
             adv = advantages[owner].clamp(-settings.adv_clip_max, settings.adv_clip_max)
             loss, stats = ppo_loss(log_prob, batch.log_probs[owner, flat], adv, settings.clip_range)
             if use_kl or measure_kl:
-                kl = _kl_to_base(parts, x_t, t, embeds, negative, settings, mean, std)
+                kl = _kl_to_base(parts, step, mean, std)
                 stats["kl_to_base"] = kl.mean().detach()
                 if use_kl:
                     loss = loss + settings.kl_beta * kl.mean()
@@ -126,11 +123,10 @@ def train_step(
     return totals
 
 
-def _kl_to_base(parts, x_t, t, embeds, negative, settings, mean, std) -> torch.Tensor:
+def _kl_to_base(parts, step: tuple, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Per-row KL between this step's Gaussian and the base model's (adapter disabled), no gradient to the base."""
-    with torch.no_grad(), adapter_disabled(parts.unet), parts.autocast():
-        base_noise = guided_noise(parts.unet, x_t, t, embeds, negative, settings.guidance_scale)
-    base_mean, _ = ddim_mean_std(parts.scheduler, base_noise, t, x_t, settings.eta)
+    with torch.no_grad(), adapter_disabled(parts.denoiser):
+        _, base_mean, _ = parts.transition(parts.denoiser, *step)
     variance = (std**2).clamp(min=1e-12)
     kl = (mean - base_mean) ** 2 / (2 * variance)
     return kl.mean(dim=tuple(range(1, kl.ndim)))

@@ -99,12 +99,13 @@ def finetune(run: Run, ctx: JobContext) -> dict:
 
     config = run.config
     parent = ModelVersion.objects.select_related("base_model", "adapter").get(pk=config["model_version"])
-    check_version_name(run, parent)
     try:
         device = resolve_device(config["device"])
         pipe = load_pipeline(generator_selectors.pipeline_spec_for(parent, device=device, with_adapter=False))
     except (PipelineLoadError, DeviceUnavailable) as exc:
         raise JobFailed(f"Cannot load {parent}: {exc}") from exc
+    algorithm = _algorithm_for(config, pipe)
+    check_version_name(run, parent, algorithm)
     parent_lora = generator_selectors.adapter_folder(parent)  # the trainer continues the parent's adapter
     reward, gold = _reward_callables(run, ctx, device)
     train_prompts = [p.text for p in generator_selectors.prompts_of(config["train_prompt_set"])]
@@ -119,8 +120,9 @@ def finetune(run: Run, ctx: JobContext) -> dict:
         weights = Path(folder) / LORA_WEIGHT_NAME
         ctx.save_artifact(ADAPTER_ARTIFACT, weights.read_bytes(), kind="lora_adapter", metadata={"format": "diffusers"})
     with run_services.run_fenced(run_id=ctx.run_id, attempt=ctx.attempt):
-        notes = f"DDPO against {_reward_label(config)}"
-        version = record_version(run, parent, _with_mix(run, result.summary), notes=notes)
+        notes = f"{ALGORITHM_LABEL[algorithm]} against {_reward_label(config)}"
+        summary = _with_mix(run, result.summary)
+        version = record_version(run, parent, summary, notes=notes, algorithm=algorithm)
     summary = result.summary
     return {
         "model_version": version.pk,
@@ -132,7 +134,24 @@ def finetune(run: Run, ctx: JobContext) -> dict:
         "eval_gold_reward_after": summary["eval_gold_reward_after"],
         "epochs": summary["epochs"],
         "evals": summary["evals"],
+        "algorithm": algorithm,
     }
+
+
+ALGORITHM_LABEL = {"ddpo": "DDPO", "flow_grpo": "Flow-GRPO"}
+
+
+def _algorithm_for(config: dict, pipe) -> str:
+    """The RL algorithm for this pipeline: Flow-GRPO for a flow-matching transformer, DDPO for a DDIM UNet; a
+    config that asks for the other one fails saying why."""
+    from finetune.flow_sampling import is_flow_pipeline
+
+    fitting = "flow_grpo" if is_flow_pipeline(pipe) else "ddpo"
+    asked = config.get("algorithm", "auto")
+    if asked not in ("auto", fitting):
+        kind = "a flow-matching transformer" if fitting == "flow_grpo" else "a DDIM-family UNet"
+        raise JobFailed(f"algorithm {asked} does not fit this model: it is {kind} (use {fitting} or auto)")
+    return fitting
 
 
 def _reward_label(config: dict) -> str:
@@ -154,31 +173,38 @@ def _with_mix(run: Run, summary: dict) -> dict:
     return {**summary, "reward_mix": mix}
 
 
-NAME_PREFIX = {"ddpo": "ddpo", "diffusion_dpo": "dpo", "diffusion_kto": "kto"}
+NAME_PREFIX = {"ddpo": "ddpo", "flow_grpo": "grpo", "diffusion_dpo": "dpo", "diffusion_kto": "kto"}
 
 
-def version_name(run: Run) -> str:
-    """The new version's name: the config's, else ``<ddpo|dpo|kto>-<run id>``."""
-    return run.config.get("name") or f"{NAME_PREFIX[run.config.get('algorithm', 'ddpo')]}-{run.pk}"
+def version_name(run: Run, algorithm: str | None = None) -> str:
+    """The new version's name: the config's, else ``<ddpo|grpo|dpo|kto>-<run id>``."""
+    return run.config.get("name") or f"{NAME_PREFIX[algorithm or run.config.get('algorithm', 'ddpo')]}-{run.pk}"
 
 
-def check_version_name(run: Run, parent: ModelVersion) -> None:
+def check_version_name(run: Run, parent: ModelVersion, algorithm: str | None = None) -> None:
     """Fail before training when the new version's name is taken (unless this run made that version itself)."""
-    name = version_name(run)
+    name = version_name(run, algorithm)
     taken = generator_selectors.model_versions().filter(base_model=parent.base_model, name=name)
     if taken.exclude(produced_by_run=run).exists():
         raise JobFailed(f"{parent.base_model.name} already has a version {name!r}; start the run with another name.")
 
 
 def record_version(
-    run: Run, parent: ModelVersion, summary: dict, *, notes: str, dataset_id: int | None = None
+    run: Run,
+    parent: ModelVersion,
+    summary: dict,
+    *,
+    notes: str,
+    dataset_id: int | None = None,
+    algorithm: str | None = None,
 ) -> ModelVersion:
     """Create the new version and its FineTune row once (a retried run finds them); call it inside
-    ``run_fenced``."""
+    ``run_fenced``. ``algorithm``: the one trained with (default: the config's)."""
     existing = FineTune.objects.filter(run=run).select_related("version").first()
     if existing is not None:
         return existing.version
-    config, name = run.config, version_name(run)
+    algorithm = algorithm or run.config.get("algorithm", "ddpo")
+    config, name = run.config, version_name(run, algorithm)
     adapter = Artifact.objects.get(run=run, name=ADAPTER_ARTIFACT)
     with transaction.atomic():
         try:
@@ -203,7 +229,7 @@ def record_version(
             version=version,
             reward_model_id=config.get("reward_model"),
             oracle=config.get("oracle", ""),
-            algorithm=config.get("algorithm", "ddpo"),
+            algorithm=algorithm,
             dataset_id=dataset_id,
             summary=summary,
         )

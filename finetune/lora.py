@@ -1,9 +1,9 @@
-"""LoRA adapters on the UNet through peft, saved in the diffusers LoRA format.
+"""LoRA adapters on the denoiser (a UNet, or an SD3 transformer) through peft, saved in the diffusers LoRA format.
 
 - :func:`add_lora` attaches a fresh adapter (rank, alpha, target modules) or continues a parent adapter read
   from a diffusers LoRA folder; the trainable LoRA weights are kept in fp32 whatever the UNet's dtype.
-- :func:`save_lora` writes ``pytorch_lora_weights.safetensors`` that ``StableDiffusionPipeline.load_lora_weights``
-  reads on the base pipeline.
+- :func:`save_lora` writes ``pytorch_lora_weights.safetensors`` that the base pipeline's ``load_lora_weights``
+  reads (``StableDiffusionPipeline`` for a UNet, ``StableDiffusion3Pipeline`` for an SD3 transformer).
 - :func:`lora_state_dict` / :func:`load_lora_state_dict` move the raw peft weights in and out of checkpoints.
 - :func:`adapter_disabled` runs the UNet as the base model (the KL reference) for the duration of a ``with``.
 """
@@ -41,7 +41,9 @@ def add_lora(
 
     unet.requires_grad_(False)
     if parent_dir is not None:
-        unet.load_lora_adapter(str(parent_dir), prefix="unet", adapter_name=ADAPTER_NAME, weight_name=WEIGHT_NAME)
+        unet.load_lora_adapter(
+            str(parent_dir), prefix=_prefix(unet), adapter_name=ADAPTER_NAME, weight_name=WEIGHT_NAME
+        )
     else:
         config = LoraConfig(
             r=rank,
@@ -83,7 +85,6 @@ def load_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor]) 
 
 def save_lora(unet: torch.nn.Module, directory: str | Path) -> Path:
     """Write the adapter in the diffusers LoRA format; returns the folder."""
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
@@ -94,13 +95,34 @@ def save_lora(unet: torch.nn.Module, directory: str | Path) -> Path:
     config = unet.peft_config[ADAPTER_NAME]
     metadata = config.to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])
-    StableDiffusionPipeline.save_lora_weights(
+    prefix = _prefix(unet)
+    _pipeline_class(unet).save_lora_weights(
         directory,
-        unet_lora_layers=convert_state_dict_to_diffusers(state),
         weight_name=WEIGHT_NAME,
-        unet_lora_adapter_metadata=metadata,
+        **{
+            f"{prefix}_lora_layers": convert_state_dict_to_diffusers(state),
+            f"{prefix}_lora_adapter_metadata": metadata,
+        },
     )
     return directory
+
+
+def _prefix(denoiser: torch.nn.Module) -> str:
+    """Where the adapter's keys live in a diffusers LoRA file: ``unet`` or ``transformer``."""
+    from diffusers import UNet2DConditionModel
+
+    return "unet" if isinstance(denoiser, UNet2DConditionModel) else "transformer"
+
+
+def _pipeline_class(denoiser: torch.nn.Module):
+    """The pipeline class whose ``save_lora_weights`` writes this denoiser's adapter."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline
+
+    if isinstance(denoiser, SD3Transformer2DModel):
+        return StableDiffusion3Pipeline
+    if _prefix(denoiser) == "unet":
+        return StableDiffusionPipeline
+    raise ValueError(f"saving a LoRA adapter of a {type(denoiser).__name__} is not supported (UNets and SD3 only)")
 
 
 @contextlib.contextmanager

@@ -7,13 +7,15 @@ from django.db import models
 
 class Algorithm(models.TextChoices):
     DDPO = "ddpo", "DDPO against a reward"
+    FLOW_GRPO = "flow_grpo", "Flow-GRPO against a reward (flow-matching models)"
     DIFFUSION_DPO = "diffusion_dpo", "Diffusion-DPO from vote pairs"
     DIFFUSION_KTO = "diffusion_kto", "Diffusion-KTO from liked and disliked images"
 
 
 class FineTune(models.Model):
-    """One finished fine-tuning run (``finetune``: DDPO against a reward; ``preference_tune``: Diffusion-DPO or
-    -KTO straight from a dataset of votes): parent version → new version, what it learned from, its figures."""
+    """One finished fine-tuning run (``finetune``: DDPO or Flow-GRPO against a reward; ``preference_tune``:
+    Diffusion-DPO or -KTO straight from a dataset of votes): parent version → new version, what it learned from, its
+    figures."""
 
     run = models.OneToOneField("core.Run", on_delete=models.PROTECT, related_name="finetune")
     parent = models.ForeignKey("generators.ModelVersion", on_delete=models.PROTECT, related_name="finetunes_from")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .ddim_logprob import ddim_step_with_logprob
+from .ddim_logprob import ddim_mean_std, ddim_step_with_logprob, gaussian_log_prob
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Components:
     scheduler: object
     device: torch.device
     autocast_dtype: torch.dtype | None = None  # fp16/bf16 on CUDA, None for full precision
+    family = "ddim"  # what the trainer calls this kind of parts (finetune.flow_sampling's are "flow")
 
     @classmethod
     def from_pipeline(cls, pipe, device: str | torch.device, autocast_dtype: torch.dtype | None = None) -> Components:
@@ -58,6 +59,42 @@ class Components:
         size = self.unet.config.sample_size
         return (size * factor, size * factor) if isinstance(size, int) else (size[0] * factor, size[1] * factor)
 
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The module the LoRA adapter goes on (the UNet)."""
+        return self.unet
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        return encode_prompts(self, prompts)
+
+    def negative(self) -> torch.Tensor:
+        """The empty prompt's embeddings (the unconditional branch of guidance)."""
+        return encode_prompts(self, [""])
+
+    def sample(self, prompts, seeds, steps, guidance_scale, noise, size=None, negative=None):
+        """:func:`sample` with DDIM's η as the ``noise``."""
+        return sample(self, prompts, seeds, steps, guidance_scale, noise, size, negative)
+
+    def transition(
+        self,
+        model: torch.nn.Module,
+        batch: Trajectories,
+        owner: torch.Tensor,
+        positions: torch.Tensor,
+        negative: torch.Tensor,
+        guidance_scale: float,
+        noise: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log_prob, mean, std)`` of the recorded DDIM steps ``positions`` of trajectories ``owner`` under
+        ``model`` (η = ``noise``)."""
+        x_t, x_prev = batch.latents[owner, positions], batch.latents[owner, positions + 1]
+        t = batch.timesteps[positions]
+        embeds = batch.prompt_embeds[owner]
+        with self.autocast():
+            noise_pred = guided_noise(model, x_t, t, embeds, negative.expand(len(owner), -1, -1), guidance_scale)
+        mean, std = ddim_mean_std(self.scheduler, noise_pred, t, x_t, noise)
+        return gaussian_log_prob(x_prev, mean, std), mean, std
+
 
 @dataclass
 class Trajectories:
@@ -65,19 +102,23 @@ class Trajectories:
 
     latents: torch.Tensor  # (B, T + 1, C, h, w): x_T ... x_0
     log_probs: torch.Tensor  # (B, T) float32
-    timesteps: torch.Tensor  # (T,) long
+    timesteps: torch.Tensor  # (T,) long (DDIM) or float (flow matching)
     prompt_embeds: torch.Tensor  # (B, L, D)
+    pooled_embeds: torch.Tensor | None = None  # (B, P): a flow transformer's pooled text projection
 
     def index(self, rows: torch.Tensor | slice) -> Trajectories:
-        return Trajectories(self.latents[rows], self.log_probs[rows], self.timesteps, self.prompt_embeds[rows])
+        pooled = self.pooled_embeds[rows] if self.pooled_embeds is not None else None
+        return Trajectories(self.latents[rows], self.log_probs[rows], self.timesteps, self.prompt_embeds[rows], pooled)
 
     @staticmethod
     def cat(parts: Sequence[Trajectories]) -> Trajectories:
+        pooled = None if parts[0].pooled_embeds is None else torch.cat([p.pooled_embeds for p in parts])
         return Trajectories(
             torch.cat([p.latents for p in parts]),
             torch.cat([p.log_probs for p in parts]),
             parts[0].timesteps,
             torch.cat([p.prompt_embeds for p in parts]),
+            pooled,
         )
 
 
@@ -181,20 +222,12 @@ def sample_deterministic(
     size: tuple[int, int] | None = None,
     negative_embeds: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """η = 0 samples (a function of each prompt and seed only), in batches; (B, H, W, 3) uint8 pixels."""
+    """Deterministic samples (DDIM η = 0, or a flow model's Euler ODE: a function of each prompt and seed only),
+    in batches; (B, H, W, 3) uint8 pixels. ``parts``: :class:`Components` or ``flow_sampling.FlowComponents``."""
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = slice(start, start + batch_size)
-        pixels, _ = sample(
-            parts,
-            prompts[chunk],
-            seeds[chunk],
-            steps,
-            guidance_scale,
-            eta=0.0,
-            size=size,
-            negative_embeds=negative_embeds,
-        )
+        pixels, _ = parts.sample(prompts[chunk], seeds[chunk], steps, guidance_scale, 0.0, size, negative_embeds)
         out.append(pixels)
     return np.concatenate(out)
 

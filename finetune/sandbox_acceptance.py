@@ -5,6 +5,7 @@
     python -m finetune.sandbox_acceptance --reward learned --seeds 0 1 2  # a reward model trained first on
                                                                           # simulated "larger shape wins" votes
     python -m finetune.sandbox_acceptance --reward learned --reward-model DIR --set epochs=40
+    python -m finetune.sandbox_acceptance --pipeline flow --reward area  # Flow-GRPO on the flow sandbox (SD3)
 
 The trainer runs with its defaults (``finetune/config.py``) unless ``--set key=value`` overrides them. The
 learned reward is trained as in the rewards acceptance (``rewards.sandbox_experiment``: 2,882 noisy votes on
@@ -26,7 +27,7 @@ import torch
 
 from core.jobs import NullJobContext
 from core.plugins import Plugin
-from generators.sandbox import PIPELINE_PATH
+from generators.sandbox import FLOW_PIPELINE_PATH, PIPELINE_PATH
 from generators.sandbox.registration import ORACLES as SANDBOX_ORACLES
 from generators.sandbox_catalog import sandbox_prompts
 
@@ -37,6 +38,10 @@ from .trainer import DDPOTrainer
 ORACLES = {
     name: per_image(Plugin("oracle", name, target, "built-in").load()) for name, target in SANDBOX_ORACLES.items()
 }
+
+
+# The sandboxes the trainer runs on: the DDIM UNet (DDPO) and the flow transformer (Flow-GRPO).
+PIPELINES = {"sandbox": PIPELINE_PATH, "flow": FLOW_PIPELINE_PATH}
 
 
 def _value(text: str) -> Any:
@@ -75,17 +80,27 @@ class _CurveContext(NullJobContext):
             self.evals[step] = {key: round(float(value), 3) for key, value in values.items()}
 
 
-def run_seed(reward: str, seed: int, overrides: dict[str, Any], reward_fn, gold_fn) -> dict[str, Any]:
+def run_seed(
+    reward: str, seed: int, overrides: dict[str, Any], reward_fn, gold_fn, pipeline: str = "sandbox"
+) -> dict[str, Any]:
     prompts = sandbox_prompts()
     train = [p["text"] for p in prompts["train"]]
     evaluate = [p["text"] for p in prompts["eval"]]
     began, ctx = time.perf_counter(), _CurveContext()
     trainer = DDPOTrainer(
-        str(PIPELINE_PATH), {**overrides, "seed": seed}, reward_fn, train, evaluate, ctx, gold_reward_fn=gold_fn
+        str(PIPELINES[pipeline]),
+        {**overrides, "seed": seed},
+        reward_fn,
+        train,
+        evaluate,
+        ctx,
+        gold_reward_fn=gold_fn,
     )
     summary = trainer.train().summary
     row = {
         "reward": reward,
+        "pipeline": pipeline,
+        "algorithm": summary["algorithm"],
         "seed": seed,
         "before": summary["eval_reward_before"],
         "after": summary["eval_reward_after"],
@@ -106,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reward-model", help="a saved reward model directory (learned reward; default: train one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="DDPO config override")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--pipeline", choices=sorted(PIPELINES), default="sandbox", help="flow: Flow-GRPO on SD3")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         reward_fn, gold_fn = ORACLES[args.reward], None
     rows = []
     for seed in args.seeds:
-        row = run_seed(args.reward, seed, overrides, reward_fn, gold_fn)
+        row = run_seed(args.reward, seed, overrides, reward_fn, gold_fn, args.pipeline)
         gold = f", gold (area) {row['gold_before']:.3f} → {row['gold_after']:.3f}" if gold_fn else ""
         print(f"seed {seed}: {args.reward} {row['before']:.3f} → {row['after']:.3f}{gold} ({row['minutes']:.1f} min)")
         rows.append(row)

@@ -1,16 +1,22 @@
-"""The DDPO trainer: epochs of sample → reward → advantage → train, with evaluation, checkpoints and resume.
+"""The DDPO / Flow-GRPO trainer: epochs of sample → reward → advantage → train, with evaluation and exact resume.
 
 No Django imports: the platform talks to it through :class:`core.jobs.JobContext`. One call does everything::
 
     result = DDPOTrainer(pipeline, config, reward_fn, train_prompts, eval_prompts, ctx, output_dir).train()
 
+The pipeline's family picks the algorithm (``config.algorithm``, "auto"): DDPO on a Stable Diffusion UNet with
+DDIM, or Flow-GRPO (Liu et al., 2025) on a flow-matching transformer (SD3/SD3.5) with the flow SDE of
+:mod:`finetune.flow_logprob`; both share everything below, only the parts differ
+(:class:`finetune.sampling.Components`, :class:`finetune.flow_sampling.FlowComponents`).
+
 Each epoch draws ``samples_per_epoch`` (prompt, seed) pairs from ``(seed, epoch)`` alone, samples them with
-η = 1 DDIM (split across processes), scores them while the next batch samples, turns rewards into per-prompt
-advantages and runs ``inner_epochs`` passes of PPO over them. Every epoch ends with a checkpoint (adapter,
+η = 1 DDIM or the flow SDE (split across processes), scores them while the next batch samples, turns rewards into
+per-prompt advantages and runs ``inner_epochs`` passes of PPO over them. Every epoch ends with a checkpoint (adapter,
 optimizer, advantage tracker, RNG states, epoch, history) through ``ctx.save_checkpoint``; a new trainer whose
 ``ctx.load_checkpoint()`` returns it carries on exactly where it stopped. Every ``eval_every`` epochs (and
-before the first and after the last) the eval prompts are sampled deterministically (η = 0, fixed seeds) and
-scored by the reward and, when given, a gold reward, so that reward hacking shows as a gap between the two.
+before the first and after the last) the eval prompts are sampled deterministically (η = 0 or the flow ODE,
+fixed seeds) and scored by the reward and, when given, a gold reward, so that reward hacking shows as a gap
+between the two.
 Runs under ``accelerate`` (see ``finetune/README.md``): only the main process evaluates and writes.
 """
 
@@ -32,10 +38,11 @@ from . import checkpoint as ckpt
 from .advantages import PerPromptStatTracker
 from .config import ConfigError, DDPOConfig
 from .ddpo import StepSettings, train_step, trained_steps
+from .flow_sampling import FlowComponents, is_flow_pipeline
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from .processes import load_shared_checkpoint, mean_over_processes, stop_requested
 from .reward import RewardFn, RewardPool, call_reward
-from .sampling import Components, Trajectories, encode_prompts, grid_png, sample, sample_deterministic, to_pil
+from .sampling import Components, Trajectories, grid_png, sample_deterministic, to_pil
 
 # Fields that may change between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = {"epochs", "eval_every", "reward_workers", "grid_prompts"}
@@ -53,12 +60,16 @@ class DDPOResult:
 NullContext = NullJobContext  # kept: the name scripts and tests use
 
 
+ALGORITHM_OF_FAMILY = {"ddim": "ddpo", "flow": "flow_grpo"}
+
+
 def load_base_pipeline(source: str | Path, dtype: torch.dtype = torch.float32):
-    """Load a diffusers ``StableDiffusionPipeline`` from a local folder (or hub id) with the progress bar off."""
-    from diffusers import StableDiffusionPipeline
+    """Load a diffusers pipeline (its class from the folder's ``model_index.json``: Stable Diffusion, SD3...) from
+    a local folder or hub id, with the progress bar off."""
+    from diffusers import DiffusionPipeline
 
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(source), dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(str(source), dtype=dtype)
     except Exception as exc:
         raise JobFailed(f"Could not load the base pipeline {str(source)!r}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
@@ -76,8 +87,23 @@ def make_accelerator(config: DDPOConfig, cpu: bool | None = None):
     return Accelerator(cpu=use_cpu, mixed_precision=precision)
 
 
+def components_for(pipeline: Any, config: DDPOConfig, device: torch.device, autocast: torch.dtype | None):
+    """The parts of ``pipeline`` its family trains with: a flow transformer (Flow-GRPO) or a DDIM UNet (DDPO); a
+    ``config.algorithm`` that does not fit the pipeline is a :class:`ConfigError`."""
+    flow = is_flow_pipeline(pipeline)
+    wanted = config.algorithm
+    if wanted != "auto" and wanted != ("flow_grpo" if flow else "ddpo"):
+        kind = "a flow-matching transformer (use flow_grpo)" if flow else "a DDIM-family UNet (use ddpo)"
+        raise ConfigError("algorithm", f"{wanted} does not fit {type(pipeline).__name__}: it is {kind}")
+    if flow:
+        return FlowComponents.from_pipeline(pipeline, device, autocast)
+    if getattr(pipeline, "unet", None) is None:
+        raise ConfigError("algorithm", f"{type(pipeline).__name__} has neither a UNet nor a flow transformer")
+    return Components.from_pipeline(pipeline, device, autocast)
+
+
 class DDPOTrainer:
-    """DDPO with LoRA on a Stable-Diffusion-family pipeline (see the module docstring)."""
+    """DDPO (Stable Diffusion UNets) or Flow-GRPO (SD3-family transformers) with LoRA (see the module docstring)."""
 
     def __init__(
         self,
@@ -116,9 +142,9 @@ class DDPOTrainer:
         if isinstance(pipeline, str | Path):
             on_cuda = acc.device.type == "cuda"
             pipeline = load_base_pipeline(pipeline, autocast if (autocast and on_cuda) else torch.float32)
-        self.parts = Components.from_pipeline(pipeline, acc.device, autocast if acc.device.type == "cuda" else None)
+        self.parts = components_for(pipeline, cfg, acc.device, autocast if acc.device.type == "cuda" else None)
         params = add_lora(
-            self.parts.unet,
+            self.parts.denoiser,
             rank=cfg.lora_rank,
             alpha=cfg.lora_alpha or None,
             targets=cfg.lora_targets,
@@ -132,14 +158,16 @@ class DDPOTrainer:
             weight_decay=cfg.adam_weight_decay,
             eps=cfg.adam_epsilon,
         )
-        self.model, self.optimizer = acc.prepare(self.parts.unet, optimizer)
-        self.negative_embeds = encode_prompts(self.parts, [""])
+        self.algorithm = ALGORITHM_OF_FAMILY[self.parts.family]
+        self.noise = cfg.noise_level if self.parts.family == "flow" else cfg.eta
+        self.model, self.optimizer = acc.prepare(self.parts.denoiser, optimizer)
+        self.negative_embeds = self.parts.negative()
         self.tracker = PerPromptStatTracker(
             cfg.stat_buffer_size, cfg.stat_min_count, cfg.adv_clip_max, mode=cfg.advantage_stats
         )
         self.settings = StepSettings(
             guidance_scale=cfg.guidance_scale,
-            eta=cfg.eta,
+            noise=self.noise,
             clip_range=cfg.clip_range,
             adv_clip_max=cfg.adv_clip_max,
             kl_beta=cfg.kl_beta,
@@ -206,15 +234,14 @@ class DDPOTrainer:
         self.model.eval()
         for start in range(0, share, cfg.sample_batch_size):
             chunk = slice(start, start + cfg.sample_batch_size)
-            images, trajectories = sample(
-                self.parts,
+            images, trajectories = self.parts.sample(
                 local_prompts[chunk],
                 local_seeds[chunk],
                 cfg.steps,
                 cfg.guidance_scale,
-                eta=cfg.eta,
-                size=self.size,
-                negative_embeds=self.negative_embeds,
+                self.noise,
+                self.size,
+                self.negative_embeds,
             )
             parts.append(trajectories)
             futures.append(pool.submit(local_prompts[chunk], to_pil(images)))
@@ -325,7 +352,7 @@ class DDPOTrainer:
             {
                 "config": self.config.to_dict(),
                 "epoch": self.epoch,
-                "adapter": lora_state_dict(self.parts.unet),
+                "adapter": lora_state_dict(self.parts.denoiser),
                 "optimizer": self.optimizer.state_dict(),
                 "tracker": self.tracker.state_dict(),
                 "rng": rng_state(),
@@ -346,7 +373,8 @@ class DDPOTrainer:
         )
         if state is None:
             return False
-        load_lora_state_dict(self.parts.unet, {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()})
+        adapter = {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()}
+        load_lora_state_dict(self.parts.denoiser, adapter)
         self.optimizer.load_state_dict(state["optimizer"])
         self.tracker = PerPromptStatTracker.from_state_dict(state["tracker"])
         set_rng_state(state["rng"])
@@ -368,11 +396,12 @@ class DDPOTrainer:
             "history": self.history,
             "seconds_this_attempt": seconds,
             "config": self.config.to_dict(),
+            "algorithm": self.algorithm,
         }
         self.accelerator.wait_for_everyone()
         if not self.is_main:
             return DDPOResult(None, None, summary)
-        adapter_dir = save_lora(self.parts.unet, self.output_dir) if self.output_dir else None
+        adapter_dir = save_lora(self.parts.denoiser, self.output_dir) if self.output_dir else None
         grid = self._grid_png()
         metadata = {"rows": ["before", "after"], "prompts": self.eval_prompts[: self.config.grid_prompts]}
         self.ctx.save_artifact("eval_grid.png", grid, kind="image", metadata=metadata)

@@ -1,0 +1,202 @@
+"""Sampling with a flow-matching pipeline's parts (SD3/SD3.5), recording what Flow-GRPO trains on. No Django.
+
+:class:`FlowComponents` is to a ``StableDiffusion3Pipeline`` what :class:`finetune.sampling.Components` is to a
+Stable Diffusion one, with the same methods, so that :class:`finetune.trainer.DDPOTrainer` runs either: DDPO on
+a DDIM UNet, or Flow-GRPO (Liu et al., 2025) on a flow transformer. Sampling integrates the flow SDE of
+:mod:`finetune.flow_logprob` (``noise_level`` > 0, every step a Gaussian with an exact log-probability) with
+classifier-free guidance and one ``torch.Generator`` per sample; ``noise_level = 0`` is the deterministic Euler
+ODE, the pipeline's own sampler, which evaluation uses so that its images are the ones a plain
+``StableDiffusion3Pipeline`` makes from the same seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from generators.pipeline import is_flow_matching, max_sequence_length
+
+from .ddim_logprob import gaussian_log_prob
+from .flow_logprob import flow_sde_mean_std, sde_step_with_logprob
+from .sampling import Trajectories
+
+
+def is_flow_pipeline(pipe) -> bool:
+    """Whether ``pipe`` is a flow-matching transformer pipeline (a ``transformer`` and a flow-matching scheduler)."""
+    return getattr(pipe, "transformer", None) is not None and is_flow_matching(pipe)
+
+
+@dataclass
+class FlowConditioning:
+    """Text conditioning of B prompts: the joint token states and the pooled projection."""
+
+    embeds: torch.Tensor  # (B, L, D)
+    pooled: torch.Tensor  # (B, P)
+
+    def rows(self, index: torch.Tensor | slice) -> FlowConditioning:
+        return FlowConditioning(self.embeds[index], self.pooled[index])
+
+    def expand(self, count: int) -> FlowConditioning:
+        return FlowConditioning(self.embeds.expand(count, -1, -1), self.pooled.expand(count, -1))
+
+
+@dataclass
+class FlowComponents:
+    """The pipeline parts Flow-GRPO uses; ``transformer`` carries the LoRA adapter."""
+
+    pipeline: object  # its text encoders encode prompts (``encode_prompt``)
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler: object
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    max_sequence_length: int = 256  # T5 tokens per prompt (SD3's default)
+    family: str = "flow"
+
+    @classmethod
+    def from_pipeline(cls, pipe, device: str | torch.device, autocast_dtype: torch.dtype | None = None):
+        """Take the parts of a diffusers ``StableDiffusion3Pipeline`` (frozen, on ``device``)."""
+        if not is_flow_pipeline(pipe):
+            raise ValueError(f"{type(pipe).__name__} is not a flow-matching transformer pipeline")
+        device = torch.device(device)
+        for name in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae", "transformer"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(device)
+                module.requires_grad_(False)
+                module.eval()
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # our own: set_timesteps mutates it
+        length = max_sequence_length(pipe) or 256
+        return cls(pipe, pipe.transformer, pipe.vae, scheduler, device, autocast_dtype, length)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.transformer
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def default_size(self) -> tuple[int, int]:
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = self.transformer.config.sample_size
+        return size * factor, size * factor
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> FlowConditioning:
+        """The pipeline's own prompt encoding (both CLIPs and T5) of ``prompts``."""
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return FlowConditioning(embeds, pooled)
+
+    def negative(self) -> FlowConditioning:
+        """The conditioning of the empty prompt (the pipeline's unconditional branch)."""
+        return self.encode([""])
+
+    def velocity(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: FlowConditioning,
+        negative: FlowConditioning,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """The transformer's velocity with classifier-free guidance; ``timesteps`` a scalar or one per sample."""
+        count = latents.shape[0]
+        t = timesteps.expand(count) if timesteps.ndim == 0 else timesteps
+        with self.autocast():
+            if guidance_scale == 1.0:
+                return model(latents, cond.embeds, cond.pooled, t).sample
+            negative = negative.expand(count) if negative.embeds.shape[0] != count else negative
+            both = model(
+                torch.cat([latents, latents]),
+                torch.cat([negative.embeds, cond.embeds]),
+                torch.cat([negative.pooled, cond.pooled]),
+                torch.cat([t, t]),
+            ).sample
+        uncond, text = both.chunk(2)
+        return uncond + guidance_scale * (text - uncond)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Decode final latents to (B, H, W, 3) uint8 pixels, as the pipeline does (scale, then shift)."""
+        vae = self.vae
+        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        pixels = vae.decode(latents.to(vae.dtype)).sample
+        pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        steps: int,
+        guidance_scale: float,
+        noise: float,
+        size: tuple[int, int] | None = None,
+        negative: FlowConditioning | None = None,
+    ) -> tuple[np.ndarray, Trajectories]:
+        """One image per (prompt, seed) by the flow SDE with noise level ``noise`` (0: the Euler ODE)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if len(prompts) != len(seeds):
+            raise ValueError("prompts and seeds must have the same length")
+        height, width = size or self.default_size()
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        cond = self.encode(prompts)
+        negative = negative if negative is not None else self.negative()
+        self.scheduler.set_timesteps(steps, device=self.device)
+        shape = (len(prompts), self.transformer.config.in_channels, height // factor, width // factor)
+        latents = randn_tensor(shape, generator=generators, device=self.device, dtype=cond.embeds.dtype)
+        all_latents, log_probs = [latents], []
+        for t in self.scheduler.timesteps:
+            velocity = self.velocity(self.transformer, latents, t, cond, negative, guidance_scale)
+            if noise > 0:
+                latents, log_prob, _, _ = sde_step_with_logprob(
+                    self.scheduler, velocity, t, latents, noise_level=noise, generator=generators
+                )
+            else:
+                mean, _, _ = flow_sde_mean_std(self.scheduler, velocity, t, latents, noise_level=0.0)
+                latents, log_prob = mean.to(latents.dtype), torch.zeros(len(prompts), device=self.device)
+            all_latents.append(latents)
+            log_probs.append(log_prob)
+        trajectories = Trajectories(
+            latents=torch.stack(all_latents, dim=1),
+            log_probs=torch.stack(log_probs, dim=1),
+            timesteps=self.scheduler.timesteps.clone(),
+            prompt_embeds=cond.embeds,
+            pooled_embeds=cond.pooled,
+        )
+        return self.decode(latents), trajectories
+
+    def transition(
+        self,
+        model: torch.nn.Module,
+        batch: Trajectories,
+        owner: torch.Tensor,
+        positions: torch.Tensor,
+        negative: FlowConditioning,
+        guidance_scale: float,
+        noise: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log_prob, mean, std)`` of the recorded steps ``positions`` of trajectories ``owner`` under ``model``."""
+        x_t, x_next = batch.latents[owner, positions], batch.latents[owner, positions + 1]
+        t = batch.timesteps[positions]
+        cond = FlowConditioning(batch.prompt_embeds[owner], batch.pooled_embeds[owner])
+        velocity = self.velocity(model, x_t, t, cond, negative, guidance_scale)
+        mean, std, _ = flow_sde_mean_std(self.scheduler, velocity, t, x_t, noise_level=noise)
+        return gaussian_log_prob(x_next, mean, std), mean, std
