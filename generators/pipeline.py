@@ -1,6 +1,6 @@
 """Loading diffusers text-to-image pipelines and generating reproducible images. No Django imports.
 
-- :func:`load_pipeline` loads any diffusers text-to-image pipeline (SD 1.x/2.x, SDXL...) from a hub
+- :func:`load_pipeline` loads any diffusers text-to-image pipeline (SD 1.x/2.x, SDXL, SD3, FLUX...) from a hub
   id or a local folder with ``from_pretrained``, on CUDA in fp16/bf16 or on the CPU in fp32, and
   attaches a LoRA adapter in the diffusers/peft format that ``pipe.load_lora_weights`` reads.
 - :class:`PipelineCache` keeps a few loaded pipelines per process, keyed by :class:`PipelineSpec`.
@@ -33,7 +33,9 @@ SCHEDULERS = {
     "euler_ancestral": "EulerAncestralDiscreteScheduler",
     "dpmpp_2m": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",  # flow-matching models (SD3/SD3.5, FLUX): their own sampler
 }
+FLOW_SCHEDULERS = ("flow_euler",)
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 MAX_SIDE = 2048
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights(folder) reads
@@ -191,10 +193,46 @@ def _empty_cuda_cache() -> None:
 default_cache = PipelineCache()
 
 
+def is_flow_matching(pipe) -> bool:
+    """Whether ``pipe`` samples by flow matching (SD3/SD3.5, FLUX: a ``FlowMatch...`` scheduler)."""
+    return type(getattr(pipe, "scheduler", None)).__name__.startswith("FlowMatch")
+
+
+def check_scheduler_fits(pipe, name: str) -> None:
+    """A ValueError saying what to use when ``name`` cannot sample ``pipe``: a flow-matching model only samples
+    with ``flow_euler``, and ``flow_euler`` only samples flow-matching models."""
+    flow = is_flow_matching(pipe)
+    if flow and name not in FLOW_SCHEDULERS:
+        raise ValueError(
+            f"{type(pipe).__name__} is a flow-matching model: its scheduler is {' or '.join(FLOW_SCHEDULERS)}, "
+            f"not {name} (set scheduler in the request or the base model's default_settings)"
+        )
+    if not flow and name in FLOW_SCHEDULERS:
+        raise ValueError(f"{name} samples flow-matching models (SD3, FLUX) only; {type(pipe).__name__} is not one")
+
+
+def max_sequence_length(pipe) -> int | None:
+    """The T5 token length to encode prompts with, for pipelines that take ``max_sequence_length`` (SD3: 256,
+    FLUX: 512 by default): the pipeline's default, or its T5 tokenizer's own length where that is shorter (the
+    flow sandbox's 16 tokens); None for pipelines without the parameter."""
+    import inspect
+
+    parameter = inspect.signature(pipe.__call__).parameters.get("max_sequence_length")
+    if parameter is None or not isinstance(parameter.default, int):
+        return None
+    lengths = [
+        tokenizer.model_max_length
+        for tokenizer in (getattr(pipe, "tokenizer_3", None), getattr(pipe, "tokenizer_2", None))
+        if "T5" in type(tokenizer).__name__ and isinstance(getattr(tokenizer, "model_max_length", None), int)
+    ]
+    return min([parameter.default, *lengths[:1]])
+
+
 def use_scheduler(pipe, name: str) -> None:
     """Swap the pipeline's scheduler for ``name``, keeping the checkpoint's noise schedule."""
     import diffusers
 
+    check_scheduler_fits(pipe, name)
     class_name = SCHEDULERS[name]
     if type(pipe.scheduler).__name__ != class_name:
         pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config)
@@ -235,6 +273,9 @@ def generate_images(pipe, prompts: Sequence[str], seeds: Sequence[int], settings
         kwargs["negative_prompt"] = [settings.negative_prompt] * len(prompts)
     if settings.scheduler in ("ddim", "ddpm"):
         kwargs["eta"] = settings.eta
+    sequence_length = max_sequence_length(pipe)
+    if sequence_length is not None:
+        kwargs["max_sequence_length"] = sequence_length
     with torch.inference_mode():
         return list(pipe(**kwargs).images)
 

@@ -18,6 +18,7 @@ from .dataset import (
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "weights"
 PIPELINE_PATH = WEIGHTS_PATH / "pipeline"
+FLOW_PIPELINE_PATH = WEIGHTS_PATH / "flow-pipeline"  # the flow sandbox: a tiny SD3 (flow_models, flow_train)
 CLIP_PATH = WEIGHTS_PATH / "clip"
 UNCONDITIONAL_PROMPT = ""
 DEFAULT_STEPS = 20
@@ -29,6 +30,7 @@ __all__ = [
     "COLOUR_NAMES",
     "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
+    "FLOW_PIPELINE_PATH",
     "IMAGE_SIZE",
     "PIPELINE_PATH",
     "SHAPES",

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionPipeline
 from PIL import Image
+
+from generators.pipeline import max_sequence_length
 
 from . import DEFAULT_GUIDANCE, DEFAULT_STEPS, PIPELINE_PATH
 from .dataset import COLOUR_NAMES, IMAGE_SIZE, SHAPES, make_caption
@@ -27,8 +29,9 @@ NONE_LABEL = "none"
 
 
 def load_pipeline(path: str | Path = PIPELINE_PATH) -> StableDiffusionPipeline:
-    """Load the pipeline exactly like a real checkpoint, with the progress bar off."""
-    pipe = StableDiffusionPipeline.from_pretrained(path)
+    """Load the pipeline exactly like a real checkpoint (its class from ``model_index.json``: the sandbox's
+    ``StableDiffusionPipeline`` or the flow sandbox's ``StableDiffusion3Pipeline``), with the progress bar off."""
+    pipe = DiffusionPipeline.from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -43,6 +46,7 @@ def generate(
 ) -> np.ndarray:
     """One image per (prompt, seed) pair, each with its own ``torch.Generator``; (N, H, W, 3) uint8."""
     out = []
+    extra = {"max_sequence_length": length} if (length := max_sequence_length(pipe)) is not None else {}
     for i in range(0, len(prompts), batch_size):
         chunk_prompts, chunk_seeds = prompts[i : i + batch_size], seeds[i : i + batch_size]
         result = pipe(
@@ -53,6 +57,7 @@ def generate(
             width=IMAGE_SIZE,
             generator=[torch.Generator().manual_seed(s) for s in chunk_seeds],
             output_type="np",
+            **extra,
         )
         out.append(np.clip(np.rint(result.images * 255), 0, 255).astype(np.uint8))
     return np.concatenate(out)

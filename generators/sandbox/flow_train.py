@@ -21,12 +21,12 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 from transformers import CLIPTokenizer, T5TokenizerFast
 
-from . import flow_models
+from . import FLOW_PIPELINE_PATH, flow_models
 from .dataset import SandboxDataset
 from .tokenizer import build_tokenizer
 from .train import UNCONDITIONAL_PROMPT, ema_update, encode_latents, log, lr_lambda, to_tensor, tokenize
 
-FLOW_PIPELINE_DIR = "flow-pipeline"
+FLOW_PIPELINE_DIR = FLOW_PIPELINE_PATH.name
 
 
 class FlowTextEncoders(torch.nn.Module):

@@ -36,8 +36,11 @@ def _generate_config(sandbox, **overrides) -> dict:
 
 def test_sandbox_setup_is_idempotent_and_splits_cover_every_colour_and_shape(sandbox):
     call_command("sandbox_setup", stdout=io.StringIO())
-    assert BaseModel.objects.count() == 1 and ModelVersion.objects.count() == 1
+    assert BaseModel.objects.count() == 2 and ModelVersion.objects.count() == 2  # the DDIM and the flow sandbox
     assert sandbox["version"].aliases.get().name == "champion"
+    flow = BaseModel.objects.get(name="sandbox-flow")
+    assert flow.pipeline_class == "StableDiffusion3Pipeline" and flow.default_settings["scheduler"] == "flow_euler"
+    assert not flow.versions.get().aliases.exists()
     eval_tags = {tag for p in sandbox["eval"].prompts.all() for tag in p.tags}
     train_tags = {tag for p in sandbox["train"].prompts.all() for tag in p.tags}
     assert {"red", "cyan", "circle", "cross"} <= eval_tags & train_tags
@@ -173,6 +176,24 @@ def test_empty_prompt_set_is_400(sandbox, engineer_client):
     )
     assert response.status_code == 400
     assert "is empty" in response.json()["config"]["prompt_set"][0]
+
+
+def test_the_flow_sandbox_generates_with_its_own_sampler_and_refuses_a_ddim_one(sandbox, users):
+    flow = ModelVersion.objects.get(base_model__name="sandbox-flow", name="base")
+    config = {"model_versions": [flow.pk], "prompt_set": sandbox["eval"].pk, "images_per_prompt": 1}
+    run = run_services.run_create(kind="generate", config=config, created_by=users["engineer"])
+    assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    images = GeneratedImage.objects.filter(model_version=flow)
+    assert images.count() == sandbox["eval"].prompts.count()
+    assert {(i.width, i.height) for i in images} == {(32, 32)}
+    assert images.first().settings["scheduler"] == "flow_euler" and images.first().settings["steps"] == 10
+
+    ddim = run_services.run_create(
+        kind="generate", config={**config, "scheduler": "ddim"}, created_by=users["engineer"]
+    )
+    assert run_execute(run_id=ddim.pk, worker="inline") == "failed"
+    error = Run.objects.get(pk=ddim.pk).error
+    assert "StableDiffusion3Pipeline is a flow-matching model: its scheduler is flow_euler, not ddim" in error
 
 
 def test_unreadable_checkpoint_fails_the_run_with_a_readable_message(sandbox, users, tmp_path):
