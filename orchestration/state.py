@@ -19,6 +19,13 @@ CYCLE_FINETUNE: dict[str, Any] = {"timestep_window": 3}
 # size preference; docs/benchmarks.md, "Reward model options"), and the user's preference is not known in advance.
 CYCLE_REWARD: dict[str, Any] = {"search": True, "search_grid": "heads"}
 
+# Which bundled sandbox the cycle tunes: "ddim" (a Stable Diffusion UNet: DDPO, Diffusion-DPO/KTO) or "flow" (an SD3
+# flow-matching transformer: the "ddpo" method's reinforcement learning is then Flow-GRPO, chosen by the finetune run
+# from the model's family; Diffusion-DPO/KTO support UNets only).
+SANDBOX_KINDS = ("ddim", "flow")
+# The flow sandbox's fine-tune settings over the trainer's defaults (Flow-GRPO through the same trainer).
+CYCLE_FLOW_FINETUNE: dict[str, Any] = {"timestep_window": 3}
+
 # How the cycle turns votes into a tuned version: "ddpo" (reward model, then DDPO against it: the default), "dpo"
 # and "kto" (Diffusion-DPO / Diffusion-KTO straight from the collect campaign's votes, a ``preference_tune`` run).
 # Several methods make one tuned version each, and the arena holds them all with the base.
@@ -54,11 +61,19 @@ class CycleSettings:
     step_timeout: float = 3600.0
     created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs
     seed: int = 0  # the simulated annotators' noise, the reward model's split and the fine-tune's sampling
+    sandbox: str = "ddim"  # see SANDBOX_KINDS
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
             raise CycleError(f"methods: one or more of {', '.join(METHODS)}, each once (got {list(self.methods)}).")
+        if self.sandbox not in SANDBOX_KINDS:
+            raise CycleError(f"sandbox: one of {', '.join(SANDBOX_KINDS)} (got {self.sandbox!r}).")
+        if self.sandbox == "flow" and self.methods != ("ddpo",):
+            raise CycleError(
+                "methods: the flow sandbox is tuned by a reward model and Flow-GRPO (method ddpo); Diffusion-DPO/KTO "
+                "support Stable Diffusion UNets only."
+            )
 
 
 # The step that fills each field of CycleState, for the error raised when a later step finds it empty.

@@ -32,7 +32,7 @@ from feedback.simulation import TIE_MARGIN, OracleError, Simulation, resolve_pai
 from generators import selectors as generator_selectors
 from generators import services as generator_services
 from generators.models import ModelVersion, PromptSet
-from generators.sandbox_catalog import EVAL_SET, SANDBOX_BASE_MODEL, TRAIN_SET
+from generators.sandbox_catalog import EVAL_SET, SANDBOXES, TRAIN_SET
 from orchestration.state import PREFERENCE_ALGORITHM, CycleError, CycleSettings, CycleState, StepResult
 
 # The reward oracle (for fine-tuning's gold measure) behind a pairwise oracle of another name; a pair oracle
@@ -225,13 +225,16 @@ def preference_run_config(state: CycleState, settings: CycleSettings, method: st
 
 
 def setup(state: CycleState, settings: CycleSettings) -> StepResult:
-    """Register the sandbox (idempotent) and take the train and eval prompt sets (subsets when asked)."""
+    """Register the sandboxes (idempotent), take the base version of ``settings.sandbox`` and the train and eval
+    prompt sets (subsets when asked)."""
     call_command("sandbox_setup", stdout=io.StringIO())
-    base = ModelVersion.objects.get(base_model__name=SANDBOX_BASE_MODEL, name=generator_services.BASE_VERSION_NAME)
+    base_model = SANDBOXES[settings.sandbox].base_model
+    base = ModelVersion.objects.get(base_model__name=base_model, name=generator_services.BASE_VERSION_NAME)
     train = _subset(TRAIN_SET, settings.train_prompts, f"cycle-{state.tag}-train", "train")
     evaluation = _subset(EVAL_SET, settings.eval_prompts, f"cycle-{state.tag}-eval", "eval")
     state = replace(state, base_version=base.pk, train_prompt_set=train.pk, eval_prompt_set=evaluation.pk)
     figures = {
+        "sandbox": base_model,
         "base_version": base.pk,
         "train_prompts": train.prompts.count(),
         "eval_prompts": evaluation.prompts.count(),

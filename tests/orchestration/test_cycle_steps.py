@@ -74,8 +74,20 @@ def test_setup_registers_the_sandbox_and_takes_prompt_subsets(settings, tmp_path
     )
     assert (train.name, train.split, train.prompts.count()) == ("cycle-t-train", "train", 3)
     assert (evaluation.name, evaluation.split, evaluation.prompts.count()) == ("cycle-t-eval", "eval", 2)
-    assert result.figures == {"base_version": base.pk, "train_prompts": 3, "eval_prompts": 2}
+    assert result.figures == {"sandbox": "sandbox", "base_version": base.pk, "train_prompts": 3, "eval_prompts": 2}
     assert state.collect_campaign is None and state.tag == "t"
+
+    flow = steps.setup(CycleState(tag="f"), replace(SMALL, sandbox="flow"))
+    base = ModelVersion.objects.select_related("base_model").get(pk=flow.state.base_version)
+    assert (base.base_model.name, base.name, flow.figures["sandbox"]) == ("sandbox-flow", "base", "sandbox-flow")
+
+
+def test_the_flow_sandbox_cycle_tunes_by_reward_model_and_flow_grpo_only():
+    assert CycleSettings(sandbox="flow").methods == ("ddpo",)
+    with pytest.raises(CycleError, match="^methods: the flow sandbox is tuned by a reward model and Flow-GRPO"):
+        CycleSettings(sandbox="flow", methods=("ddpo", "dpo"))
+    with pytest.raises(CycleError, match="^sandbox: one of ddim, flow"):
+        CycleSettings(sandbox="sd3")
 
 
 def test_a_step_without_its_inputs_names_the_step_that_makes_them():

@@ -10,9 +10,11 @@ from core.cli import USER_HELP, acting_user
 from orchestration.cycle import StepReport, run_cycle
 from orchestration.state import (
     CYCLE_FINETUNE,
+    CYCLE_FLOW_FINETUNE,
     CYCLE_PREFERENCE,
     CYCLE_REWARD,
     METHODS,
+    SANDBOX_KINDS,
     CycleError,
     CycleSettings,
 )
@@ -51,7 +53,16 @@ class Command(BaseCommand):
             "--reward", default="{}", help=f"reward_train settings over the cycle's {CYCLE_REWARD} (JSON object)"
         )
         parser.add_argument(
-            "--finetune", default="{}", help=f"DDPO settings over the cycle's {CYCLE_FINETUNE} (JSON object)"
+            "--finetune",
+            default="{}",
+            help=f"DDPO / Flow-GRPO settings over the cycle's {CYCLE_FINETUNE} ({CYCLE_FLOW_FINETUNE} on the flow "
+            "sandbox) (JSON object)",
+        )
+        parser.add_argument(
+            "--sandbox",
+            choices=SANDBOX_KINDS,
+            default=defaults.sandbox,
+            help="ddim: the Stable Diffusion sandbox (DDPO); flow: the SD3 flow-matching sandbox (Flow-GRPO)",
         )
         parser.add_argument(
             "--method",
@@ -79,7 +90,7 @@ class Command(BaseCommand):
         try:
             settings = self._settings(options, methods)
         except CycleError as exc:
-            raise CommandError(f"--method: {exc}") from exc
+            raise CommandError(str(exc)) from exc
 
         def report(step: StepReport) -> None:
             figures = ", ".join(f"{k}={v}" for k, v in step.figures.items() if not isinstance(v, dict | list))
@@ -92,6 +103,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(results, default=str))
 
     def _settings(self, options: dict, methods: tuple[str, ...]) -> CycleSettings:
+        cycle_finetune = CYCLE_FLOW_FINETUNE if options["sandbox"] == "flow" else CYCLE_FINETUNE
         return CycleSettings(
             base_url=options["base_url"],
             oracle=options["oracle"],
@@ -104,10 +116,11 @@ class Command(BaseCommand):
             arena_images_per_prompt=options["arena_images_per_prompt"],
             arena_votes_per_pair=options["arena_votes_per_pair"],
             reward={**CYCLE_REWARD, **_json_object(options["reward"], "--reward")},
-            finetune={**CYCLE_FINETUNE, **_json_object(options["finetune"], "--finetune")},
+            finetune={**cycle_finetune, **_json_object(options["finetune"], "--finetune")},
             methods=methods,
             preference={**CYCLE_PREFERENCE, **_json_object(options["preference"], "--preference")},
             step_timeout=options["step_timeout"],
             seed=options["seed"],
+            sandbox=options["sandbox"],
             created_by=getattr(acting_user(options["user"]), "pk", None),
         )
