@@ -20,11 +20,12 @@ from generators import selectors, services
 from generators.image_files import png_response
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, PromptSet, Split
 from generators.pipeline import SCHEDULERS
-from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class
+from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class, scheduler_problem
 
 
 class BaseModelSerializer(serializers.ModelSerializer):
     version_count = serializers.IntegerField(read_only=True, default=1)
+    family = serializers.CharField(read_only=True, help_text="flow, diffusion or unknown (from pipeline_class)")
 
     class Meta:
         model = BaseModel
@@ -34,6 +35,7 @@ class BaseModelSerializer(serializers.ModelSerializer):
             "source",
             "revision",
             "pipeline_class",
+            "family",
             "default_settings",
             "description",
             "version_count",
@@ -65,6 +67,13 @@ class BaseModelCreateSerializer(StrictSerializer):
             return check_pipeline_class(name, settings.EXTRA_PIPELINE_CLASSES)
         except UnknownPipelineClass as exc:
             raise serializers.ValidationError(str(exc)) from exc
+
+    def validate(self, attrs: dict) -> dict:
+        scheduler = attrs["default_settings"].get("scheduler")
+        problem = scheduler and scheduler_problem(attrs["pipeline_class"], scheduler)
+        if problem:
+            raise serializers.ValidationError({"default_settings": {"scheduler": [problem + "."]}})
+        return attrs
 
 
 class BaseModelListView(generics.ListAPIView):

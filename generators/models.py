@@ -30,6 +30,14 @@ class BaseModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def family(self) -> str:
+        """``flow`` (SD3, FLUX: Flow-GRPO, the ``flow_euler`` sampler), ``diffusion`` (SD 1/2/XL: DDPO, DDIM...),
+        or ``unknown`` for an auto pipeline class (the checkpoint says when it loads)."""
+        from generators.pipeline_classes import model_family
+
+        return model_family(self.pipeline_class)
+
 
 class ModelVersion(models.Model):
     """A base checkpoint plus an optional LoRA adapter. Immutable once created; lineage via ``parent``."""

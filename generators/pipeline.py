@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import devices
+from generators.pipeline_classes import FLOW_SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ SCHEDULERS = {
     "unipc": "UniPCMultistepScheduler",
     "flow_euler": "FlowMatchEulerDiscreteScheduler",  # flow-matching models (SD3/SD3.5, FLUX): their own sampler
 }
-FLOW_SCHEDULERS = ("flow_euler",)
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 MAX_SIDE = 2048
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers' load_lora_weights(folder) reads

@@ -38,6 +38,42 @@ TEXT_TO_IMAGE_PIPELINES = (
 )
 
 
+# Pipelines that sample by flow matching (a ``FlowMatch...`` scheduler and a transformer): SD3/SD3.5, FLUX and
+# their successors. They sample with ``flow_euler`` only, and the ``finetune`` run tunes them with Flow-GRPO.
+FLOW_MATCHING_PIPELINES = frozenset(
+    {
+        "AuraFlowPipeline",
+        "ChromaPipeline",
+        "CogView4Pipeline",
+        "FluxPipeline",
+        "Lumina2Pipeline",
+        "QwenImagePipeline",
+        "StableDiffusion3Pipeline",
+    }
+)
+FLOW_SCHEDULERS = ("flow_euler",)  # the scheduler names (generators.pipeline.SCHEDULERS) of flow-matching models
+AUTO_PIPELINES = ("AutoPipelineForText2Image", "DiffusionPipeline")  # the class comes from the checkpoint
+
+
+def model_family(pipeline_class: str) -> str:
+    """``flow`` (flow matching), ``diffusion`` (a noise-prediction sampler: SD 1/2/XL...), or ``unknown`` when the
+    class is read from the checkpoint only when it loads (an auto pipeline)."""
+    if pipeline_class in FLOW_MATCHING_PIPELINES:
+        return "flow"
+    return "unknown" if pipeline_class in AUTO_PIPELINES else "diffusion"
+
+
+def scheduler_problem(pipeline_class: str, scheduler: str) -> str | None:
+    """Why ``scheduler`` cannot sample a ``pipeline_class`` model (None when it can, or when the class is unknown
+    until the model loads: the worker checks again)."""
+    family = model_family(pipeline_class)
+    if family == "flow" and scheduler not in FLOW_SCHEDULERS:
+        return f"{pipeline_class} is a flow-matching model: use the scheduler {' or '.join(FLOW_SCHEDULERS)}"
+    if family == "diffusion" and scheduler in FLOW_SCHEDULERS:
+        return f"{scheduler} samples flow-matching models (SD3, FLUX) only; {pipeline_class} is not one"
+    return None
+
+
 class UnknownPipelineClass(ValueError):
     """A name that is not an allowed diffusers pipeline class."""
 

@@ -7,7 +7,8 @@ from rest_framework import serializers
 from core.ids import IdField
 from core.validation import StrictSerializer
 from generators.models import ModelVersion, PromptSet, PromptSetItem
-from generators.pipeline import DTYPES, MAX_SIDE, SCHEDULERS
+from generators.pipeline import DTYPES, MAX_SIDE, SCHEDULERS, SamplerSettings
+from generators.pipeline_classes import scheduler_problem
 
 MAX_IMAGES_PER_RUN = 100_000
 
@@ -25,6 +26,18 @@ def check_model_version_ids(ids: list[int]) -> list[int]:
     if missing:
         raise serializers.ValidationError(f"Unknown model version(s): {missing}.")
     return ids
+
+
+def check_schedulers_fit(version_ids: list[int], scheduler: str | None) -> None:
+    """A 400 on ``scheduler`` when it (or, when None, a base model's default) cannot sample one of the versions'
+    base models (a DDIM sampler on a flow-matching model, or the reverse)."""
+    versions = ModelVersion.objects.filter(pk__in=version_ids).select_related("base_model")
+    for version in versions:
+        base = version.base_model
+        wanted = scheduler or base.default_settings.get("scheduler") or SamplerSettings.scheduler
+        problem = scheduler_problem(base.pipeline_class, wanted)
+        if problem:
+            raise serializers.ValidationError({"scheduler": [f"{version}: {problem}."]})
 
 
 class SamplerSettingsSerializer(StrictSerializer):
@@ -64,6 +77,7 @@ class GenerateConfigSerializer(SamplerSettingsSerializer):
         return set_id
 
     def validate(self, attrs: dict) -> dict:
+        check_schedulers_fit(attrs["model_versions"], attrs.get("scheduler"))
         prompts = PromptSetItem.objects.filter(prompt_set_id=attrs["prompt_set"]).count()
         total = len(attrs["model_versions"]) * prompts * attrs["images_per_prompt"]
         if total > MAX_IMAGES_PER_RUN:

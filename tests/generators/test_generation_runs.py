@@ -178,7 +178,7 @@ def test_empty_prompt_set_is_400(sandbox, engineer_client):
     assert "is empty" in response.json()["config"]["prompt_set"][0]
 
 
-def test_the_flow_sandbox_generates_with_its_own_sampler_and_refuses_a_ddim_one(sandbox, users):
+def test_the_flow_sandbox_generates_with_its_own_sampler_and_refuses_a_ddim_one(sandbox, users, engineer_client):
     flow = ModelVersion.objects.get(base_model__name="sandbox-flow", name="base")
     config = {"model_versions": [flow.pk], "prompt_set": sandbox["eval"].pk, "images_per_prompt": 1}
     run = run_services.run_create(kind="generate", config=config, created_by=users["engineer"])
@@ -188,12 +188,34 @@ def test_the_flow_sandbox_generates_with_its_own_sampler_and_refuses_a_ddim_one(
     assert {(i.width, i.height) for i in images} == {(32, 32)}
     assert images.first().settings["scheduler"] == "flow_euler" and images.first().settings["steps"] == 10
 
-    ddim = run_services.run_create(
-        kind="generate", config={**config, "scheduler": "ddim"}, created_by=users["engineer"]
+    response = engineer_client.post(
+        "/api/v1/runs/", {"kind": "generate", "config": {**config, "scheduler": "ddim"}}, format="json"
     )
-    assert run_execute(run_id=ddim.pk, worker="inline") == "failed"
-    error = Run.objects.get(pk=ddim.pk).error
+    assert response.status_code == 400
+    assert response.json()["config"]["scheduler"] == [
+        "sandbox-flow/base: StableDiffusion3Pipeline is a flow-matching model: use the scheduler flow_euler."
+    ]
+    both = {**config, "model_versions": [flow.pk, sandbox["version"].pk], "scheduler": "flow_euler"}
+    response = engineer_client.post("/api/v1/runs/", {"kind": "generate", "config": both}, format="json")
+    assert "flow_euler samples flow-matching models (SD3, FLUX) only" in response.json()["config"]["scheduler"][0]
+
+    forged = Run.objects.get(pk=run.pk)  # past validation (an auto pipeline class is checked when it loads)
+    Run.objects.filter(pk=run.pk).update(state="queued", config={**forged.config, "scheduler": "ddim"})
+    assert run_execute(run_id=run.pk, worker="inline") == "failed"
+    error = Run.objects.get(pk=run.pk).error
     assert "StableDiffusion3Pipeline is a flow-matching model: its scheduler is flow_euler, not ddim" in error
+
+
+def test_a_flow_model_registered_with_a_ddim_default_is_refused(engineer_client):
+    body = {
+        "name": "sd35",
+        "source": "stabilityai/stable-diffusion-3.5-medium",
+        "pipeline_class": "StableDiffusion3Pipeline",
+        "default_settings": {"scheduler": "ddim"},
+    }
+    response = engineer_client.post("/api/v1/base-models/", body, format="json")
+    assert response.status_code == 400
+    assert "use the scheduler flow_euler" in response.json()["default_settings"]["scheduler"][0]
 
 
 def test_unreadable_checkpoint_fails_the_run_with_a_readable_message(sandbox, users, tmp_path):
