@@ -52,3 +52,11 @@ def test_simulated_votes_follow_the_oracle_with_the_flip_rate():
     assert world.label(Candidate("p", 0, 2), config.tie_margin) == 0.5  # within the tie margin
     votes = world.votes(Candidate("p", 0, 1), 4000, config, np.random.default_rng(0))
     assert np.mean(np.asarray(votes) == 0.0) == pytest.approx(config.flip_probability, abs=0.02)
+
+
+def test_the_gpu_flow_bench_runs_its_code_paths_on_the_cpu(capsys):
+    from bench.gpu_flow import main
+
+    main(["--smoke", "--epochs", "2", "--samples", "8", "--sample-batch", "4", "--train-batch", "4"])
+    out = capsys.readouterr().out
+    assert "sd35 Flow-GRPO: sampling" in out and '"algorithm": "flow_grpo"' in out and "flux generation" in out
