@@ -31,6 +31,12 @@ from rewards.executors import dataset_of_run
 LATENT_CACHE = "latent-cache"  # under VAR_DIR: VAE latents of stored images, shared by runs on the same VAE
 
 
+UNET_ONLY = (
+    "Diffusion-DPO/KTO tune Stable Diffusion UNets (SD 1.x/2.x, SDXL); tune a flow-matching model with a finetune "
+    "run (Flow-GRPO against a reward model)"
+)
+
+
 def preference_tune(run: Run, ctx: JobContext) -> dict:
     from finetune.config import ConfigError
     from finetune.oracles import OracleError, resolve_oracle
@@ -58,6 +64,8 @@ def preference_tune(run: Run, ctx: JobContext) -> dict:
         pipe = load_pipeline(generator_selectors.pipeline_spec_for(parent, device=device, with_adapter=False))
     except (PipelineLoadError, DeviceUnavailable) as exc:
         raise JobFailed(f"Cannot load {parent}: {exc}") from exc
+    if getattr(pipe, "unet", None) is None:
+        raise JobFailed(f"{parent} is a {type(pipe).__name__}: {UNET_ONLY}")
     parent_lora = generator_selectors.adapter_folder(parent)
     eval_prompts = [p.text for p in generator_selectors.prompts_of(config["eval_prompt_set"])]
     with TemporaryDirectory() as folder:

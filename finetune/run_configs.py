@@ -207,8 +207,14 @@ class PreferenceTuneConfigSerializer(serializers.Serializer):
         return {**platform, **trainer.to_dict()}
 
     def validate_model_version(self, pk: int) -> int:
-        if not ModelVersion.objects.filter(pk=pk).exists():
+        version = ModelVersion.objects.filter(pk=pk).select_related("base_model").first()
+        if version is None:
             raise serializers.ValidationError(f"Unknown model version {pk}.")
+        if version.base_model.family == "flow":
+            raise serializers.ValidationError(
+                f"{version} is a flow-matching model ({version.base_model.pipeline_class}): Diffusion-DPO/KTO tune "
+                "Stable Diffusion UNets; tune it with a finetune run (Flow-GRPO against a reward model)."
+            )
         return pk
 
     def validate_dataset(self, pk: int) -> int:

@@ -133,6 +133,16 @@ def test_bad_configs_are_400_naming_the_field(sandbox, client_for, users, overri
     assert response.status_code == 400 and field in response.json()["config"], response.json()
 
 
+def test_a_flow_matching_model_is_refused_with_what_to_use_instead(sandbox, client_for, users):
+    flow = ModelVersion.objects.get(base_model__name="sandbox-flow", name="base")
+    body = {"kind": "preference_tune", "config": _config(sandbox, model_version=flow.pk)}
+    response = client_for("engineer").post("/api/v1/runs/", body, format="json")
+    assert response.status_code == 400
+    message = response.json()["config"]["model_version"][0]
+    assert "sandbox-flow/base is a flow-matching model (StableDiffusion3Pipeline)" in message
+    assert "finetune run (Flow-GRPO" in message
+
+
 def test_the_eval_prompt_set_must_be_an_eval_set_and_annotators_cannot_start_it(sandbox, client_for, users):
     body = {"kind": "preference_tune", "config": _config(sandbox, eval_prompt_set=sandbox["train"].pk)}
     response = client_for("engineer").post("/api/v1/runs/", body, format="json")
