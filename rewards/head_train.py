@@ -325,6 +325,7 @@ def search_reward_models(
     crossed = _cross_validation_table(config, candidates, tables, [*train, *val])
     records: list[dict[str, Any]] = []
     fitted: dict[int, tuple[Any, dict]] = {}
+    crossed_of: dict[int, CrossValidation] = {}
     best: tuple[tuple[float, float], int] | None = None
     for index, candidate in enumerate(candidates):
         _stop_check(callbacks, f"candidate {candidate.name}")
@@ -333,7 +334,7 @@ def search_reward_models(
         started = time.perf_counter()
         cv = None
         if crossed is not None:
-            cv = cross_validate_head(crossed[0], head_config_of(settings), crossed[1], config.seed)
+            cv = crossed_of[index] = cross_validate_head(crossed[0], head_config_of(settings), crossed[1], config.seed)
             rank = (cv.metrics["accuracy"], -cv.metrics["log_loss"])
         if settings.head == "none":
             trainer = RewardTrainer(settings, Splits(train, val, test), _Quiet(callbacks, candidate.name, span))
@@ -360,9 +361,8 @@ def search_reward_models(
         started = time.perf_counter()
         keep, _, metrics = _fit(settings, head_config_of(settings), tables)
         fitted[chosen_index] = (keep, metrics)
-        cv_figures = {k: v for k, v in records[chosen_index].items() if k.startswith("cv_")}
         seconds = records[chosen_index]["seconds"] + time.perf_counter() - started
-        records[chosen_index] = {**_record(candidate, metrics, seconds, None), **cv_figures}
+        records[chosen_index] = _record(candidate, metrics, seconds, crossed_of[chosen_index])
     model, metrics = fitted[chosen_index]
     if isinstance(model, QuickRewardModel):
         model = model.to_reward_model()
