@@ -30,7 +30,7 @@ def campaign(users, settings, tmp_path):
 
     settings.MEDIA_ROOT = tmp_path
     call_command("sandbox_setup", stdout=io.StringIO())
-    version = ModelVersion.objects.get()
+    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
     prompt_set = PromptSet.objects.get(name="sandbox-train")
     run = run_services.run_create(
         kind="generate",

@@ -86,7 +86,7 @@ def test_generation_run_page_shows_its_images(users, page, login, live_server, s
     settings.MEDIA_ROOT = tmp_path
     call_command("sandbox_setup", stdout=io.StringIO())
     config = {
-        "model_versions": [ModelVersion.objects.get().pk],
+        "model_versions": [ModelVersion.objects.get(base_model__name="sandbox", name="base").pk],
         "prompt_set": PromptSet.objects.get(name="sandbox-eval").pk,
         "images_per_prompt": 2,
         "steps": 20,

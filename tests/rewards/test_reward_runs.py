@@ -207,6 +207,7 @@ EVERY_TRAINING_SETTING = {
     "head": "mlp",
     "search": True,
     "search_grid": "heads",
+    "search_folds": 3,
     "ensemble_size": 3,
     "calibrate": False,
     "head_steps": 50,
