@@ -89,8 +89,10 @@ def test_first_readme_command_serves_the_platform_on_the_embedded_default(tmp_pa
             what="the diagnostic run to finish",
         )
         assert done["state"] == "succeeded", done["error"]
-        # The bundled sandbox model and its prompt sets are registered, so the platform works out of the box.
-        assert [m["name"] for m in api.get(f"{base}/api/v1/base-models/").json()["results"]] == ["sandbox"]
+        # The bundled sandbox models (a Stable Diffusion UNet and an SD3 flow transformer) and their prompt sets are
+        # registered, so the platform works out of the box.
+        models = api.get(f"{base}/api/v1/base-models/").json()["results"]
+        assert [(m["name"], m["family"]) for m in models] == [("sandbox", "diffusion"), ("sandbox-flow", "flow")]
         assert {s["name"] for s in api.get(f"{base}/api/v1/prompt-sets/").json()["results"]} == {
             "sandbox-train",
             "sandbox-eval",
