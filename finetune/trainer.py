@@ -96,6 +96,12 @@ def components_for(pipeline: Any, config: DDPOConfig, device: torch.device, auto
         kind = "a flow-matching transformer (use flow_grpo)" if flow else "a DDIM-family UNet (use ddpo)"
         raise ConfigError("algorithm", f"{wanted} does not fit {type(pipeline).__name__}: it is {kind}")
     if flow:
+        if type(pipeline).__name__ != "StableDiffusion3Pipeline":
+            raise ConfigError(
+                "algorithm",
+                f"Flow-GRPO here drives StableDiffusion3Pipeline (SD3, SD3.5); {type(pipeline).__name__} is a "
+                "flow-matching model it does not drive yet (FLUX: packed latents and a guidance embedding)",
+            )
         return FlowComponents.from_pipeline(pipeline, device, autocast)
     if getattr(pipeline, "unet", None) is None:
         raise ConfigError("algorithm", f"{type(pipeline).__name__} has neither a UNet nor a flow transformer")

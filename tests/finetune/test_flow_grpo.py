@@ -97,3 +97,10 @@ def test_an_algorithm_that_does_not_fit_the_pipeline_is_named():
         DDPOTrainer(PIPELINE, {**TINY, "algorithm": "flow_grpo"}, area, TRAIN_PROMPTS, EVAL, RecordingContext())
     with pytest.raises(ConfigError, match="^noise_level"):
         _trainer(RecordingContext(), noise_level=0.0)
+
+
+def test_a_flow_pipeline_it_does_not_drive_is_named():
+    pipe = StableDiffusion3Pipeline.from_pretrained(FLOW)
+    pipe.__class__ = type("FluxPipeline", (StableDiffusion3Pipeline,), {})  # a flow model of another class
+    with pytest.raises(ConfigError, match="^algorithm: Flow-GRPO here drives StableDiffusion3Pipeline.*FluxPipeline"):
+        DDPOTrainer(pipe, TINY, area, TRAIN_PROMPTS, EVAL, RecordingContext())
