@@ -11,7 +11,6 @@ ODE, the pipeline's own sampler, which evaluation uses so that its images are th
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from generators.pipeline import is_flow_matching, max_sequence_length
 
 from .ddim_logprob import gaussian_log_prob
 from .flow_logprob import flow_sde_mean_std, sde_step_with_logprob
-from .sampling import Trajectories
+from .sampling import LatentParts, Trajectories, decode
 
 
 def is_flow_pipeline(pipe) -> bool:
@@ -45,7 +44,7 @@ class FlowConditioning:
 
 
 @dataclass
-class FlowComponents:
+class FlowComponents(LatentParts):
     """The pipeline parts Flow-GRPO uses; ``transformer`` carries the LoRA adapter."""
 
     pipeline: object  # its text encoders encode prompts (``encode_prompt``)
@@ -77,15 +76,9 @@ class FlowComponents:
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
 
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def default_size(self) -> tuple[int, int]:
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        size = self.transformer.config.sample_size
-        return size * factor, size * factor
+        size = self.transformer.config.sample_size * self.latent_factor()
+        return size, size
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> FlowConditioning:
@@ -130,15 +123,6 @@ class FlowComponents:
         return uncond + guidance_scale * (text - uncond)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Decode final latents to (B, H, W, 3) uint8 pixels, as the pipeline does (scale, then shift)."""
-        vae = self.vae
-        latents = latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
-        pixels = vae.decode(latents.to(vae.dtype)).sample
-        pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-        return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-    @torch.no_grad()
     def sample(
         self,
         prompts: Sequence[str],
@@ -155,7 +139,7 @@ class FlowComponents:
         if len(prompts) != len(seeds):
             raise ValueError("prompts and seeds must have the same length")
         height, width = size or self.default_size()
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = self.latent_factor()
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         cond = self.encode(prompts)
         negative = negative if negative is not None else self.negative()
@@ -181,7 +165,7 @@ class FlowComponents:
             prompt_embeds=cond.embeds,
             pooled_embeds=cond.pooled,
         )
-        return self.decode(latents), trajectories
+        return decode(self, latents), trajectories
 
     def transition(
         self,

@@ -19,8 +19,27 @@ from PIL import Image
 from .ddim_logprob import ddim_mean_std, ddim_step_with_logprob, gaussian_log_prob
 
 
+class LatentParts:
+    """What every kind of parts shares (they have ``vae``, ``device`` and ``autocast_dtype``): mixed precision,
+    the VAE's downscale factor and decoding final latents to pixels."""
+
+    vae: torch.nn.Module
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+    def autocast(self):
+        """Mixed-precision context for forward passes (a no-op in full precision)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def latent_factor(self) -> int:
+        """Pixels per latent cell along a side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
 @dataclass
-class Components:
+class Components(LatentParts):
     """The pipeline parts DDPO uses; ``unet`` carries the LoRA adapter."""
 
     tokenizer: object
@@ -47,15 +66,9 @@ class Components:
             module.eval()
         return cls(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, scheduler, device, autocast_dtype)
 
-    def autocast(self):
-        """Mixed-precision context for forward passes (a no-op in full precision)."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def default_size(self) -> tuple[int, int]:
         """(height, width) in pixels the UNet was built for."""
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = self.latent_factor()
         size = self.unet.config.sample_size
         return (size * factor, size * factor) if isinstance(size, int) else (size[0] * factor, size[1] * factor)
 
@@ -155,10 +168,15 @@ def guided_noise(
 
 
 @torch.no_grad()
-def decode(parts: Components, latents: torch.Tensor) -> np.ndarray:
-    """Decode final latents to (B, H, W, 3) uint8 pixels."""
+def decode(parts: LatentParts, latents: torch.Tensor) -> np.ndarray:
+    """Decode final latents to (B, H, W, 3) uint8 pixels: unscaled, then unshifted where the VAE has a
+    ``shift_factor`` (SD3, FLUX), as the pipelines do."""
     vae = parts.vae
-    pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift:
+        latents = latents + shift
+    pixels = vae.decode(latents).sample
     pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -184,7 +202,7 @@ def sample(
     if len(prompts) != len(seeds):
         raise ValueError("prompts and seeds must have the same length")
     height, width = size or parts.default_size()
-    factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
+    factor = parts.latent_factor()
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     embeds = encode_prompts(parts, prompts)
     if negative_embeds is None:
