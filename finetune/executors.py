@@ -142,16 +142,15 @@ ALGORITHM_LABEL = {"ddpo": "DDPO", "flow_grpo": "Flow-GRPO"}
 
 
 def _algorithm_for(config: dict, pipe) -> str:
-    """The RL algorithm for this pipeline: Flow-GRPO for a flow-matching transformer, DDPO for a DDIM UNet; a
-    config that asks for the other one fails saying why."""
-    from finetune.flow_sampling import is_flow_pipeline
+    """The RL algorithm for this pipeline (:func:`finetune.trainer.algorithm_for`), known before training so that
+    the new version's name can be checked; a config that asks for the other one fails saying why."""
+    from finetune.config import ConfigError
+    from finetune.trainer import algorithm_for
 
-    fitting = "flow_grpo" if is_flow_pipeline(pipe) else "ddpo"
-    asked = config.get("algorithm", "auto")
-    if asked not in ("auto", fitting):
-        kind = "a flow-matching transformer" if fitting == "flow_grpo" else "a DDIM-family UNet"
-        raise JobFailed(f"algorithm {asked} does not fit this model: it is {kind} (use {fitting} or auto)")
-    return fitting
+    try:
+        return algorithm_for(pipe, config.get("algorithm", "auto"))
+    except ConfigError as exc:
+        raise JobFailed(f"Bad fine-tuning setting {exc}") from exc
 
 
 def _reward_label(config: dict) -> str:

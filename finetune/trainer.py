@@ -87,15 +87,20 @@ def make_accelerator(config: DDPOConfig, cpu: bool | None = None):
     return Accelerator(cpu=use_cpu, mixed_precision=precision)
 
 
-def components_for(pipeline: Any, config: DDPOConfig, device: torch.device, autocast: torch.dtype | None):
-    """The parts of ``pipeline`` its family trains with: a flow transformer (Flow-GRPO) or a DDIM UNet (DDPO); a
-    ``config.algorithm`` that does not fit the pipeline is a :class:`ConfigError`."""
+def algorithm_for(pipeline: Any, wanted: str = "auto") -> str:
+    """The RL algorithm ``pipeline`` trains with: ``flow_grpo`` for a flow-matching transformer, ``ddpo`` for a
+    DDIM-family UNet; a ``wanted`` algorithm other than that (or "auto") is a :class:`ConfigError`."""
     flow = is_flow_pipeline(pipeline)
-    wanted = config.algorithm
     if wanted != "auto" and wanted != ("flow_grpo" if flow else "ddpo"):
         kind = "a flow-matching transformer (use flow_grpo)" if flow else "a DDIM-family UNet (use ddpo)"
         raise ConfigError("algorithm", f"{wanted} does not fit {type(pipeline).__name__}: it is {kind}")
-    if flow:
+    return "flow_grpo" if flow else "ddpo"
+
+
+def components_for(pipeline: Any, config: DDPOConfig, device: torch.device, autocast: torch.dtype | None):
+    """The parts of ``pipeline`` its family trains with: a flow transformer (Flow-GRPO) or a DDIM UNet (DDPO); a
+    ``config.algorithm`` that does not fit the pipeline is a :class:`ConfigError`."""
+    if algorithm_for(pipeline, config.algorithm) == "flow_grpo":
         if type(pipeline).__name__ != "StableDiffusion3Pipeline":
             raise ConfigError(
                 "algorithm",
