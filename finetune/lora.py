@@ -1,9 +1,13 @@
-"""LoRA adapters on the denoiser (a UNet, or an SD3 transformer) through peft, saved in the diffusers LoRA format.
+"""LoRA adapters on the denoiser (a UNet, an SD3 or a FLUX transformer) through peft, saved in the diffusers LoRA
+format.
 
 - :func:`add_lora` attaches a fresh adapter (rank, alpha, target modules) or continues a parent adapter read
   from a diffusers LoRA folder; the trainable LoRA weights are kept in fp32 whatever the UNet's dtype.
 - :func:`save_lora` writes ``pytorch_lora_weights.safetensors`` that the base pipeline's ``load_lora_weights``
-  reads (``StableDiffusionPipeline`` for a UNet, ``StableDiffusion3Pipeline`` for an SD3 transformer).
+  reads (``StableDiffusionPipeline`` for a UNet, ``StableDiffusion3Pipeline`` for an SD3 transformer, ``FluxPipeline``
+  for a FLUX one). The default targets (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) exist in all three: in SD3's and
+  FLUX's joint blocks they are the image stream's projections (the text stream's are ``add_q_proj``, ``add_k_proj``,
+  ``add_v_proj``, ``to_add_out``), and FLUX's single-stream blocks have ``to_q``/``to_k``/``to_v`` (no ``to_out``).
 - :func:`lora_state_dict` / :func:`load_lora_state_dict` move the raw peft weights in and out of checkpoints.
 - :func:`adapter_disabled` runs the UNet as the base model (the KL reference) for the duration of a ``with``.
 """
@@ -116,13 +120,21 @@ def _prefix(denoiser: torch.nn.Module) -> str:
 
 def _pipeline_class(denoiser: torch.nn.Module):
     """The pipeline class whose ``save_lora_weights`` writes this denoiser's adapter."""
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline
+    from diffusers import (
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+    )
 
     if isinstance(denoiser, SD3Transformer2DModel):
         return StableDiffusion3Pipeline
+    if isinstance(denoiser, FluxTransformer2DModel):
+        return FluxPipeline
     if _prefix(denoiser) == "unet":
         return StableDiffusionPipeline
-    raise ValueError(f"saving a LoRA adapter of a {type(denoiser).__name__} is not supported (UNets and SD3 only)")
+    raise ValueError(f"saving a LoRA adapter of a {type(denoiser).__name__} is not supported (UNets, SD3, FLUX)")
 
 
 @contextlib.contextmanager
