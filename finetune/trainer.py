@@ -5,9 +5,10 @@ No Django imports: the platform talks to it through :class:`core.jobs.JobContext
     result = DDPOTrainer(pipeline, config, reward_fn, train_prompts, eval_prompts, ctx, output_dir).train()
 
 The pipeline's family picks the algorithm (``config.algorithm``, "auto"): DDPO on a Stable Diffusion UNet with
-DDIM, or Flow-GRPO (Liu et al., 2025) on a flow-matching transformer (SD3/SD3.5) with the flow SDE of
+DDIM, or Flow-GRPO (Liu et al., 2025) on a flow-matching transformer (SD3/SD3.5, FLUX.1) with the flow SDE of
 :mod:`finetune.flow_logprob`; both share everything below, only the parts differ
-(:class:`finetune.sampling.Components`, :class:`finetune.flow_sampling.FlowComponents`).
+(:class:`finetune.sampling.Components`, :class:`finetune.flow_sampling.FlowComponents`,
+:class:`finetune.flux_sampling.FluxComponents`).
 
 Each epoch draws ``samples_per_epoch`` (prompt, seed) pairs from ``(seed, epoch)`` alone, samples them with
 η = 1 DDIM or the flow SDE (split across processes), scores them while the next batch samples, turns rewards into
@@ -39,6 +40,7 @@ from .advantages import PerPromptStatTracker
 from .config import ConfigError, DDPOConfig
 from .ddpo import StepSettings, train_step, trained_steps
 from .flow_sampling import FlowComponents, is_flow_pipeline
+from .flux_sampling import FluxComponents, is_flux_pipeline
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from .processes import load_shared_checkpoint, mean_over_processes, stop_requested
 from .reward import RewardFn, RewardPool, call_reward
@@ -98,23 +100,26 @@ def algorithm_for(pipeline: Any, wanted: str = "auto") -> str:
 
 
 def components_for(pipeline: Any, config: DDPOConfig, device: torch.device, autocast: torch.dtype | None):
-    """The parts of ``pipeline`` its family trains with: a flow transformer (Flow-GRPO) or a DDIM UNet (DDPO); a
-    ``config.algorithm`` that does not fit the pipeline is a :class:`ConfigError`."""
+    """The parts of ``pipeline`` its family trains with: a flow transformer (Flow-GRPO: SD3 or FLUX) or a DDIM UNet
+    (DDPO); a ``config.algorithm`` that does not fit the pipeline, or a flow pipeline of another class, is a
+    :class:`ConfigError`."""
     if algorithm_for(pipeline, config.algorithm) == "flow_grpo":
-        if type(pipeline).__name__ != "StableDiffusion3Pipeline":
-            raise ConfigError(
-                "algorithm",
-                f"Flow-GRPO here drives StableDiffusion3Pipeline (SD3, SD3.5); {type(pipeline).__name__} is a "
-                "flow-matching model it does not drive yet (FLUX: packed latents and a guidance embedding)",
-            )
-        return FlowComponents.from_pipeline(pipeline, device, autocast)
+        if type(pipeline).__name__ == "StableDiffusion3Pipeline":
+            return FlowComponents.from_pipeline(pipeline, device, autocast)
+        if is_flux_pipeline(pipeline):
+            return FluxComponents.from_pipeline(pipeline, device, autocast)
+        raise ConfigError(
+            "algorithm",
+            "Flow-GRPO here drives StableDiffusion3Pipeline (SD3, SD3.5) and FluxPipeline (FLUX.1); "
+            f"{type(pipeline).__name__} is a flow-matching model it does not drive",
+        )
     if getattr(pipeline, "unet", None) is None:
         raise ConfigError("algorithm", f"{type(pipeline).__name__} has neither a UNet nor a flow transformer")
     return Components.from_pipeline(pipeline, device, autocast)
 
 
 class DDPOTrainer:
-    """DDPO (Stable Diffusion UNets) or Flow-GRPO (SD3-family transformers) with LoRA (see the module docstring)."""
+    """DDPO (Stable Diffusion UNets) or Flow-GRPO (SD3 and FLUX transformers) with LoRA (see the module docstring)."""
 
     def __init__(
         self,
