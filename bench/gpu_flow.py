@@ -1,6 +1,6 @@
 """Flow-matching models on a GPU: generation images/s and peak memory for an SD3.5-Medium-configured and a
 FLUX.1-configured transformer (random weights; FLUX at reduced depth by default), and Flow-GRPO samples/s
-(sampling, training, a whole epoch) with our trainer (``finetune.trainer.DDPOTrainer``) on the SD3.5-Medium one.
+(sampling, training, a whole epoch) with our trainer (``finetune.trainer.DDPOTrainer``) on both, at ``--size``.
 Nothing is downloaded: the transformers and VAEs take the published configs; the text encoders keep the published
 widths (what the transformer reads) at two layers, with offline tokenizers, since the bench is about the denoiser.
 
@@ -8,8 +8,9 @@ widths (what the transformer reads) at two layers, with offline tokenizers, sinc
     python bench/gpu_flow.py --smoke          # the same code paths on a CPU (tiny widths, 64×64, 2 steps)
     python bench/gpu_flow.py --flux-layers 19 --flux-single-layers 38     # FLUX.1 at its full depth
 
-Prints one table per part and a one-line JSON summary last. FLUX is measured for generation only: the Flow-GRPO
-trainer does not drive ``FluxPipeline`` yet (packed latents, guidance embedding).
+Prints one table per part and a one-line JSON summary last. SD3.5 samples with classifier-free guidance 4.5 (two
+transformer passes a step), FLUX.1 with its guidance embedding at 3.5 (one pass a step, FLUX.1-dev's default; see
+``finetune/flux_sampling.py``).
 """
 
 from __future__ import annotations
@@ -219,8 +220,11 @@ def bench_generation(pipe, device: torch.device, size: int, steps: int, batches:
     return rows
 
 
-def bench_flow_grpo(pipe, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    """Flow-GRPO epochs on ``pipe``: samples/s of sampling, training and the epoch (after the first), peak memory."""
+def bench_flow_grpo(
+    pipe, device: torch.device, args: argparse.Namespace, size: int, guidance_scale: float
+) -> dict[str, Any]:
+    """Flow-GRPO epochs on ``pipe`` at ``size``×``size``: samples/s of sampling, training and the epoch (after the
+    first), peak memory. ``guidance_scale``: CFG for SD3, the guidance embedding's input for FLUX."""
     from finetune.config import DDPOConfig
     from finetune.trainer import DDPOTrainer, make_accelerator
 
@@ -231,7 +235,9 @@ def bench_flow_grpo(pipe, device: torch.device, args: argparse.Namespace) -> dic
         "sample_batch_size": args.sample_batch,
         "train_batch_size": args.train_batch,
         "steps": 2 if args.smoke else args.grpo_steps,
-        "guidance_scale": 4.5,
+        "guidance_scale": guidance_scale,
+        "height": size,
+        "width": size,
         "timesteps_per_forward": 1,
         "timestep_window": args.window,
         "learning_rate": 3e-4,
@@ -258,6 +264,9 @@ def bench_flow_grpo(pipe, device: torch.device, args: argparse.Namespace) -> dic
 
     return {
         "algorithm": trainer.algorithm,
+        "parts": type(trainer.parts).__name__,
+        "size": size,
+        "guidance_scale": guidance_scale,
         "steps": config["steps"],
         "timestep_window": args.window,
         "samples_per_epoch": args.samples,
@@ -301,22 +310,24 @@ def main(argv: list[str] | None = None) -> None:
         sd35 = build_sd35_pipeline(device, dtype, args.smoke, Path(folder))
         summary["sd35_transformer_params_m"] = _params_m(sd35.transformer)
         summary["sd35_generation"] = bench_generation(sd35, device, size, steps, batches, args.repeats)
-        summary["sd35_flow_grpo"] = bench_flow_grpo(sd35, device, args)
+        summary["sd35_flow_grpo"] = bench_flow_grpo(sd35, device, args, size, 4.5)
         del sd35
         depth = (args.flux_layers, args.flux_single_layers)
         flux = build_flux_pipeline(device, dtype, args.smoke, Path(folder), depth)
         summary["flux_depth"] = list(depth)
         summary["flux_transformer_params_m"] = _params_m(flux.transformer)
         summary["flux_generation"] = bench_generation(flux, device, size, steps, batches, args.repeats)
+        summary["flux_flow_grpo"] = bench_flow_grpo(flux, device, args, size, 3.5)
     for name in ("sd35", "flux"):
         print(f"{name} generation ({summary[f'{name}_transformer_params_m']} M transformer parameters)")
         for row in summary[f"{name}_generation"]:
             print(f"  batch {row['batch']:>3}: {row['images_per_s']:>8} images/s, peak {row['peak_gib']} GiB")
-    grpo = summary["sd35_flow_grpo"]
-    print(
-        f"sd35 Flow-GRPO: sampling {grpo['sampling_samples_per_s']}, training {grpo['training_samples_per_s']}, "
-        f"epoch {grpo['epoch_samples_per_s']} samples/s, peak {grpo['peak_gib']} GiB"
-    )
+    for name in ("sd35", "flux"):
+        grpo = summary[f"{name}_flow_grpo"]
+        print(
+            f"{name} Flow-GRPO: sampling {grpo['sampling_samples_per_s']}, training {grpo['training_samples_per_s']}, "
+            f"epoch {grpo['epoch_samples_per_s']} samples/s, peak {grpo['peak_gib']} GiB"
+        )
     print(json.dumps(summary))
 
 
