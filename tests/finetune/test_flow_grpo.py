@@ -44,8 +44,10 @@ def test_a_flow_pipeline_trains_with_flow_grpo_on_its_transformer(straight_run):
 
 def test_the_log_probs_recomputed_in_training_equal_those_recorded_while_sampling(straight_run):
     _, result, _ = straight_run
+    # Equal up to float32 rounding: training recomputes the recorded steps stacked in one larger batch, which some
+    # CPUs' kernels round differently from the sampling batch (1.2e-6 seen; a real mismatch is orders larger).
     for epoch in result.summary["history"]:
-        assert epoch["first_ratio_max_deviation"] == 0.0
+        assert epoch["first_ratio_max_deviation"] <= 1e-5
 
 
 def test_resume_is_bit_exact(straight_run):

@@ -103,8 +103,8 @@ def test_trajectories_hold_packed_latents(straight_run):
 
 def test_the_log_probs_recomputed_in_training_equal_those_recorded_while_sampling(straight_run):
     _, result, _ = straight_run
-    for epoch in result.summary["history"]:
-        assert epoch["first_ratio_max_deviation"] == 0.0
+    for epoch in result.summary["history"]:  # float32 rounding aside (see test_flow_grpo.py)
+        assert epoch["first_ratio_max_deviation"] <= 1e-5
 
 
 def test_resume_is_bit_exact(straight_run, flux_folder):
