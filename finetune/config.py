@@ -151,6 +151,7 @@ class DDPOConfig(SettingsDict):
     timestep_window: int = 0  # train only the first N sampling steps (high noise: layout forms there); 0: all
     timesteps_per_forward: int = 0  # timesteps stacked in one UNet pass (gradients accumulate over passes); 0: all
     kl_beta: float = 0.0
+    ema_decay: float = 0.0  # evaluate and save an average of the adapter over epochs (finetune/ema.py); 0: off
     lora_rank: int = 4
     lora_alpha: float = 0.0  # 0: equal to the rank
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -176,6 +177,7 @@ class DDPOConfig(SettingsDict):
         _check("adv_clip_max", self.adv_clip_max, float, low=0.0, high=1e6, low_open=True)
         _check("timestep_fraction", self.timestep_fraction, float, low=0.0, high=1.0, low_open=True)
         _check("kl_beta", self.kl_beta, float, low=0.0, high=1e6)
+        _check("ema_decay", self.ema_decay, float, low=0.0, high=1.0, high_open=True)
         if self.advantage_stats not in ADVANTAGE_STATS:
             raise ConfigError("advantage_stats", f"must be one of {', '.join(ADVANTAGE_STATS)}")
         if self.stat_min_count > self.stat_buffer_size:

@@ -23,6 +23,7 @@ Runs under ``accelerate`` (see ``finetune/README.md``): only the main process ev
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from . import checkpoint as ckpt
 from .advantages import PerPromptStatTracker
 from .config import ConfigError, DDPOConfig
 from .ddpo import StepSettings, train_step, trained_steps
+from .ema import ParameterEMA
 from .flow_sampling import FlowComponents, is_flow_pipeline
 from .flux_sampling import FluxComponents, is_flux_pipeline
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
@@ -177,6 +179,7 @@ class DDPOTrainer:
         self.algorithm = ALGORITHM_OF_FAMILY[self.parts.family]
         self.noise = cfg.noise_level if self.parts.family == "flow" else cfg.eta
         self.model, self.optimizer = acc.prepare(self.parts.denoiser, optimizer)
+        self.ema = ParameterEMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.negative_embeds = self.parts.negative()
         self.tracker = PerPromptStatTracker(
             cfg.stat_buffer_size, cfg.stat_min_count, cfg.adv_clip_max, mode=cfg.advantage_stats
@@ -272,6 +275,8 @@ class DDPOTrainer:
 
         self.model.train()
         stats = self._train_on(batch, local_adv)
+        if self.ema is not None:
+            self.ema.update()
         trained = time.perf_counter()
         metrics = {
             "reward_mean": float(all_rewards.mean()),
@@ -331,7 +336,8 @@ class DDPOTrainer:
         prompts = [p for p in self.eval_prompts for _ in range(cfg.eval_images_per_prompt)]
         seeds = [cfg.eval_seed + k for _ in self.eval_prompts for k in range(cfg.eval_images_per_prompt)]
         began = time.perf_counter()
-        pixels = self._sample_deterministic(prompts, seeds)
+        with self._evaluated_weights():
+            pixels = self._sample_deterministic(prompts, seeds)
         images = to_pil(pixels)
         result = {"epoch": epoch, "eval_reward_mean": float(call_reward(self.reward_fn, prompts, images).mean())}
         if self.gold_reward_fn is not None:
@@ -343,6 +349,11 @@ class DDPOTrainer:
         self.evals.append(result)
         self.ctx.log_metrics(epoch, {k: v for k, v in result.items() if k != "epoch"})
         return {k: v for k, v in result.items() if k != "epoch"}
+
+    def _evaluated_weights(self):
+        """The weights evaluations and the result use: the average over epochs with ``ema_decay``, else the live
+        ones."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     def _sample_deterministic(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
         cfg = self.config
@@ -370,6 +381,7 @@ class DDPOTrainer:
                 "epoch": self.epoch,
                 "adapter": lora_state_dict(self.parts.denoiser),
                 "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
                 "tracker": self.tracker.state_dict(),
                 "rng": rng_state(),
                 "history": self.history,
@@ -392,6 +404,8 @@ class DDPOTrainer:
         adapter = {k: v.to(self.accelerator.device) for k, v in state["adapter"].items()}
         load_lora_state_dict(self.parts.denoiser, adapter)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.tracker = PerPromptStatTracker.from_state_dict(state["tracker"])
         set_rng_state(state["rng"])
         self.epoch, self.history, self.evals = state["epoch"], state["history"], state["evals"]
@@ -417,8 +431,9 @@ class DDPOTrainer:
         self.accelerator.wait_for_everyone()
         if not self.is_main:
             return DDPOResult(None, None, summary)
-        adapter_dir = save_lora(self.parts.denoiser, self.output_dir) if self.output_dir else None
-        grid = self._grid_png()
+        with self._evaluated_weights():
+            adapter_dir = save_lora(self.parts.denoiser, self.output_dir) if self.output_dir else None
+            grid = self._grid_png()
         metadata = {"rows": ["before", "after"], "prompts": self.eval_prompts[: self.config.grid_prompts]}
         self.ctx.save_artifact("eval_grid.png", grid, kind="image", metadata=metadata)
         summary["adapter_dir"] = str(adapter_dir) if adapter_dir else None
