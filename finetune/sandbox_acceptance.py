@@ -5,11 +5,12 @@
     python -m finetune.sandbox_acceptance --reward learned --seeds 0 1 2  # a reward model trained first on
                                                                           # simulated "larger shape wins" votes
     python -m finetune.sandbox_acceptance --reward learned --reward-model DIR --set epochs=40
+    python -m finetune.sandbox_acceptance --reward learned --reward-model DIR --gold centred  # a cycle's model
     python -m finetune.sandbox_acceptance --pipeline flow --reward area  # Flow-GRPO on the flow sandbox (SD3)
 
 The trainer runs with its defaults (``finetune/config.py``) unless ``--set key=value`` overrides them. The
 learned reward is trained as in the rewards acceptance (``rewards.sandbox_experiment``: 2,882 noisy votes on
-sandbox images) and the area oracle is its gold reward, so a gain in the model's score that the oracle does
+sandbox images) and the area oracle (``--gold``) is its gold reward, so a gain in the model's score that the oracle does
 not share (reward hacking) shows. Prints one line per seed, the mean gain with its standard deviation, and a
 JSON line last.
 """
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reward", choices=[*ORACLES, "learned"], default="area")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--reward-model", help="a saved reward model directory (learned reward; default: train one)")
+    parser.add_argument("--gold", choices=sorted(ORACLES), default="area", help="the learned reward's gold oracle")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="DDPO config override")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--pipeline", choices=sorted(PIPELINES), default="sandbox", help="flow: Flow-GRPO on SD3")
@@ -127,13 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     overrides = {key: _value(value) for key, _, value in (item.partition("=") for item in args.set)}
     if args.reward == "learned":
-        reward_fn, gold_fn = _learned_reward(args.reward_model), ORACLES["area"]
+        reward_fn, gold_fn = _learned_reward(args.reward_model), ORACLES[args.gold]
     else:
         reward_fn, gold_fn = ORACLES[args.reward], None
     rows = []
     for seed in args.seeds:
         row = run_seed(args.reward, seed, overrides, reward_fn, gold_fn, args.pipeline)
-        gold = f", gold (area) {row['gold_before']:.3f} → {row['gold_after']:.3f}" if gold_fn else ""
+        gold = f", gold ({args.gold}) {row['gold_before']:.3f} → {row['gold_after']:.3f}" if gold_fn else ""
         print(f"seed {seed}: {args.reward} {row['before']:.3f} → {row['after']:.3f}{gold} ({row['minutes']:.1f} min)")
         rows.append(row)
     gains = [row["gain"] for row in rows]
