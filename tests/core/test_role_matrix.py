@@ -18,6 +18,7 @@ ENGINEER_ONLY = {"anonymous": 401, "norole": 403, "annotator": 403, "reviewer": 
 
 # (url name, method, path template, body, expected status per role)
 MATRIX = [
+    ("api-root", "get", "/api/v1/", None, ANY_USER),
     ("api-me", "get", "/api/v1/me/", None, ANY_USER),
     ("api-users", "get", "/api/v1/users/", None, ENGINEER_ONLY),
     ("api-run-kinds", "get", "/api/v1/run-kinds/", None, STAFF_READ),
