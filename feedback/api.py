@@ -16,7 +16,7 @@ from core.ids import BoundedPrimaryKeyRelatedField, IdField
 from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
-from feedback import handout, selectors, services, shown_images
+from feedback import handout, outlook, selectors, services, shown_images
 from feedback.criteria import ANSWER_CHOICES, MAX_QUESTIONS, CriteriaError, validate_questions
 from feedback.leaderboard_serializers import LeaderboardSerializer
 from feedback.models import REFIT_EVERY_RANGE, Campaign, Purpose, Selection
@@ -203,6 +203,33 @@ class CampaignNextView(APIView):
         if body is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(body)
+
+
+class CampaignOutlookView(APIView):
+    """Why you have (or have not) something to rate in this campaign now, and when to come back."""
+
+    permission_classes = [Raters]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "RatingOutlook",
+            {
+                "state": serializers.ChoiceField(choices=outlook.STATES),
+                "pairs_needing_votes": serializers.IntegerField(),
+                "open_to_you": serializers.IntegerField(),
+                "leased_by_others": serializers.IntegerField(),
+                "seen_by_you": serializers.IntegerField(),
+                "stalled": serializers.IntegerField(),
+                "retry_at": serializers.DateTimeField(allow_null=True),
+                "message": serializers.CharField(),
+            },
+        )
+    )
+    def get(self, request, pk: int):
+        campaign = selectors.campaign_to_rate(request.user, pk=pk)
+        if campaign is None:
+            raise NotFound("No open campaign with this id that you may rate.")
+        return Response(outlook.rating_outlook(campaign, request.user).to_dict())
 
 
 class RatingImageView(APIView):

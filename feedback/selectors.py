@@ -37,6 +37,11 @@ def campaigns_for(user) -> QuerySet[Campaign]:
     return campaigns.none()
 
 
+def assigned_not_open(user) -> QuerySet[Campaign]:
+    """Campaigns ``user`` is assigned to that are not open (draft, preparing or closed), newest first."""
+    return Campaign.objects.filter(annotators=user).exclude(status=CampaignStatus.OPEN).order_by("-pk")
+
+
 def campaigns_to_rate(user) -> QuerySet[Campaign]:
     """Open campaigns the user is assigned to rate (annotators, and reviewers in arenas)."""
     return Campaign.objects.filter(status=CampaignStatus.OPEN, annotators=user)

@@ -5,6 +5,7 @@ from feedback import api
 urlpatterns = [
     path("campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
     path("campaigns/<id:pk>/next/", api.CampaignNextView.as_view(), name="api-campaign-next"),
+    path("campaigns/<id:pk>/outlook/", api.CampaignOutlookView.as_view(), name="api-campaign-outlook"),
     path("campaigns/<id:pk>/quality/", api.CampaignQualityView.as_view(), name="api-campaign-quality"),
     path("campaigns/<id:pk>/activity/", api.CampaignActivityView.as_view(), name="api-campaign-activity"),
     path("campaigns/<id:pk>/gold/", api.CampaignGoldView.as_view(), name="api-campaign-gold"),

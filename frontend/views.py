@@ -12,7 +12,8 @@ from core.models import RunKindName
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
 from feedback import selectors as feedback_selectors
-from feedback.models import Purpose
+from feedback.models import CampaignStatus, Purpose
+from feedback.outlook import rating_outlook, stalled_pairs
 from frontend.access import role_required
 from frontend.interval_plot import interval_plot
 from generators import selectors as generator_selectors
@@ -26,8 +27,11 @@ def home(request):
     if has_role(request.user, Role.REVIEWER):
         return redirect("campaigns")
     campaigns = feedback_selectors.with_progress(feedback_selectors.campaigns_for(request.user), request.user)
-    rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns]
-    return render(request, "frontend/annotator_home.html", {"campaigns": rows})
+    rows = [
+        (c, feedback_selectors.campaign_progress(c, request.user), rating_outlook(c, request.user)) for c in campaigns
+    ]
+    not_open = feedback_selectors.assigned_not_open(request.user)
+    return render(request, "frontend/annotator_home.html", {"campaigns": rows, "not_open": not_open})
 
 
 @role_required(Role.ANNOTATOR, Role.REVIEWER)
@@ -95,6 +99,7 @@ def campaign_detail(request, pk: int):
             "quality": quality,
             "activity": feedback_selectors.votes_over_time(campaign),
             "curve": curve,
+            "stalled": stalled_pairs(campaign) if campaign.status == CampaignStatus.OPEN else 0,
         },
     )
 

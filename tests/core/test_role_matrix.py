@@ -97,6 +97,14 @@ MATRIX = [
         {"assignment": 1, "choice": "sideways"},
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 400, "engineer": 403, "admin": 400},
     ),
+    (
+        "api-campaign-outlook",
+        "get",
+        "/api/v1/campaigns/{campaign}/outlook/",
+        None,
+        # Same audience as next/: the campaign's own raters.
+        {"anonymous": 401, "norole": 403, "annotator": 200, "reviewer": 404, "engineer": 403, "admin": 404},
+    ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
     ("api-aliases", "post", "/api/v1/aliases/", {}, {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400}),

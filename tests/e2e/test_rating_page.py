@@ -105,5 +105,23 @@ def test_a_finished_campaign_says_so(campaign, users, page, login, live_server):
         Pair.objects.filter(pk=pair.pk).update(valid_votes=1)
     login("annotator", "annotator-pass-123")
     page.goto(f"{live_server.url}/annotate/{campaign.pk}/")
-    expect(page.locator("#prompt")).to_have_text("Nothing left to rate in this campaign for now. Thank you!")
+    expect(page.locator("#prompt")).to_have_text("Nothing to rate here right now")
+    expect(page.locator("#outlook")).to_have_text("This campaign has all the votes it needs. Thank you!")
     expect(page.locator("#buttons")).to_be_hidden()
+
+
+def test_after_skipping_every_pair_the_page_says_why_nothing_is_left(campaign, users, page, login, live_server):
+    login("annotator", "annotator-pass-123")
+    page.goto(f"{live_server.url}/annotate/{campaign.pk}/")
+    expect(page.locator("#buttons")).to_be_visible()
+    for _ in range(campaign.pairs.filter(is_gold=False).count()):
+        shown = page.locator("#images").get_attribute("data-assignment")
+        page.keyboard.press("0")
+        page.wait_for_function(
+            "(shown) => { const images = document.getElementById('images');"
+            " return images.hidden || images.dataset.assignment !== shown; }",
+            arg=shown,
+        )
+    expect(page.locator("#prompt")).to_have_text("Nothing to rate here right now")
+    expect(page.locator("#outlook")).to_contain_text("You have rated every pair you can")
+    expect(page.locator("#outlook")).to_contain_text("add annotators")
