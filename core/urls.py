@@ -1,6 +1,7 @@
 from django.urls import path
 
 from core import api
+from core.metrics_csv import RunMetricsCsvView
 
 urlpatterns = [
     path("auth/token/", api.AuthTokenView.as_view(), name="api-auth-token"),
@@ -8,6 +9,7 @@ urlpatterns = [
     path("users/", api.UserListView.as_view(), name="api-users"),
     path("run-kinds/", api.RunKindListView.as_view(), name="api-run-kinds"),
     path("runs/", api.RunListCreateView.as_view(), name="api-runs"),
+    path("runs/metrics.csv", RunMetricsCsvView.as_view(), name="api-run-metrics-csv"),
     path("runs/<id:pk>/", api.RunDetailView.as_view(), name="api-run-detail"),
     path("runs/<id:pk>/cancel/", api.RunCancelView.as_view(), name="api-run-cancel"),
     path("artifacts/<id:pk>/download/", api.ArtifactDownloadView.as_view(), name="api-artifact-download"),

@@ -14,5 +14,6 @@ urlpatterns = [
     path("leaderboard/<id:pk>/", views.leaderboard, name="leaderboard"),
     path("", include("frontend.review_urls")),
     path("runs/", views.run_list, name="runs"),
+    path("runs/compare/", views.run_compare, name="run-compare"),
     path("runs/<id:pk>/", views.run_detail, name="run-detail"),
 ]

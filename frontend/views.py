@@ -6,8 +6,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
 from core import run_kinds, selectors
+from core.metrics_csv import parse_run_ids
 from core.models import RunKindName
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
@@ -39,6 +41,29 @@ def annotate(request, pk: int):
     """The rating page: two images, keyboard first; everything after load goes through the REST API."""
     campaign = get_object_or_404(feedback_selectors.campaigns_for(request.user).filter(annotators=request.user), pk=pk)
     return render(request, "frontend/annotate.html", {"campaign": campaign})
+
+
+@role_required(Role.ENGINEER, Role.REVIEWER)
+def run_compare(request):
+    """Several runs' metric curves overlaid (``?runs=3,7,9`` or ``?run=3&run=7``), with their CSV."""
+    text = ",".join([*request.GET.getlist("run"), request.GET.get("runs", "")])
+    error, runs = "", []
+    try:
+        ids = parse_run_ids(text)
+    except ValidationError as exc:
+        ids, error = [], " ".join(exc.detail["runs"])
+    if ids:
+        found = {run.pk: run for run in selectors.runs_visible_to(request.user).filter(pk__in=ids)}
+        runs = [found[pk] for pk in ids if pk in found]
+        missing = [str(pk) for pk in ids if pk not in found]
+        if missing:
+            error = f"No run {', '.join(missing)}."
+    return render(
+        request,
+        "frontend/run_compare.html",
+        {"runs": runs, "error": error, "ids": ",".join(str(run.pk) for run in runs)},
+        status=400 if error and not runs else 200,
+    )
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)

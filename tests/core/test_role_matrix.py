@@ -31,6 +31,7 @@ MATRIX = [
         {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
     ),
     ("api-run-detail", "get", "/api/v1/runs/{run}/", None, STAFF_READ),
+    ("api-run-metrics-csv", "get", "/api/v1/runs/metrics.csv?runs={run}", None, STAFF_READ),
     ("api-run-cancel", "post", "/api/v1/runs/{run}/cancel/", None, {**ENGINEER_ONLY, "engineer": 202, "admin": 202}),
     # Trained weights (adapters, reward models, checkpoints) are engineer material; reviewers see their metadata.
     ("api-artifact-download", "get", "/api/v1/artifacts/{artifact}/download/", None, ENGINEER_ONLY),

@@ -25,8 +25,10 @@ def test_engineer_starts_a_run_and_watches_its_metrics(start_worker, users, page
 
     page.wait_for_url("**/runs/*/")
     expect(page.locator("#run-state")).to_have_text("succeeded", timeout=60_000)
-    for metric in ("matmul_gflops", "step_seconds", "attempt"):
+    for metric in ("matmul_gflops", "step_seconds"):
         expect(page.locator(f'.chart-box[data-metric="{metric}"] canvas')).to_be_visible()
+    expect(page.locator(".constant-metrics")).to_contain_text("attempt = 1")  # a flat series is text, not a chart
+    expect(page.locator('[data-group="Throughput and time"] .chart-box[data-metric="step_seconds"]')).to_be_visible()
     expect(page.locator("#run-progress-text")).to_have_text("100%")
     expect(page.locator("#run-history li")).to_have_count(3)
     DOCS.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,11 @@ from django.utils import timezone
 from feedback.models import Assignment, Pair
 from feedback.outlook import rating_outlook
 from tests.conftest import make_user
-from tests.feedback.test_campaigns_and_votes import _next, _vote, campaign  # noqa: F401 - the fixture
+from tests.feedback import test_campaigns_and_votes as votes_api
+from tests.feedback.test_campaigns_and_votes import _next, _vote
 
 pytestmark = pytest.mark.django_db
+campaign = votes_api.campaign  # the fixture: 4 pairs, k = 2, the annotator alone
 
 
 def _skip_everything(client, campaign) -> None:
