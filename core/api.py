@@ -21,9 +21,15 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from core import login_throttle, run_kinds, selectors, services
+from core import form_schema, login_throttle, run_kinds, run_presets, selectors, services
 from core.models import Artifact, Run, RunKindName
-from core.permissions import EngineerWritesStaffReads, IsAuthenticatedUser, IsEngineer, RunStartAccess
+from core.permissions import (
+    EngineerWritesStaffReads,
+    IsAuthenticatedUser,
+    IsEngineer,
+    RunStartAccess,
+    may_start_run,
+)
 from core.roles import Role, user_roles
 from core.run_states import RunState
 from core.validation import StrictSerializer
@@ -111,29 +117,52 @@ class UserListView(generics.ListAPIView):
 # --- Runs ------------------------------------------------------------------------------------------
 
 
+class PresetSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    config = serializers.DictField(help_text="a partial config: the fields this preset sets")
+
+
 class RunKindSerializer(serializers.Serializer):
     name = serializers.CharField()
     queue = serializers.CharField()
     description = serializers.CharField()
     config_fields = serializers.ListField(child=serializers.CharField())
+    can_start = serializers.BooleanField(help_text="whether the caller may start runs of this kind")
+    form = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="the config's fields as form specs (core/form_schema.py): name, label, type (integer, number, "
+        "boolean, choice, string, id, list, object), required, nullable, help_text, group, and where they apply "
+        "default, min, max, min_exclusive, max_exclusive, min_length, max_length, choices, model, item, children; "
+        "id fields of kinds the caller may start offer existing rows as choices",
+    )
+    presets = PresetSerializer(many=True, help_text="named partial configs (kinds the caller may start)")
 
 
 class RunKindListView(APIView):
-    """The run kinds this installation can execute, with their config fields."""
+    """The run kinds this installation can execute: their config fields and form specs, whether the caller may
+    start each (engineers any; reviewers ``generate`` and ``evaluate``), and their presets."""
 
     permission_classes = [EngineerWritesStaffReads]
 
     @extend_schema(responses=RunKindSerializer(many=True))
     def get(self, request):
-        kinds = [
-            {
-                "name": k.name,
-                "queue": k.queue,
-                "description": k.description,
-                "config_fields": sorted(k.config_serializer().fields),
-            }
-            for k in run_kinds.available()
-        ]
+        rows_cache: dict = {}
+        kinds = []
+        for k in run_kinds.available():
+            can_start = may_start_run(request.user, k.name)
+            form = form_schema.describe_serializer(k.config_serializer)
+            kinds.append(
+                {
+                    "name": k.name,
+                    "queue": k.queue,
+                    "description": k.description,
+                    "config_fields": sorted(k.config_serializer().fields),
+                    "can_start": can_start,
+                    "form": form_schema.with_id_choices(form, request.user, rows_cache) if can_start else form,
+                    "presets": run_presets.presets_for(k.name) if can_start else [],
+                }
+            )
         return Response(RunKindSerializer(kinds, many=True).data)
 
 

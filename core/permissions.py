@@ -70,6 +70,11 @@ class EngineerWritesStaffReads(BasePermission):
 REVIEWER_RUN_KINDS = frozenset({"generate", "evaluate"})
 
 
+def may_start_run(user, kind: str) -> bool:
+    """Whether ``user`` may start a run of ``kind``: engineers (and admins) any, reviewers generate/evaluate."""
+    return has_role(user, Role.ENGINEER) or (kind in REVIEWER_RUN_KINDS and has_role(user, Role.REVIEWER))
+
+
 class RunStartAccess(EngineerWritesStaffReads):
     """Runs: engineers start any kind; reviewers read, and start only image generation and scoring."""
 
@@ -79,4 +84,4 @@ class RunStartAccess(EngineerWritesStaffReads):
         if super().has_permission(request, view):
             return True
         kind = request.data.get("kind") if isinstance(request.data, dict) else None
-        return request.method == "POST" and kind in REVIEWER_RUN_KINDS and has_role(request.user, Role.REVIEWER)
+        return request.method == "POST" and isinstance(kind, str) and may_start_run(request.user, kind)
