@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from frontend import views
+from frontend import run_form_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,5 +15,7 @@ urlpatterns = [
     path("", include("frontend.review_urls")),
     path("runs/", views.run_list, name="runs"),
     path("runs/compare/", views.run_compare, name="run-compare"),
+    path("runs/new/", run_form_views.run_new, name="run-new"),
+    path("runs/new/<slug:kind>/", run_form_views.run_new, name="run-new-kind"),
     path("runs/<id:pk>/", views.run_detail, name="run-detail"),
 ]

@@ -11,6 +11,7 @@ from rest_framework.exceptions import ValidationError
 from core import run_kinds, selectors
 from core.metrics_csv import parse_run_ids
 from core.models import RunKindName
+from core.permissions import may_start_run
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
 from feedback import selectors as feedback_selectors
@@ -94,7 +95,10 @@ def run_list(request):
 @role_required(Role.ENGINEER, Role.REVIEWER)
 def run_detail(request, pk: int):
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
-    return render(request, "frontend/run_detail.html", {"run": run, "is_live": run.state in LIVE_STATES})
+    can_rerun = may_start_run(request.user, run.kind) and run.kind in {k.name for k in run_kinds.available()}
+    return render(
+        request, "frontend/run_detail.html", {"run": run, "is_live": run.state in LIVE_STATES, "can_rerun": can_rerun}
+    )
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)

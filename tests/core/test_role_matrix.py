@@ -271,6 +271,20 @@ PAGES = [
         "/runs/{run}/",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200},
     ),
+    # The run form: reviewers start only generate and evaluate runs (the same rule as POST /api/v1/runs/).
+    ("/runs/new/", {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200}),
+    (
+        "/runs/new/generate/",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200},
+    ),
+    (
+        "/runs/new/finetune/",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
+    ),
+    (
+        "/runs/new/diagnostic/?from={run}",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
+    ),
     ("/", {"anonymous": 302, "norole": 200, "annotator": 200, "reviewer": 302, "engineer": 302, "admin": 302}),
     ("/admin/", {"anonymous": 302, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 200}),
     ("/login/", {"anonymous": 200, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 302}),
