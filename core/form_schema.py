@@ -16,7 +16,9 @@ serializer class's ``form_extra_fields()`` classmethod, or a provider registered
 dataclass into specs (type and default from the dataclass, ranges and choices from the caller). An extra spec
 replaces a declared field of the same name (``reward_train`` declares its settings as untyped JSON fields).
 
-Id fields (``core.ids.IdField``, ``PrimaryKeyRelatedField``) become ``type: "id"``; :func:`with_id_choices`
+Related fields with ``many=True`` become lists of their child; a ``SlugRelatedField`` becomes a ``choice`` of the
+slugs its queryset holds when described (e.g. the usernames a campaign may name). Id fields (``core.ids.IdField``,
+``PrimaryKeyRelatedField``) become ``type: "id"``; :func:`with_id_choices`
 offers their existing rows (at most :data:`ID_CHOICES_LIMIT`, newest first) as ``choices`` where the field's
 model is known: a ``PrimaryKeyRelatedField``'s queryset, or a source registered for the field's name with
 :func:`register_id_source` (an ``IdField`` does not name its model).
@@ -151,6 +153,10 @@ def describe_field(name: str, field: serializers.Field, source_name: str | None 
     if isinstance(field, serializers.ListField):
         item = describe_field("", field.child, lookup)
         return _spec(name, label, "list", item=item, min_length=field.min_length, max_length=field.max_length, **common)
+    if isinstance(field, serializers.ManyRelatedField):  # a related field with many=True: a list of its child
+        return _spec(name, label, "list", item=describe_field("", field.child_relation, lookup), **common)
+    if isinstance(field, serializers.SlugRelatedField) and field.queryset is not None:
+        return _spec(name, label, "choice", choices=_slug_choices(field), **common)
     if isinstance(field, serializers.PrimaryKeyRelatedField):
         model = field.queryset.model._meta.label if field.queryset is not None else None
         source = _ID_SOURCES.get(lookup)
@@ -180,6 +186,13 @@ def describe_field(name: str, field: serializers.Field, source_name: str | None 
     if isinstance(field, serializers.DictField | serializers.JSONField):
         return _spec(name, label, "object", **common)  # no children: any JSON object
     return _spec(name, label, "string", **common)
+
+
+def _slug_choices(field: serializers.SlugRelatedField, limit: int | None = None) -> list[dict]:
+    """The values a slug field accepts now (its queryset's, in slug order, at most ``limit``): read when described."""
+    slug = field.slug_field
+    rows = field.get_queryset().order_by(slug).values_list(slug, flat=True)[: limit or ID_CHOICES_LIMIT]
+    return [{"value": value, "label": str(value)} for value in rows]
 
 
 # --- Dataclass settings ------------------------------------------------------------------------------------------

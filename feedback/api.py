@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -16,8 +17,15 @@ from core.ids import BoundedPrimaryKeyRelatedField, IdField
 from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
-from feedback import handout, outlook, selectors, services, shown_images
-from feedback.criteria import ANSWER_CHOICES, MAX_QUESTIONS, CriteriaError, validate_questions
+from feedback import handout, outlook, preview, selectors, services, shown_images
+from feedback.criteria import (
+    ANSWER_CHOICES,
+    KEY_MAX_LENGTH,
+    MAX_QUESTIONS,
+    TEXT_MAX_LENGTH,
+    CriteriaError,
+    validate_questions,
+)
 from feedback.leaderboard_serializers import LeaderboardSerializer
 from feedback.models import REFIT_EVERY_RANGE, Campaign, Purpose, Selection
 from feedback.services import SUBMITTED_CHOICES
@@ -133,6 +141,134 @@ class CampaignCreateSerializer(StrictSerializer):
 
     def validate_sampler_settings(self, values: dict) -> SettingsRequest:
         return SettingsRequest.from_config(values)
+
+    @classmethod
+    def form_extra_fields(cls) -> list[dict]:
+        """``questions`` (untyped JSON here, checked by ``feedback.criteria``) as rows of key and text for the
+        campaign form (``core/form_schema.py``)."""
+        declared = cls().fields["questions"]
+        return [
+            {
+                "name": "questions",
+                "label": "Questions",
+                "type": "list",
+                "required": False,
+                "nullable": False,
+                "help_text": str(declared.help_text),
+                "group": None,
+                "min_length": 1,
+                "max_length": MAX_QUESTIONS,
+                "item": {
+                    "name": "",
+                    "label": "Question",
+                    "type": "object",
+                    "required": True,
+                    "nullable": False,
+                    "help_text": "",
+                    "group": None,
+                    "children": [
+                        {
+                            "name": "key",
+                            "label": "Key",
+                            "type": "string",
+                            "required": True,
+                            "nullable": False,
+                            "help_text": "a slug: the votes' criterion",
+                            "group": None,
+                            "max_length": KEY_MAX_LENGTH,
+                        },
+                        {
+                            "name": "text",
+                            "label": "Text",
+                            "type": "string",
+                            "required": True,
+                            "nullable": False,
+                            "help_text": "what annotators are asked",
+                            "group": None,
+                            "max_length": TEXT_MAX_LENGTH,
+                        },
+                    ],
+                },
+            }
+        ]
+
+
+class CampaignPreviewInputSerializer(CampaignCreateSerializer):
+    """The create form's fields; ``name`` may still be blank (a preview creates nothing)."""
+
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class PreviewImageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model_version = serializers.IntegerField(source="model_version_id")
+    seed = serializers.IntegerField()
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, image) -> str:
+        return reverse("api-image-file", args=[image.pk])
+
+
+class PreviewPairSerializer(serializers.Serializer):
+    prompt = serializers.CharField()
+    image_a = PreviewImageSerializer()
+    image_b = PreviewImageSerializer()
+
+
+class CampaignPreviewSerializer(serializers.Serializer):
+    images_per_prompt = serializers.IntegerField()
+    images_wanted = serializers.IntegerField(help_text="versions × prompts × images per prompt")
+    images_missing = serializers.IntegerField(
+        help_text="images that do not exist yet: opening the campaign starts a generate run for them (preparing)"
+    )
+    pairs_now = serializers.IntegerField(help_text="pairs the images that exist now make")
+    examples = PreviewPairSerializer(many=True)
+
+
+class CampaignPreviewView(APIView):
+    """A few pairs the campaign described by the body (the create form's fields) would show, from images that exist
+    now, and how many images it would still generate. Creates nothing; the same 400s as the create."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=CampaignPreviewInputSerializer, responses=CampaignPreviewSerializer)
+    def post(self, request):
+        data = CampaignPreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        result = preview.campaign_preview(
+            purpose=fields["purpose"],
+            prompt_set=fields["prompt_set"],
+            model_versions=fields["model_versions"],
+            images_per_prompt=fields.get("images_per_prompt"),
+            sampler_settings=fields.get("sampler_settings"),
+        )
+        return Response(CampaignPreviewSerializer(result).data)
+
+
+class CampaignOpenView(APIView):
+    """Open a draft or closed campaign (a closed one with pairs opens at once, votes kept; one without pairs
+    generates its missing images first, ``preparing``). 409 while it is preparing."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    def post(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = services.campaign_reopen(campaign_id=campaign.pk, started_by=request.user)
+        return Response(CampaignSerializer(campaign, context={"request": request}).data)
+
+
+class CampaignCloseView(APIView):
+    """Close a campaign: nothing more is handed out; pairs and votes are kept and ``open/`` opens it again."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=None, responses=CampaignSerializer)
+    def post(self, request, pk: int):
+        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = services.campaign_close(campaign_id=campaign.pk)
+        return Response(CampaignSerializer(campaign, context={"request": request}).data)
 
 
 class CampaignListView(APIView):

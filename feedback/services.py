@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 from django.core.exceptions import ValidationError
@@ -34,6 +32,7 @@ from feedback.models import (
     Selection,
     Vote,
 )
+from feedback.preview import campaign_shape, pairs_of_images
 from generators.models import GeneratedImage, ModelVersion, PromptSet
 from generators.sampler_settings import SettingsRequest
 from generators.selectors import ImageKey, images_for
@@ -79,16 +78,7 @@ def campaign_create(
     if not REFIT_EVERY_RANGE[0] <= refit_every <= REFIT_EVERY_RANGE[1]:
         raise ValidationError({"refit_every": [f"Between {REFIT_EVERY_RANGE[0]} and {REFIT_EVERY_RANGE[1]} votes."]})
     versions = list(model_versions)
-    if images_per_prompt is None:
-        images_per_prompt = 2 if len(versions) == 1 else 1
-    if len(versions) == 1 and images_per_prompt < 2:
-        raise ValidationError(
-            {"images_per_prompt": ["With one model version, pairs are two seeds of it: use at least 2."]}
-        )
-    if purpose == Purpose.ARENA and len(versions) < 2:
-        raise ValidationError({"model_versions": ["An arena campaign compares at least two model versions."]})
-    if not versions:
-        raise ValidationError({"model_versions": ["Choose at least one model version."]})
+    images_per_prompt = campaign_shape(purpose=purpose, versions=versions, images_per_prompt=images_per_prompt)
     return create_named(
         Campaign,
         name,
@@ -139,21 +129,7 @@ def _images_of(campaign: Campaign) -> dict[ImageKey, GeneratedImage]:
 
 def _pairs_for(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> list[tuple[int, int]]:
     """Image pairs: across versions for the same prompt and seed, or two seeds of one version."""
-    versions = list(campaign.model_versions.order_by("id"))
-    by_prompt_seed: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
-    for (version_id, prompt_id, seed), image in sorted(images.items()):
-        by_prompt_seed[(prompt_id, seed)][version_id] = image.pk
-    if len(versions) == 1:
-        by_prompt: dict[int, list[int]] = defaultdict(list)
-        for (prompt_id, _seed), per_version in sorted(by_prompt_seed.items()):
-            by_prompt[prompt_id].append(per_version[versions[0].pk])
-        return [(ids[i], ids[i + 1]) for ids in by_prompt.values() for i in range(0, len(ids) - 1, 2)]
-    return [
-        (per_version[a.pk], per_version[b.pk])
-        for _, per_version in sorted(by_prompt_seed.items())
-        for a, b in itertools.combinations(versions, 2)
-        if a.pk in per_version and b.pk in per_version
-    ]
+    return pairs_of_images(list(campaign.model_versions.order_by("id").values_list("pk", flat=True)), images)
 
 
 def _missing_image_count(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> int:
@@ -161,6 +137,31 @@ def _missing_image_count(campaign: Campaign, images: dict[ImageKey, GeneratedIma
     versions = campaign.model_versions.count()
     prompts = campaign.prompt_set.prompts.count()
     return versions * prompts * campaign.images_per_prompt - len(images)
+
+
+def campaign_reopen(*, campaign_id: int, started_by=None) -> Campaign:
+    """Open a draft or closed campaign again (engineers, from its page or ``POST campaigns/<id>/open/``): a closed
+    one that has pairs opens at once with its votes kept; one without pairs is prepared as :func:`campaign_open`
+    does. An open campaign stays open; a preparing one is refused (its generation run opens it)."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if campaign.status == CampaignStatus.PREPARING:
+            raise Conflict("The campaign is preparing: its generation run opens it when the images are made.")
+        if campaign.status != CampaignStatus.OPEN:
+            campaign_open(campaign=campaign, started_by=started_by)
+        return campaign
+
+
+def campaign_close(*, campaign_id: int) -> Campaign:
+    """Close a campaign: nothing more is handed out (leases already given may still be answered); its pairs and
+    votes are kept and :func:`campaign_reopen` opens it again, so closing also serves as a pause. A preparing
+    campaign stays closed when its images are made."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if campaign.status != CampaignStatus.CLOSED:
+            campaign.status, campaign.status_note = CampaignStatus.CLOSED, ""
+            campaign.save(update_fields=["status", "status_note"])
+        return campaign
 
 
 def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:

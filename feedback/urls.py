@@ -4,6 +4,9 @@ from feedback import api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
+    path("campaigns/preview/", api.CampaignPreviewView.as_view(), name="api-campaign-preview"),
+    path("campaigns/<id:pk>/open/", api.CampaignOpenView.as_view(), name="api-campaign-open"),
+    path("campaigns/<id:pk>/close/", api.CampaignCloseView.as_view(), name="api-campaign-close"),
     path("campaigns/<id:pk>/next/", api.CampaignNextView.as_view(), name="api-campaign-next"),
     path("campaigns/<id:pk>/outlook/", api.CampaignOutlookView.as_view(), name="api-campaign-outlook"),
     path("campaigns/<id:pk>/quality/", api.CampaignQualityView.as_view(), name="api-campaign-quality"),

@@ -9,6 +9,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/<id:pk>/", views.annotate, name="annotate"),
     path("campaigns/", views.campaign_list, name="campaigns"),
+    path("campaigns/new/", views.campaign_new, name="campaign-new"),
     path("campaigns/<id:pk>/", views.campaign_detail, name="campaign-detail"),
     path("campaigns/<id:pk>/audit/", views.campaign_audit, name="campaign-audit"),
     path("leaderboard/<id:pk>/", views.leaderboard, name="leaderboard"),

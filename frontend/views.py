@@ -107,7 +107,22 @@ def campaign_list(request):
     campaigns = feedback_selectors.with_progress(campaigns, request.user)
     rows = [(c, feedback_selectors.campaign_progress(c, request.user)) for c in campaigns[:200]]
     ratable = set(feedback_selectors.campaigns_to_rate(request.user).values_list("pk", flat=True))
-    return render(request, "frontend/campaign_list.html", {"campaigns": rows, "ratable": ratable})
+    return render(
+        request,
+        "frontend/campaign_list.html",
+        {"campaigns": rows, "ratable": ratable, "can_create": has_role(request.user, Role.ENGINEER)},
+    )
+
+
+@role_required(Role.ENGINEER)
+def campaign_new(request):
+    """``/campaigns/new/``: the create form, built by ``run_form.js`` from the specs of the API's own serializer
+    (``POST /api/v1/campaigns/``), with a preview of its pairs (``POST /api/v1/campaigns/preview/``)."""
+    from core import form_schema
+    from feedback.api import CampaignCreateSerializer
+
+    specs = form_schema.with_id_choices(form_schema.describe_serializer(CampaignCreateSerializer), request.user)
+    return render(request, "frontend/campaign_form.html", {"specs": specs})
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)
@@ -129,6 +144,7 @@ def campaign_detail(request, pk: int):
             "activity": feedback_selectors.votes_over_time(campaign),
             "curve": curve,
             "stalled": stalled_pairs(campaign) if campaign.status == CampaignStatus.OPEN else 0,
+            "can_manage": has_role(request.user, Role.ENGINEER),
         },
     )
 

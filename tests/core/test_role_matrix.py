@@ -76,6 +76,15 @@ MATRIX = [
         {**ENGINEER_ONLY, "engineer": 400, "admin": 400},
     ),
     (
+        "api-campaign-preview",
+        "post",
+        "/api/v1/campaigns/preview/",
+        {"purpose": "collect", "prompt_set": 1, "model_versions": []},
+        {**ENGINEER_ONLY, "engineer": 400, "admin": 400},
+    ),
+    ("api-campaign-open", "post", "/api/v1/campaigns/{campaign}/open/", None, ENGINEER_ONLY),
+    ("api-campaign-close", "post", "/api/v1/campaigns/{campaign}/close/", None, ENGINEER_ONLY),
+    (
         "api-campaign-next",
         "get",
         "/api/v1/campaigns/{campaign}/next/",
@@ -157,6 +166,9 @@ WRITE_POLICY = {
     ("api-prompt-sets", "post"): ENGINEERS,
     ("api-campaigns", "post"): ENGINEERS,
     ("api-campaign-gold", "post"): ENGINEERS,
+    ("api-campaign-preview", "post"): ENGINEERS,  # creates nothing, but describes a campaign only engineers create
+    ("api-campaign-open", "post"): ENGINEERS,
+    ("api-campaign-close", "post"): ENGINEERS,
     ("api-audit-campaign", "post"): ENGINEERS,  # creates a collect campaign
     ("api-datasets", "post"): ENGINEERS,
     ("api-reward-models", "post"): ENGINEERS,
@@ -283,6 +295,11 @@ PAGES = [
     ),
     (
         "/runs/new/diagnostic/?from={run}",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
+    ),
+    # Campaigns are created by engineers only (POST /api/v1/campaigns/); reviewers read them.
+    (
+        "/campaigns/new/",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
     ),
     ("/", {"anonymous": 302, "norole": 200, "annotator": 200, "reviewer": 302, "engineer": 302, "admin": 302}),

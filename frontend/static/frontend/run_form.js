@@ -1,6 +1,8 @@
 // The run form: built from a run kind's field specs (GET /api/v1/run-kinds/ -> form, presets; core/form_schema.py),
 // posted as {kind, config} to POST /api/v1/runs/. Only fields the user set (typed, a preset, a run to repeat) and
 // required ones are sent, so the server's defaults stay the server's; a 400's messages are shown beside their fields.
+// RunForm.mount(options, specs) builds the same form from any serializer's specs and posts it where options say
+// (the campaign form: campaign_form.html).
 "use strict";
 
 const RunForm = (() => {
@@ -104,9 +106,10 @@ const RunForm = (() => {
 
   function listControl(spec, id) {
     const item = spec.item || {type: "string"};
-    if (item.type === "id" && Array.isArray(item.choices)) {
+    if ((item.type === "id" || item.type === "choice") && Array.isArray(item.choices)) {
       const select = el("select", {id, multiple: true, size: Math.min(8, Math.max(3, item.choices.length))});
       item.choices.forEach((choice) => select.append(el("option", {value: String(choice.value), text: choice.label})));
+      const byValue = new Map(item.choices.map((choice) => [String(choice.value), choice.value]));
       const write = (values) => {
         const wanted = new Set((values || []).map(String));
         for (const option of select.options) option.selected = wanted.has(option.value);
@@ -115,7 +118,7 @@ const RunForm = (() => {
       return {
         input: select,
         read: () => {
-          const values = Array.from(select.selectedOptions, (o) => Number(o.value));
+          const values = Array.from(select.selectedOptions, (o) => byValue.get(o.value));
           return values.length ? {empty: false, value: values} : {empty: true};
         },
         write,
@@ -200,13 +203,30 @@ const RunForm = (() => {
     return String(detail);
   }
 
+  // options.ids: the page's elements ({form, fields, errors, submit}; default the run form's). options.post: where
+  // and what to post ({url, body(config), errors(responseBody), location(responseBody)}; default a run's).
+  const RUN_IDS = {form: "run-form", fields: "form-fields", errors: "form-errors", submit: "start-run"};
+
   class Form {
     constructor(options, kindInfo) {
       this.options = options;
       this.kind = kindInfo;
-      this.form = document.getElementById("run-form");
-      this.fieldsBox = document.getElementById("form-fields");
-      this.general = document.getElementById("form-errors");
+      this.ids = {...RUN_IDS, ...(options.ids || {})};
+      this.post = options.post || {
+        url: options.runsUrl,
+        body: (config) => ({kind: kindInfo.name, config}),
+        errors: (body) => {
+          if (body.config && typeof body.config === "object" && !Array.isArray(body.config)) {
+            const {config: configErrors, ...rest} = body;
+            return {...configErrors, ...rest};
+          }
+          return body;
+        },
+        location: (body) => options.runPage.replace("/0/", `/${body.id}/`),
+      };
+      this.form = document.getElementById(this.ids.form);
+      this.fieldsBox = document.getElementById(this.ids.fields);
+      this.general = document.getElementById(this.ids.errors);
       this.build();
       this.form.addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
     }
@@ -305,24 +325,32 @@ const RunForm = (() => {
       if (first) first.box.scrollIntoView({block: "center"});
     }
 
+    // POST json to url with the session's CSRF token: {response, body} (body: the JSON answer, or a detail).
+    async send(url, json) {
+      const response = await fetch(url, {
+        method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": this.options.csrfToken},
+        body: JSON.stringify(json),
+      });
+      const body = await response.json().catch(() => ({detail: `${response.status} ${response.statusText}`}));
+      return {response, body};
+    }
+
+    showResponseErrors(body) {
+      const errors = this.post.errors(body);
+      this.showErrors(errors.detail ? {non_field_errors: errors.detail} : errors);
+    }
+
     async submit() {
       this.clearErrors();
       const {config, problems} = this.config();
       if (Object.keys(problems).length) { this.showErrors(problems); return; }
-      const button = document.getElementById("start-run");
+      const button = document.getElementById(this.ids.submit);
       button.disabled = true;
       try {
-        const response = await fetch(this.options.runsUrl, {
-          method: "POST", credentials: "same-origin",
-          headers: {"Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": this.options.csrfToken},
-          body: JSON.stringify({kind: this.kind.name, config}),
-        });
-        const body = await response.json().catch(() => ({detail: `${response.status} ${response.statusText}`}));
-        if (response.ok) { window.location = this.options.runPage.replace("/0/", `/${body.id}/`); return; }
-        if (body.config && typeof body.config === "object" && !Array.isArray(body.config)) {
-          const {config: configErrors, ...rest} = body;
-          this.showErrors({...configErrors, ...rest});
-        } else this.showErrors(body.detail ? {non_field_errors: body.detail} : body);
+        const {response, body} = await this.send(this.post.url, this.post.body(config));
+        if (response.ok) { window.location = this.post.location(body); return; }
+        this.showResponseErrors(body);
       } catch (error) {
         this.general.textContent = `Could not reach the server: ${error}`;
       } finally {
@@ -359,5 +387,13 @@ const RunForm = (() => {
     window.runForm = form;
   }
 
-  return {start, messages};
+  // A form from `specs` (field specs of any serializer) in the page's elements named by options.ids, posted as
+  // options.post says; the form element gets data-ready="true".
+  function mount(options, specs) {
+    const form = new Form(options, {name: options.name || "", form: specs, presets: []});
+    form.form.dataset.ready = "true";
+    return form;
+  }
+
+  return {start, mount, messages, el};
 })();
