@@ -114,6 +114,9 @@ def campaign_list(request):
     )
 
 
+CAMPAIGN_IMAGE_FIELDS = ("images_per_prompt", "sampler_settings")
+
+
 @role_required(Role.ENGINEER)
 def campaign_new(request):
     """``/campaigns/new/``: the create form, built by ``run_form.js`` from the specs of the API's own serializer
@@ -122,6 +125,9 @@ def campaign_new(request):
     from feedback.api import CampaignCreateSerializer
 
     specs = form_schema.with_id_choices(form_schema.describe_serializer(CampaignCreateSerializer), request.user)
+    for spec in specs:  # the images' settings: a collapsed section (the versions' defaults unless set)
+        if spec["name"] in CAMPAIGN_IMAGE_FIELDS:
+            spec["group"] = "Images: how many per prompt, sampler settings"
     return render(request, "frontend/campaign_form.html", {"specs": specs})
 
 
