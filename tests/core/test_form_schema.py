@@ -102,6 +102,25 @@ def test_id_fields_name_their_model_by_registered_field_name(users):
     assert _form("dataset_import")["dataset"]["model"] == "rewards.PreferenceDataset"
 
 
+def test_related_fields_with_many_are_lists_and_slug_fields_offer_their_querysets_slugs(users):
+    from django.contrib.auth import get_user_model
+
+    from generators.models import ModelVersion
+
+    class Many(StrictSerializer):
+        versions = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all(), many=True, default=list)
+        people = serializers.SlugRelatedField(
+            slug_field="username", many=True, queryset=get_user_model().objects.filter(username__startswith="a")
+        )
+
+    by = _by_name(form_schema.describe_serializer(Many))
+    assert (by["versions"]["type"], by["versions"]["default"]) == ("list", [])
+    assert (by["versions"]["item"]["type"], by["versions"]["item"]["model"]) == ("id", "generators.ModelVersion")
+    assert by["people"]["type"] == "list" and by["people"]["required"]
+    assert by["people"]["item"]["type"] == "choice"
+    assert [c["value"] for c in by["people"]["item"]["choices"]] == ["admin", "annotator"]  # in slug order
+
+
 # --- Extra fields --------------------------------------------------------------------------------------------------
 
 
