@@ -69,6 +69,15 @@ def test_an_engineer_creates_a_collect_campaign_from_the_form(browser, page, liv
     assert not Campaign.objects.exists()
 
     page.fill("#field-votes_per_pair", "2")
+    # With a version that has no images yet, the preview says the campaign will make them (preparing).
+    flow = ModelVersion.objects.get(base_model__name="sandbox-flow", name="base")
+    page.select_option("#field-model_versions", [str(world["base"].pk), str(flow.pk)])
+    page.get_by_role("button", name="Preview pairs").click()
+    expect(page.locator("#preview-summary")).to_contain_text("do not exist yet")
+    expect(page.locator("#preview-summary")).to_contain_text("preparing")
+    expect(page.locator("#preview-pairs-list figure")).to_have_count(0)
+
+    page.select_option("#field-model_versions", [str(world["base"].pk)])
     page.get_by_role("button", name="Preview pairs").click()
     expect(page.locator("#preview")).to_be_visible()
     expect(page.locator("#preview-summary")).to_contain_text("All of them exist")
