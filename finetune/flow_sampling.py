@@ -11,7 +11,7 @@ ODE, the pipeline's own sampler, which evaluation uses so that its images are th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,47 @@ class FlowConditioning:
 
     def expand(self, count: int) -> FlowConditioning:
         return FlowConditioning(self.embeds.expand(count, -1, -1), self.pooled.expand(count, -1))
+
+
+def integrate_flow(
+    scheduler,
+    velocity_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    latents: torch.Tensor,
+    noise: float,
+    generators: Sequence[torch.Generator],
+    cond: FlowConditioning,
+) -> Trajectories:
+    """Integrate from ``latents`` over ``scheduler.timesteps`` (already set): the flow SDE with noise level ``noise``
+    and each step's log-probability, or the deterministic Euler ODE at ``noise = 0`` (log-probabilities 0).
+    ``velocity_at(x, t)`` is the guided model velocity; any latent layout works (SD3's (B, C, H, W), FLUX's packed
+    (B, N, C)): the step is elementwise."""
+    all_latents, log_probs = [latents], []
+    for t in scheduler.timesteps:
+        velocity = velocity_at(latents, t)
+        if noise > 0:
+            latents, log_prob, _, _ = sde_step_with_logprob(
+                scheduler, velocity, t, latents, noise_level=noise, generator=list(generators)
+            )
+        else:
+            mean, _, _ = flow_sde_mean_std(scheduler, velocity, t, latents, noise_level=0.0)
+            latents, log_prob = mean.to(latents.dtype), torch.zeros(len(latents), device=latents.device)
+        all_latents.append(latents)
+        log_probs.append(log_prob)
+    return Trajectories(
+        latents=torch.stack(all_latents, dim=1),
+        log_probs=torch.stack(log_probs, dim=1),
+        timesteps=scheduler.timesteps.clone(),
+        prompt_embeds=cond.embeds,
+        pooled_embeds=cond.pooled,
+    )
+
+
+def step_log_prob(
+    scheduler, velocity: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, x_next: torch.Tensor, noise: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log_prob, mean, std)`` of the recorded step ``x_t → x_next`` under the flow SDE given the velocity."""
+    mean, std, _ = flow_sde_mean_std(scheduler, velocity, t, x_t, noise_level=noise)
+    return gaussian_log_prob(x_next, mean, std), mean, std
 
 
 @dataclass
@@ -146,26 +187,15 @@ class FlowComponents(LatentParts):
         self.scheduler.set_timesteps(steps, device=self.device)
         shape = (len(prompts), self.transformer.config.in_channels, height // factor, width // factor)
         latents = randn_tensor(shape, generator=generators, device=self.device, dtype=cond.embeds.dtype)
-        all_latents, log_probs = [latents], []
-        for t in self.scheduler.timesteps:
-            velocity = self.velocity(self.transformer, latents, t, cond, negative, guidance_scale)
-            if noise > 0:
-                latents, log_prob, _, _ = sde_step_with_logprob(
-                    self.scheduler, velocity, t, latents, noise_level=noise, generator=generators
-                )
-            else:
-                mean, _, _ = flow_sde_mean_std(self.scheduler, velocity, t, latents, noise_level=0.0)
-                latents, log_prob = mean.to(latents.dtype), torch.zeros(len(prompts), device=self.device)
-            all_latents.append(latents)
-            log_probs.append(log_prob)
-        trajectories = Trajectories(
-            latents=torch.stack(all_latents, dim=1),
-            log_probs=torch.stack(log_probs, dim=1),
-            timesteps=self.scheduler.timesteps.clone(),
-            prompt_embeds=cond.embeds,
-            pooled_embeds=cond.pooled,
+        trajectories = integrate_flow(
+            self.scheduler,
+            lambda x, t: self.velocity(self.transformer, x, t, cond, negative, guidance_scale),
+            latents,
+            noise,
+            generators,
+            cond,
         )
-        return decode(self, latents), trajectories
+        return decode(self, trajectories.latents[:, -1]), trajectories
 
     def transition(
         self,
@@ -182,5 +212,4 @@ class FlowComponents(LatentParts):
         t = batch.timesteps[positions]
         cond = FlowConditioning(batch.prompt_embeds[owner], batch.pooled_embeds[owner])
         velocity = self.velocity(model, x_t, t, cond, negative, guidance_scale)
-        mean, std, _ = flow_sde_mean_std(self.scheduler, velocity, t, x_t, noise_level=noise)
-        return gaussian_log_prob(x_next, mean, std), mean, std
+        return step_log_prob(self.scheduler, velocity, t, x_t, x_next, noise)

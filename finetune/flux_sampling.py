@@ -28,9 +28,7 @@ import torch
 
 from generators.pipeline import max_sequence_length
 
-from .ddim_logprob import gaussian_log_prob
-from .flow_logprob import flow_sde_mean_std, sde_step_with_logprob
-from .flow_sampling import FlowConditioning, is_flow_pipeline
+from .flow_sampling import FlowConditioning, integrate_flow, is_flow_pipeline, step_log_prob
 from .sampling import LatentParts, Trajectories, decode
 
 
@@ -206,26 +204,15 @@ class FluxComponents(LatentParts):
         cond = self.encode(prompts)
         latents = self.initial_noise(generators, size or self.default_size(), cond.embeds.dtype)
         self.set_timesteps(steps, latents.shape[1])
-        all_latents, log_probs = [latents], []
-        for t in self.scheduler.timesteps:
-            velocity = self.velocity(self.transformer, latents, t, cond, guidance_scale)
-            if noise > 0:
-                latents, log_prob, _, _ = sde_step_with_logprob(
-                    self.scheduler, velocity, t, latents, noise_level=noise, generator=generators
-                )
-            else:
-                mean, _, _ = flow_sde_mean_std(self.scheduler, velocity, t, latents, noise_level=0.0)
-                latents, log_prob = mean.to(latents.dtype), torch.zeros(len(prompts), device=self.device)
-            all_latents.append(latents)
-            log_probs.append(log_prob)
-        trajectories = Trajectories(
-            latents=torch.stack(all_latents, dim=1),
-            log_probs=torch.stack(log_probs, dim=1),
-            timesteps=self.scheduler.timesteps.clone(),
-            prompt_embeds=cond.embeds,
-            pooled_embeds=cond.pooled,
+        trajectories = integrate_flow(
+            self.scheduler,
+            lambda x, t: self.velocity(self.transformer, x, t, cond, guidance_scale),
+            latents,
+            noise,
+            generators,
+            cond,
         )
-        return self.decode(latents), trajectories
+        return self.decode(trajectories.latents[:, -1]), trajectories
 
     def transition(
         self,
@@ -243,5 +230,4 @@ class FluxComponents(LatentParts):
         t = batch.timesteps[positions]
         cond = FlowConditioning(batch.prompt_embeds[owner], batch.pooled_embeds[owner])
         velocity = self.velocity(model, x_t, t, cond, guidance_scale)
-        mean, std, _ = flow_sde_mean_std(self.scheduler, velocity, t, x_t, noise_level=noise)
-        return gaussian_log_prob(x_next, mean, std), mean, std
+        return step_log_prob(self.scheduler, velocity, t, x_t, x_next, noise)
