@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
+
 from generators.sandbox import PIPELINE_PATH
 from generators.sandbox.oracles import area_reward
 from generators.sandbox_catalog import sandbox_prompts
@@ -79,3 +82,19 @@ class RecordingContext:
 
 def area(prompts: list[str], images: list) -> list[float]:
     return [area_reward(p, im) for p, im in zip(prompts, images, strict=True)]
+
+
+def sandbox_pipeline_images(pipe, prompts: list[str], seeds: list[int], steps: int) -> np.ndarray:
+    """A plain ``StableDiffusionPipeline``'s deterministic (η = 0) 32×32 images of the sandbox, as uint8, one per
+    (prompt, seed): what a trainer's own evaluation samples must reproduce."""
+    out = pipe(
+        prompts,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        eta=0.0,
+        height=32,
+        width=32,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="np",
+    ).images
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)

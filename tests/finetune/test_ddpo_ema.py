@@ -11,7 +11,15 @@ from finetune.config import ConfigError, DDPOConfig
 from finetune.ema import ParameterEMA
 from finetune.lora import WEIGHT_NAME, lora_state_dict
 from finetune.trainer import DDPOTrainer
-from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TINY, TRAIN_PROMPTS, RecordingContext, area
+from tests.finetune.ddpo_support import (
+    EVAL_PROMPTS,
+    PIPELINE,
+    TINY,
+    TRAIN_PROMPTS,
+    RecordingContext,
+    area,
+    sandbox_pipeline_images,
+)
 
 EVAL = EVAL_PROMPTS[:2]
 EMA = {**TINY, "epochs": 3, "ema_decay": 0.5}
@@ -61,17 +69,8 @@ def test_the_saved_adapter_is_the_average_and_training_keeps_the_live_weights(em
     seeds = [5, 6]
     with trainer.ema.applied():
         ours = trainer._sample_deterministic(EVAL, seeds)
-    images = pipe(
-        EVAL,
-        num_inference_steps=TINY["steps"],
-        guidance_scale=5.0,
-        eta=0.0,
-        height=32,
-        width=32,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        output_type="np",
-    ).images
-    assert abs((images.clip(0, 1) * 255).round() - ours.astype(float)).max() <= 1
+    images = sandbox_pipeline_images(pipe, EVAL, seeds, TINY["steps"])
+    assert abs(images.astype(int) - ours.astype(int)).max() <= 1
 
 
 def test_resume_restores_the_average_bit_exactly(ema_run):

@@ -15,7 +15,15 @@ from finetune import checkpoint as ckpt
 from finetune.config import ConfigError
 from finetune.lora import WEIGHT_NAME, lora_state_dict
 from finetune.trainer import DDPOTrainer
-from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TINY, TRAIN_PROMPTS, RecordingContext, area
+from tests.finetune.ddpo_support import (
+    EVAL_PROMPTS,
+    PIPELINE,
+    TINY,
+    TRAIN_PROMPTS,
+    RecordingContext,
+    area,
+    sandbox_pipeline_images,
+)
 
 EVAL = EVAL_PROMPTS[:4]
 
@@ -87,17 +95,7 @@ def test_saved_adapter_loads_in_a_plain_pipeline_and_reproduces_the_images(strai
 
 
 def _pipeline_images(pipe, seeds) -> np.ndarray:
-    out = pipe(
-        EVAL[:2],
-        num_inference_steps=TINY["steps"],
-        guidance_scale=5.0,
-        eta=0.0,
-        height=32,
-        width=32,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        output_type="np",
-    ).images
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    return sandbox_pipeline_images(pipe, EVAL[:2], seeds, TINY["steps"])
 
 
 def test_cancel_raises_after_the_checkpoint_and_resumes_later():

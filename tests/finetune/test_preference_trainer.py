@@ -20,7 +20,7 @@ from finetune.preference_sandbox import Row
 from finetune.preference_trainer import CHECKPOINT_FORMAT, PreferenceTrainer
 from generators.sandbox.evaluate import generate, load_pipeline
 from generators.sandbox.oracles import area_reward
-from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TRAIN_PROMPTS, RecordingContext
+from tests.finetune.ddpo_support import EVAL_PROMPTS, PIPELINE, TRAIN_PROMPTS, RecordingContext, sandbox_pipeline_images
 
 EVAL = EVAL_PROMPTS[:2]
 TINY = {
@@ -183,17 +183,7 @@ def test_saved_adapter_loads_in_a_plain_pipeline_and_reproduces_the_eval_images(
 
 
 def _pipeline_images(pipe, seeds) -> np.ndarray:
-    out = pipe(
-        EVAL,
-        num_inference_steps=TINY["sample_steps"],
-        guidance_scale=5.0,
-        eta=0.0,
-        height=32,
-        width=32,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        output_type="np",
-    ).images
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    return sandbox_pipeline_images(pipe, EVAL, seeds, TINY["sample_steps"])
 
 
 def test_cancel_stops_between_steps_and_the_run_resumes_from_its_checkpoint(votes):
