@@ -8,6 +8,10 @@ from __future__ import annotations
 import mimetypes
 
 import django_filters
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -15,13 +19,13 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from core import form_schema, login_throttle, run_kinds, run_presets, selectors, services
+from core import form_schema, login_throttle, people, run_kinds, run_presets, selectors, services
 from core.models import Artifact, Run, RunKindName
 from core.permissions import (
     EngineerWritesStaffReads,
@@ -30,7 +34,7 @@ from core.permissions import (
     RunStartAccess,
     may_start_run,
 )
-from core.roles import Role, user_roles
+from core.roles import GROUP_ROLES, Role, user_roles
 from core.run_states import RunState
 from core.validation import StrictSerializer
 
@@ -101,17 +105,101 @@ class UserSerializer(serializers.Serializer):
     roles = serializers.SerializerMethodField()
 
     def get_roles(self, user) -> list[str]:
-        return _roles_of(user)
+        return people.listed_roles(user)
 
 
-class UserListView(generics.ListAPIView):
-    """Users and their roles (engineers and admins)."""
+class UserCreateSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="left out or blank: a generated password, answered once as generated_password",
+    )
+    roles = serializers.ListField(
+        child=serializers.ChoiceField(choices=[role.value for role in GROUP_ROLES]),
+        default=[Role.ANNOTATOR.value],
+        help_text="engineers may give annotator and reviewer; admins any",
+    )
+
+    def validate_username(self, value: str) -> str:
+        try:
+            UnicodeUsernameValidator()(value)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.messages) from exc
+        if get_user_model().objects.filter(username__iexact=value).exists():
+            raise ValidationError(f"A user named {value!r} already exists.")
+        return value
+
+    def validate(self, attrs):
+        if not people.may_grant(self.context["request"].user, [Role(r) for r in attrs["roles"]]):
+            raise PermissionDenied("Only admins may create engineers.")
+        if attrs.get("password"):
+            try:
+                validate_password(attrs["password"], user=get_user_model()(username=attrs["username"]))
+            except DjangoValidationError as exc:
+                raise ValidationError({"password": exc.messages}) from exc
+        return attrs
+
+
+class UserCreatedSerializer(UserSerializer):
+    generated_password = serializers.CharField(
+        required=False, help_text="only when the request gave no password; shown once, never stored in clear"
+    )
+
+
+class UserListView(generics.ListCreateAPIView):
+    """Users and their roles (engineers and admins); POST creates an account (engineers: annotators and
+    reviewers; admins: any role), with a generated password when none is given."""
 
     permission_classes = [IsEngineer]
     serializer_class = UserSerializer
 
     def get_queryset(self):
         return selectors.users_with_roles()
+
+    @extend_schema(request=UserCreateSerializer, responses={201: UserCreatedSerializer})
+    def post(self, request):
+        data = UserCreateSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        generated = None if data.validated_data.get("password") else people.generated_password()
+        user = services.user_create(
+            username=data.validated_data["username"],
+            password=generated or data.validated_data["password"],
+            roles=data.validated_data["roles"],
+        )
+        body = UserSerializer(user).data
+        if generated:
+            body["generated_password"] = generated
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class _UserActiveView(APIView):
+    permission_classes = [IsEngineer]
+    active: bool
+
+    @extend_schema(request=None, responses={200: UserSerializer, 404: None})
+    def post(self, request, pk: int):
+        user = get_object_or_404(get_user_model(), pk=pk)
+        if user.pk == request.user.pk:
+            raise PermissionDenied("Nobody deactivates or reactivates themselves.")
+        if not people.may_manage(request.user, user):
+            raise PermissionDenied("Engineers manage annotators and reviewers only; admins manage anybody.")
+        services.user_set_active(user=user, active=self.active)
+        return Response(UserSerializer(user).data)
+
+
+class UserDeactivateView(_UserActiveView):
+    """Deactivate a user: their votes stay; they can no longer log in or use a token."""
+
+    active = False
+
+
+class UserReactivateView(_UserActiveView):
+    """Reactivate a deactivated user."""
+
+    active = True
 
 
 # --- Runs ------------------------------------------------------------------------------------------

@@ -21,9 +21,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +34,7 @@ from core import run_kinds
 from core.events import send_run_finished
 from core.jobs import AttemptSuperseded
 from core.models import Artifact, MetricPoint, Run
+from core.roles import Role
 from core.run_states import TERMINAL_STATES, RunState, check_transition
 
 log = logging.getLogger(__name__)
@@ -353,3 +357,27 @@ def runs_requeue_stale() -> list[int]:
         if won:
             log.warning("re-dispatched stale run %s (last heartbeat %s on %s)", run.pk, run.heartbeat_at, run.worker)
     return requeued
+
+
+# --- Accounts (who may: core.people) ----------------------------------------------------------------
+
+
+def user_create(*, username: str, password: str, roles) -> object:
+    """A new active user in the groups of ``roles`` (checks of name and password are the caller's serializer's)."""
+    try:
+        with transaction.atomic():
+            user = get_user_model().objects.create_user(username=username, password=password)
+            for role in roles:
+                group, _ = Group.objects.get_or_create(name=Role(role).value)
+                user.groups.add(group)
+    except IntegrityError as exc:  # a concurrent request took the name after the serializer's check
+        raise ValidationError({"username": [f"A user named {username!r} already exists."]}) from exc
+    return user
+
+
+def user_set_active(*, user, active: bool) -> object:
+    """Deactivate or reactivate ``user``; their votes and assignments stay."""
+    if user.is_active != active:
+        user.is_active = active
+        user.save(update_fields=["is_active"])
+    return user

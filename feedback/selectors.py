@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from core import hot_sql
@@ -238,3 +238,64 @@ def arena_sides_revealed(vote: Vote) -> dict[str, str] | None:
     a, b = str(pair.image_a.model_version), str(pair.image_b.model_version)
     a_on_left = Assignment.objects.values_list("a_on_left", flat=True).get(pk=vote.assignment_id)
     return {"left": a, "right": b} if a_on_left else {"left": b, "right": a}
+
+
+def annotator_activity(user_ids) -> dict[int, dict]:
+    """Per user id (every id given): ``campaigns`` (assigned), ``votes`` (submissions, all campaigns: a submission
+    answering several questions counts once), ``last_vote`` (time or None) and ``gold_correct`` / ``gold_total`` /
+    ``gold_accuracy`` over their non-skip votes on gold pairs (each campaign's first question; None without any)."""
+    user_ids = list(user_ids)
+    activity = {
+        pk: {"campaigns": 0, "votes": 0, "last_vote": None, "gold_correct": 0, "gold_total": 0, "gold_accuracy": None}
+        for pk in user_ids
+    }
+    assigned = Campaign.annotators.through.objects.filter(user_id__in=user_ids)
+    for pk, count in assigned.values("user_id").annotate(n=Count("id")).values_list("user_id", "n"):
+        activity[pk]["campaigns"] = count
+    votes = Vote.objects.filter(annotator_id__in=user_ids)
+    rows = votes.values("annotator_id").annotate(n=Count("assignment_id", distinct=True), last=Max("created_at"))
+    for row in rows:
+        activity[row["annotator_id"]].update(votes=row["n"], last_vote=row["last"])
+    gold_votes = votes.filter(pair__is_gold=True).exclude(choice=Choice.SKIP)
+    first_question = {}
+    for campaign_id, annotator_id, criterion, choice, gold in gold_votes.values_list(
+        "pair__campaign_id", "annotator_id", "criterion", "choice", "pair__gold_choice"
+    ):
+        if campaign_id not in first_question:
+            first_question[campaign_id] = criteria_of(Campaign.objects.get(pk=campaign_id).questions)[0]
+        if criterion != first_question[campaign_id]:
+            continue
+        activity[annotator_id]["gold_total"] += 1
+        activity[annotator_id]["gold_correct"] += choice == gold
+    for row in activity.values():
+        if row["gold_total"]:
+            row["gold_accuracy"] = row["gold_correct"] / row["gold_total"]
+    return activity
+
+
+def annotator_campaigns(user) -> list[dict]:
+    """Per campaign ``user`` is assigned to or voted in (newest first): the campaign, whether assigned, their row
+    of :func:`campaign_quality` (None without votes on its first question) and their last vote's time."""
+    voted = Vote.objects.filter(annotator=user).values("pair__campaign_id")
+    campaigns = Campaign.objects.filter(Q(annotators=user) | Q(pk__in=voted)).distinct().order_by("-pk")
+    assigned = set(user.campaigns.values_list("pk", flat=True))
+    last_votes = dict(
+        Vote.objects.filter(annotator=user)
+        .values("pair__campaign_id")
+        .annotate(last=Max("created_at"))
+        .values_list("pair__campaign_id", "last")
+    )
+    rows = []
+    for campaign in campaigns:
+        quality = campaign_quality(campaign)
+        mine = next((row for row in quality["annotators"] if row["annotator"] == user.username), None)
+        rows.append(
+            {
+                "campaign": campaign,
+                "assigned": campaign.pk in assigned,
+                "quality": mine,
+                "criterion": quality["criterion"],
+                "last_vote": last_votes.get(campaign.pk),
+            }
+        )
+    return rows

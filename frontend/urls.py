@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from frontend import run_form_views, views
+from frontend import people_views, run_form_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,4 +19,6 @@ urlpatterns = [
     path("runs/new/", run_form_views.run_new, name="run-new"),
     path("runs/new/<slug:kind>/", run_form_views.run_new, name="run-new-kind"),
     path("runs/<id:pk>/", views.run_detail, name="run-detail"),
+    path("people/", people_views.people_list, name="people"),
+    path("people/<id:pk>/", people_views.person_detail, name="person-detail"),
 ]

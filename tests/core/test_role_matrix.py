@@ -21,6 +21,15 @@ MATRIX = [
     ("api-root", "get", "/api/v1/", None, ANY_USER),
     ("api-me", "get", "/api/v1/me/", None, ANY_USER),
     ("api-users", "get", "/api/v1/users/", None, ENGINEER_ONLY),
+    (
+        "api-users",
+        "post",
+        "/api/v1/users/",
+        {"username": "matrix-new", "roles": ["annotator"]},
+        {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
+    ),
+    ("api-user-deactivate", "post", "/api/v1/users/{other}/deactivate/", None, ENGINEER_ONLY),
+    ("api-user-reactivate", "post", "/api/v1/users/{other}/reactivate/", None, ENGINEER_ONLY),
     ("api-run-kinds", "get", "/api/v1/run-kinds/", None, STAFF_READ),
     ("api-runs", "get", "/api/v1/runs/", None, STAFF_READ),
     (
@@ -174,6 +183,10 @@ WRITE_POLICY = {
     ("api-reward-models", "post"): ENGINEERS,
     ("api-aliases", "post"): PROMOTERS,
     ("api-votes", "post"): RATERS,
+    # Accounts: engineers create and (de)activate annotators and reviewers, admins anybody (core/people.py).
+    ("api-users", "post"): ENGINEERS,
+    ("api-user-deactivate", "post"): ENGINEERS,
+    ("api-user-reactivate", "post"): ENGINEERS,
 }
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -244,7 +257,9 @@ def test_every_write_endpoint_has_a_policy():
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("name", "method", "path", "body", "expected"), MATRIX, ids=[f"{m[1]} {m[0]}" for m in MATRIX])
-def test_role_matrix(client_for, users, image, campaign, artifact, role, name, method, path, body, expected):
+def test_role_matrix(
+    client_for, users, image, campaign, artifact, django_user_model, role, name, method, path, body, expected
+):
     run = services.run_create(kind="diagnostic", config={"steps": 1}, created_by=users["engineer"])
     client = client_for(None if role == "anonymous" else role)
 
@@ -256,7 +271,10 @@ def test_role_matrix(client_for, users, image, campaign, artifact, role, name, m
         campaign=campaign.pk,
         image_token=image_token,
         artifact=artifact.pk,
+        other=django_user_model.objects.create_user(username="matrix-other").pk,  # an annotator nobody else uses
     )
+    if "{other}" in path:
+        django_user_model.objects.get(username="matrix-other").groups.add(users["annotator"].groups.get())
     response = getattr(client, method)(url, body, format="json")
 
     assert response.status_code == expected[role], response.content[:300]
@@ -297,6 +315,12 @@ PAGES = [
         "/runs/new/diagnostic/?from={run}",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
     ),
+    # People: accounts and their activity, engineers and admins.
+    ("/people/", {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200}),
+    (
+        "/people/{annotator}/",
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
+    ),
     # Campaigns are created by engineers only (POST /api/v1/campaigns/); reviewers read them.
     (
         "/campaigns/new/",
@@ -315,7 +339,7 @@ def test_page_matrix(client, users, role, path, expected):
     if role != "anonymous":
         client.force_login(users[role])
 
-    response = client.get(path.format(run=run.pk))
+    response = client.get(path.format(run=run.pk, annotator=users["annotator"].pk))
 
     assert response.status_code == expected[role]
     if response.status_code == 302 and role == "anonymous":
