@@ -202,6 +202,74 @@ class UserReactivateView(_UserActiveView):
     active = True
 
 
+class AnnotatorGroupSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    members = serializers.SerializerMethodField(help_text="usernames")
+
+    def get_members(self, group) -> list[str]:
+        return sorted(member.username for member in group.members.all())
+
+
+def _members_field(help_text: str) -> serializers.SlugRelatedField:
+    return serializers.SlugRelatedField(
+        slug_field="username",
+        many=True,
+        required=False,
+        default=list,
+        queryset=get_user_model().objects.filter(groups__name__in=[Role.ANNOTATOR, Role.REVIEWER]).distinct(),
+        help_text=help_text,
+    )
+
+
+class AnnotatorGroupCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    members = _members_field("usernames of annotators or reviewers")
+
+
+class AnnotatorGroupMembersSerializer(StrictSerializer):
+    add = _members_field("usernames of annotators or reviewers to add")
+    remove = serializers.SlugRelatedField(
+        slug_field="username",
+        many=True,
+        required=False,
+        default=list,
+        queryset=get_user_model().objects.all(),
+        help_text="usernames to remove",
+    )
+
+
+class AnnotatorGroupListView(APIView):
+    """Annotator groups (named sets of annotators a campaign can be given); engineers read and create them."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(responses=AnnotatorGroupSerializer(many=True))
+    def get(self, request):
+        return Response(AnnotatorGroupSerializer(selectors.annotator_groups(), many=True).data)
+
+    @extend_schema(request=AnnotatorGroupCreateSerializer, responses={201: AnnotatorGroupSerializer})
+    def post(self, request):
+        data = AnnotatorGroupCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        group = services.annotator_group_create(**data.validated_data)
+        return Response(AnnotatorGroupSerializer(group).data, status=status.HTTP_201_CREATED)
+
+
+class AnnotatorGroupMembersView(APIView):
+    """Add and remove members of an annotator group (campaigns created earlier keep their annotators)."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=AnnotatorGroupMembersSerializer, responses={200: AnnotatorGroupSerializer, 404: None})
+    def post(self, request, pk: int):
+        group = get_object_or_404(selectors.annotator_groups(), pk=pk)
+        data = AnnotatorGroupMembersSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        group = services.annotator_group_members_change(group=group, **data.validated_data)
+        return Response(AnnotatorGroupSerializer(selectors.annotator_groups().get(pk=group.pk)).data)
+
+
 # --- Runs ------------------------------------------------------------------------------------------
 
 

@@ -112,3 +112,18 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of run {self.run_id}"
+
+
+class AnnotatorGroup(models.Model):
+    """A named set of users (a team of annotators) that a campaign can be given instead of naming each one; the
+    campaign takes the members it is created with (``feedback.api.CampaignCreateSerializer.annotator_groups``)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="annotator_groups", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,7 +7,7 @@ from collections import defaultdict
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from core.models import Artifact, MetricPoint, Run
+from core.models import AnnotatorGroup, Artifact, MetricPoint, Run
 from core.roles import Role, has_role
 
 
@@ -39,3 +39,7 @@ def run_metric_series(*, run: Run, since_step: int | None = None) -> dict[str, l
 
 def users_with_roles() -> QuerySet:
     return get_user_model().objects.prefetch_related("groups").order_by("username")
+
+
+def annotator_groups() -> QuerySet[AnnotatorGroup]:
+    return AnnotatorGroup.objects.prefetch_related("members").order_by("name")

@@ -33,9 +33,10 @@ from django.utils import timezone
 from core import run_kinds
 from core.events import send_run_finished
 from core.jobs import AttemptSuperseded
-from core.models import Artifact, MetricPoint, Run
+from core.models import AnnotatorGroup, Artifact, MetricPoint, Run
 from core.roles import Role
 from core.run_states import TERMINAL_STATES, RunState, check_transition
+from core.uniqueness import create_named
 
 log = logging.getLogger(__name__)
 
@@ -381,3 +382,22 @@ def user_set_active(*, user, active: bool) -> object:
         user.is_active = active
         user.save(update_fields=["is_active"])
     return user
+
+
+def annotator_group_create(*, name: str, members=()) -> AnnotatorGroup:
+    """A new annotator group (a taken name answers 400 naming it)."""
+
+    def create() -> AnnotatorGroup:
+        group = AnnotatorGroup.objects.create(name=name)
+        group.members.add(*members)
+        return group
+
+    return create_named(AnnotatorGroup, name, "group", create)
+
+
+def annotator_group_members_change(*, group: AnnotatorGroup, add=(), remove=()) -> AnnotatorGroup:
+    """Add ``add`` to and remove ``remove`` from ``group`` (campaigns created earlier keep their annotators)."""
+    with transaction.atomic():
+        group.members.add(*add)
+        group.members.remove(*remove)
+    return group

@@ -9,6 +9,10 @@ urlpatterns = [
     path("users/", api.UserListView.as_view(), name="api-users"),
     path("users/<id:pk>/deactivate/", api.UserDeactivateView.as_view(), name="api-user-deactivate"),
     path("users/<id:pk>/reactivate/", api.UserReactivateView.as_view(), name="api-user-reactivate"),
+    path("annotator-groups/", api.AnnotatorGroupListView.as_view(), name="api-annotator-groups"),
+    path(
+        "annotator-groups/<id:pk>/members/", api.AnnotatorGroupMembersView.as_view(), name="api-annotator-group-members"
+    ),
     path("run-kinds/", api.RunKindListView.as_view(), name="api-run-kinds"),
     path("runs/", api.RunListCreateView.as_view(), name="api-runs"),
     path("runs/metrics.csv", RunMetricsCsvView.as_view(), name="api-run-metrics-csv"),

@@ -13,6 +13,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import selectors as core_selectors
 from core.ids import BoundedPrimaryKeyRelatedField, IdField
 from core.permissions import IsEngineer, IsEngineerOrReviewer
 from core.roles import Role, has_role
@@ -102,6 +103,14 @@ class CampaignCreateSerializer(StrictSerializer):
         queryset=get_user_model().objects.filter(groups__name__in=[Role.ANNOTATOR, Role.REVIEWER]).distinct(),
         help_text="usernames of annotators (or reviewers) who may rate this campaign",
     )
+    annotator_groups = serializers.SlugRelatedField(
+        slug_field="name",
+        many=True,
+        required=False,
+        default=list,
+        queryset=core_selectors.annotator_groups(),
+        help_text="names of annotator groups: their active annotators and reviewers are added to annotators",
+    )
     votes_per_pair = serializers.IntegerField(min_value=1, max_value=100, default=3)
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.0)
     lease_seconds = serializers.IntegerField(min_value=10, max_value=86_400, default=300)
@@ -132,6 +141,15 @@ class CampaignCreateSerializer(StrictSerializer):
         "default: one question (key 'overall')",
     )
     open_now = serializers.BooleanField(default=True)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        groups = attrs.pop("annotator_groups", [])
+        if groups:
+            raters = self.fields["annotators"].child_relation.get_queryset()
+            members = raters.filter(annotator_groups__in=groups, is_active=True)
+            attrs["annotators"] = list(dict.fromkeys([*attrs.get("annotators", []), *members]))
+        return attrs
 
     def validate_questions(self, questions) -> list[dict[str, str]]:
         try:

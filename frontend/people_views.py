@@ -23,13 +23,17 @@ def _row(user, activity: dict, actor) -> dict:
 
 @role_required(Role.ENGINEER)
 def people_list(request):
-    users = list(selectors.users_with_roles()[:1000])
+    users = list(selectors.users_with_roles().prefetch_related("annotator_groups")[:1000])
     activity = feedback_selectors.annotator_activity(user.pk for user in users)
     grantable = [role.value for role in GROUP_ROLES if people.may_grant(request.user, [role])]
     return render(
         request,
         "frontend/people.html",
-        {"rows": [_row(user, activity[user.pk], request.user) for user in users], "grantable": grantable},
+        {
+            "rows": [_row(user, activity[user.pk], request.user) for user in users],
+            "grantable": grantable,
+            "groups": selectors.annotator_groups(),
+        },
     )
 
 

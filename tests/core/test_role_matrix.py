@@ -28,6 +28,21 @@ MATRIX = [
         {"username": "matrix-new", "roles": ["annotator"]},
         {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
     ),
+    ("api-annotator-groups", "get", "/api/v1/annotator-groups/", None, ENGINEER_ONLY),
+    (
+        "api-annotator-groups",
+        "post",
+        "/api/v1/annotator-groups/",
+        {"name": "team", "members": ["annotator"]},
+        {**ENGINEER_ONLY, "engineer": 201, "admin": 201},
+    ),
+    (
+        "api-annotator-group-members",
+        "post",
+        "/api/v1/annotator-groups/999/members/",
+        {"add": ["annotator"]},
+        {**ENGINEER_ONLY, "engineer": 404, "admin": 404},
+    ),
     ("api-user-deactivate", "post", "/api/v1/users/{other}/deactivate/", None, ENGINEER_ONLY),
     ("api-user-reactivate", "post", "/api/v1/users/{other}/reactivate/", None, ENGINEER_ONLY),
     ("api-run-kinds", "get", "/api/v1/run-kinds/", None, STAFF_READ),
@@ -186,6 +201,8 @@ WRITE_POLICY = {
     # Accounts: engineers create and (de)activate annotators and reviewers, admins anybody (core/people.py).
     ("api-users", "post"): ENGINEERS,
     ("api-user-deactivate", "post"): ENGINEERS,
+    ("api-annotator-groups", "post"): ENGINEERS,
+    ("api-annotator-group-members", "post"): ENGINEERS,
     ("api-user-reactivate", "post"): ENGINEERS,
 }
 WRITE_METHODS = ("post", "put", "patch", "delete")

@@ -1,5 +1,6 @@
 """People from the browser (issue 18, item 4): an engineer creates an annotator on /people/ with a generated
-password, sees them in the table, deactivates them; the annotator then cannot log in, and their token is refused."""
+password, sees them in the table, puts them in a new annotator group, deactivates them; the annotator then cannot
+log in, and their token is refused."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ def test_an_engineer_creates_and_deactivates_an_annotator(browser, page, live_se
     expect(page).to_have_url(re.compile(r"/people/$"))
 
     page.fill("#new-username", "engineer")  # taken: the API's 400 is shown under the form
-    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
     expect(page.locator("#new-person-errors")).to_contain_text("already exists")
     page.fill("#new-username", "newcomer")
     page.fill("#new-password", "short")
-    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
     expect(page.locator("#new-person-errors")).to_contain_text("too short")
 
     page.fill("#new-username", "newcomer")
     page.fill("#new-password", "")
-    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
     created = page.locator("#new-person-created")
     expect(created).to_be_visible()
     password = created.locator("[data-field=password]").inner_text()
@@ -37,8 +38,13 @@ def test_an_engineer_creates_and_deactivates_an_annotator(browser, page, live_se
     assert get_user_model().objects.get(username="newcomer").groups.get().name == "annotator"
 
     page.reload()
+    page.fill("#group-name", "night-shift")  # a new group, with the newcomer in it
+    page.fill("#group-usernames", "newcomer, annotator")
+    page.get_by_role("button", name="Add (creates the group if new)").click()
+    expect(page.locator('#group-table tr[data-group="night-shift"]')).to_contain_text("annotator, newcomer")
     row = page.locator('#people tr[data-username="newcomer"]')
     expect(row).to_contain_text("annotator")
+    expect(row).to_contain_text("night-shift")
     expect(row.locator("[data-field=active]")).to_have_text("yes")
     DOCS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS / "people.png"), full_page=True)

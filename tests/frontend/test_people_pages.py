@@ -44,10 +44,10 @@ def test_people_page_lists_roles_activity_and_gold_accuracy(client, users, gold_
 
     row = page[page.index('data-username="annotator"') :].split("</tr>")[0]
     cells = [cell.split(">", 1)[1].split("</td>")[0] for cell in row.split("<td")[1:]]
-    assert "annotator" in cells[1] and cells[2].strip() == "yes"
-    assert cells[3].strip() == "1" and cells[4].strip() == "1"  # one campaign, one vote
-    assert "1.00" in cells[5] and "(1/1)" in cells[5]
-    assert "ago" in cells[6] and "Deactivate" in cells[7]
+    assert "annotator" in cells[1] and "—" in cells[2] and cells[3].strip() == "yes"  # in no group, active
+    assert cells[4].strip() == "1" and cells[5].strip() == "1"  # one campaign, one vote
+    assert "1.00" in cells[6] and "(1/1)" in cells[6]
+    assert "ago" in cells[7] and "Deactivate" in cells[8]
     # engineers may not manage admins or themselves, nor give the engineer role
     assert "Deactivate" not in page[page.index('data-username="admin"') :].split("</tr>")[0]
     assert "Deactivate" not in page[page.index('data-username="engineer"') :].split("</tr>")[0]
