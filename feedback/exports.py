@@ -1,8 +1,10 @@
 """Training rows from campaigns' votes, in the Pick-a-Pic schema (one row per non-skip vote).
 
 Gold pairs and skips are left out; so are the votes of annotators flagged by gold accuracy, unless
-``include_flagged``. A tie is labelled 0.5/0.5 and so is ``both_bad`` (with ``both_bad`` set). Each row carries its
-``criterion`` (the question it answers): all of them, or only one with ``criterion``.
+``include_flagged``, and those of the users named in ``exclude_users`` (e.g. a deactivated annotator's: their votes
+stay in the database and are left out only here). A tie is labelled 0.5/0.5 and so is ``both_bad`` (with
+``both_bad`` set). Each row carries its ``criterion`` (the question it answers): all of them, or only one with
+``criterion``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ def _read(image) -> bytes:
 
 
 def excluded_annotators(
-    campaigns: Iterable[Campaign], *, include_flagged: bool, gold_threshold: float, min_gold: int
+    campaigns: Iterable[Campaign],
+    *,
+    include_flagged: bool,
+    gold_threshold: float,
+    min_gold: int,
+    exclude_users: Iterable[str] = (),
 ) -> dict[int, set[str]]:
-    """Per campaign id, the usernames whose votes are left out (flagged by gold accuracy)."""
+    """Per campaign id, the usernames whose votes are left out (flagged by gold accuracy, and ``exclude_users``)."""
+    named = set(exclude_users)
     if include_flagged:
-        return {campaign.pk: set() for campaign in campaigns}
+        return {campaign.pk: set(named) for campaign in campaigns}
     return {
-        campaign.pk: selectors.flagged_annotators(campaign, threshold=gold_threshold, min_gold=min_gold)
+        campaign.pk: selectors.flagged_annotators(campaign, threshold=gold_threshold, min_gold=min_gold) | named
         for campaign in campaigns
     }
 
@@ -38,12 +46,18 @@ def pickapic_rows(
     gold_threshold: float = 0.7,
     min_gold: int = 5,
     criterion: str | None = None,
+    exclude_users: Iterable[str] = (),
 ) -> tuple[list[PickapicRow], dict[int, set[str]]]:
     """The campaigns' training rows (ordered by vote id) and the annotators left out per campaign; with
-    ``criterion``, only the votes on that question."""
+    ``criterion``, only the votes on that question; the votes of the usernames in ``exclude_users`` are left out
+    (and listed among the excluded) whatever their quality."""
     campaigns = list(campaigns)
     excluded = excluded_annotators(
-        campaigns, include_flagged=include_flagged, gold_threshold=gold_threshold, min_gold=min_gold
+        campaigns,
+        include_flagged=include_flagged,
+        gold_threshold=gold_threshold,
+        min_gold=min_gold,
+        exclude_users=exclude_users,
     )
     rows: list[PickapicRow] = []
     images: dict[int, bytes] = {}

@@ -22,13 +22,13 @@ def voted(users, settings, tmp_path):
     from feedback import services as feedback_services
     from generators import services as generator_services
     from generators.models import ModelVersion
-    from tests.support.images import store_images
+    from tests.support.images import store_images, tiny_png
 
     settings.MEDIA_ROOT = tmp_path
     base = generator_services.base_model_register(name="tiny", source="org/tiny")
     prompt_set = generator_services.prompt_set_create(name="few", split="eval", prompts=["a red circle"])
     version = ModelVersion.objects.get(base_model=base)
-    store_images(version, [(prompt_set.prompts.get(), seed, b"PNG %d" % seed) for seed in (0, 1)], native_size=32)
+    store_images(version, [(prompt_set.prompts.get(), seed, tiny_png(40 * seed, 90, 30)) for seed in (0, 1)])
     campaign = feedback_services.campaign_create(
         name="people",
         purpose="collect",
@@ -155,3 +155,25 @@ def test_rules(users):
     assert not people.may_manage(users["engineer"], users["engineer"])
     assert people.may_manage(users["engineer"], users["annotator"])
     assert not people.may_manage(users["engineer"], users["admin"])
+
+
+def test_a_deactivated_annotators_votes_can_be_left_out_of_an_export(client_for, users, voted, tmp_path):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    from feedback.exports import pickapic_rows
+
+    client_for("engineer").post(f"/api/v1/users/{users['annotator'].pk}/deactivate/")
+
+    kept, _ = pickapic_rows([voted])
+    left_out, excluded = pickapic_rows([voted], exclude_users=["annotator"])
+    assert len(kept) == 1 and left_out == [] and excluded == {voted.pk: {"annotator"}}
+    assert Vote.objects.filter(annotator=users["annotator"]).count() == 1  # still stored
+
+    out, stdout = tmp_path / "v.parquet", io.StringIO()
+    call_command("export_votes", campaign=voted.pk, out=str(out), stdout=stdout)
+    assert json.loads(stdout.getvalue())["rows"] == 1
+    with pytest.raises(Exception, match="no votes"):
+        call_command("export_votes", campaign=voted.pk, out=str(out), exclude_user=["annotator"], stdout=stdout)

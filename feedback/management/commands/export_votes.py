@@ -1,5 +1,5 @@
-"""Export a campaign's votes as Pick-a-Pic-schema Parquet (ties 0.5/0.5; skips and flagged annotators left out;
-each row's criterion column names the question it answers)."""
+"""Export a campaign's votes as Pick-a-Pic-schema Parquet (ties 0.5/0.5; skips, flagged annotators and the users
+named by ``--exclude-user`` left out; each row's criterion column names the question it answers)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--criterion", default=None, help="only the votes on this question (default: every question's votes)"
         )
+        parser.add_argument(
+            "--exclude-user",
+            action="append",
+            default=[],
+            metavar="USERNAME",
+            help="leave out this user's votes (repeatable), e.g. a deactivated annotator's",
+        )
 
     def handle(self, *args, **options) -> None:
         campaign = Campaign.objects.filter(pk=options["campaign"]).first()
@@ -46,6 +53,7 @@ class Command(BaseCommand):
             gold_threshold=options["gold_threshold"],
             min_gold=options["min_gold"],
             criterion=options["criterion"],
+            exclude_users=options["exclude_user"],
         )
         if not rows:
             raise CommandError(f"Campaign {campaign.pk} has no votes to export.")
