@@ -177,3 +177,15 @@ def test_a_deactivated_annotators_votes_can_be_left_out_of_an_export(client_for,
     assert json.loads(stdout.getvalue())["rows"] == 1
     with pytest.raises(Exception, match="no votes"):
         call_command("export_votes", campaign=voted.pk, out=str(out), exclude_user=["annotator"], stdout=stdout)
+
+
+def test_session_posts_need_the_csrf_token_and_scripts_use_a_token(users):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(users["engineer"])
+    refused = browser.post("/api/v1/users/", {"username": "viaform"}, content_type="application/json")
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=users['engineer']).key}")
+    created = script.post("/api/v1/users/", {"username": "viascript", "roles": ["reviewer"]}, format="json")
+    assert created.status_code == 201 and created.json()["roles"] == ["reviewer"]

@@ -61,10 +61,13 @@ def test_admins_may_give_the_engineer_role(client, users):
 
 
 def test_person_page_shows_quality_per_campaign(client, users, gold_campaign):
+    from core.models import AnnotatorGroup
+
+    AnnotatorGroup.objects.create(name="day-shift").members.add(users["annotator"])
     client.force_login(users["engineer"])
     page = client.get(f"/people/{users['annotator'].pk}/").content.decode()
 
-    assert "people-gold" in page and "(1/1)" in page
+    assert "people-gold" in page and "(1/1)" in page and "day-shift" in page
     table = page[page.index('id="person-campaigns"') :]
     assert "<td>yes</td>" in table  # assigned
 
