@@ -83,7 +83,9 @@ def test_an_engineer_creates_a_collect_campaign_from_the_form(browser, page, liv
     expect(page.locator("#preview-summary")).to_contain_text("All of them exist")
     expect(page.locator("#preview-pairs-list figure")).to_have_count(4)
     expect(page.locator("#error-votes_per_pair")).to_be_empty()
-    assert page.locator("#preview-pairs-list img").first.evaluate("img => img.naturalWidth") == 8
+    first_image = page.locator("#preview-pairs-list img").first.element_handle()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=first_image)  # loads asynchronously
+    assert first_image.evaluate("img => img.naturalWidth") == 8
     DOCS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS / "campaign-form.png"), full_page=True)
 
