@@ -99,6 +99,8 @@ def _message(state: str, counts: dict, retry_at: datetime | None, campaign: Camp
     if state == "complete":
         return "This campaign has all the votes it needs. Thank you!"
     if state == "can_rate":
+        if not counts["open_to_you"]:
+            return "A pair is held for you: open the rating page to finish it."
         return f"{counts['open_to_you']} pair(s) are waiting for your vote."
     if state == "waiting":
         minutes = max(1, round((retry_at - timezone.now()).total_seconds() / 60)) if retry_at else 1
