@@ -75,6 +75,19 @@ def may_start_run(user, kind: str) -> bool:
     return has_role(user, Role.ENGINEER) or (kind in REVIEWER_RUN_KINDS and has_role(user, Role.REVIEWER))
 
 
+# Campaign purposes a reviewer may create: an arena compares versions blind, the reviewer's own job; collect
+# campaigns gather training data and stay with engineers.
+REVIEWER_CAMPAIGN_PURPOSES = frozenset({"arena"})
+
+
+def may_create_campaign(user, purpose: str | None = None) -> bool:
+    """Whether ``user`` may create a campaign of ``purpose`` (None: of some purpose): engineers (and admins) any,
+    reviewers arena campaigns."""
+    if has_role(user, Role.ENGINEER):
+        return True
+    return has_role(user, Role.REVIEWER) and (purpose is None or purpose in REVIEWER_CAMPAIGN_PURPOSES)
+
+
 class RunStartAccess(EngineerWritesStaffReads):
     """Runs: engineers start any kind; reviewers read, and start only image generation and scoring."""
 

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from core import selectors as core_selectors
 from core.ids import BoundedPrimaryKeyRelatedField, IdField
-from core.permissions import IsEngineer, IsEngineerOrReviewer
+from core.permissions import IsEngineer, IsEngineerOrReviewer, may_create_campaign
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, outlook, preview, selectors, services, shown_images
@@ -39,15 +39,23 @@ from generators.sampler_settings import SettingsRequest
 CRITERION_HELP = "the question's key (default: the campaign's first question)"
 
 
-class CampaignAccess(BasePermission):
-    """Annotators, engineers and reviewers read campaigns; engineers create them."""
+class CampaignCreateAccess(BasePermission):
+    """Creating (and previewing) a campaign: engineers any purpose, reviewers arena campaigns only."""
 
-    message = "Only ML engineers may create campaigns."
+    message = "Only ML engineers may create collect campaigns; reviewers may create arena campaigns."
+
+    def has_permission(self, request, view) -> bool:
+        purpose = request.data.get("purpose") if isinstance(request.data, dict) else None
+        return may_create_campaign(request.user, purpose if isinstance(purpose, str) else "")
+
+
+class CampaignAccess(CampaignCreateAccess):
+    """Annotators, engineers and reviewers read campaigns; engineers create them, reviewers arena campaigns."""
 
     def has_permission(self, request, view) -> bool:
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return has_role(request.user, Role.ANNOTATOR, Role.ENGINEER, Role.REVIEWER)
-        return has_role(request.user, Role.ENGINEER)
+        return super().has_permission(request, view)
 
 
 class Raters(BasePermission):
@@ -247,7 +255,7 @@ class CampaignPreviewView(APIView):
     """A few pairs the campaign described by the body (the create form's fields) would show, from images that exist
     now, and how many images it would still generate. Creates nothing; the same 400s as the create."""
 
-    permission_classes = [IsEngineer]
+    permission_classes = [CampaignCreateAccess]
 
     @extend_schema(request=CampaignPreviewInputSerializer, responses=CampaignPreviewSerializer)
     def post(self, request):

@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from core import run_kinds, selectors
 from core.metrics_csv import parse_run_ids
 from core.models import RunKindName
-from core.permissions import may_start_run
+from core.permissions import REVIEWER_CAMPAIGN_PURPOSES, may_create_campaign, may_start_run
 from core.roles import Role, has_role
 from core.run_states import LIVE_STATES, RunState
 from feedback import selectors as feedback_selectors
@@ -110,25 +110,30 @@ def campaign_list(request):
     return render(
         request,
         "frontend/campaign_list.html",
-        {"campaigns": rows, "ratable": ratable, "can_create": has_role(request.user, Role.ENGINEER)},
+        {"campaigns": rows, "ratable": ratable, "can_create": may_create_campaign(request.user)},
     )
 
 
 CAMPAIGN_IMAGE_FIELDS = ("images_per_prompt", "sampler_settings")
 
 
-@role_required(Role.ENGINEER)
+@role_required(Role.ENGINEER, Role.REVIEWER)
 def campaign_new(request):
     """``/campaigns/new/``: the create form, built by ``run_form.js`` from the specs of the API's own serializer
-    (``POST /api/v1/campaigns/``), with a preview of its pairs (``POST /api/v1/campaigns/preview/``)."""
+    (``POST /api/v1/campaigns/``), with a preview of its pairs (``POST /api/v1/campaigns/preview/``). Reviewers
+    are offered the purposes they may create (arena), the same rule as the API's."""
     from core import form_schema
     from feedback.api import CampaignCreateSerializer
 
     specs = form_schema.with_id_choices(form_schema.describe_serializer(CampaignCreateSerializer), request.user)
+    arena_only = not has_role(request.user, Role.ENGINEER)
     for spec in specs:  # the images' settings: a collapsed section (the versions' defaults unless set)
         if spec["name"] in CAMPAIGN_IMAGE_FIELDS:
             spec["group"] = "Images: how many per prompt, sampler settings"
-    return render(request, "frontend/campaign_form.html", {"specs": specs})
+        if spec["name"] == "purpose" and arena_only:
+            spec["choices"] = [c for c in spec["choices"] if c["value"] in REVIEWER_CAMPAIGN_PURPOSES]
+            spec["default"] = Purpose.ARENA.value
+    return render(request, "frontend/campaign_form.html", {"specs": specs, "arena_only": arena_only})
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)

@@ -188,9 +188,9 @@ WRITE_POLICY = {
     ("api-run-cancel", "post"): ENGINEERS,
     ("api-base-models", "post"): ENGINEERS,
     ("api-prompt-sets", "post"): ENGINEERS,
-    ("api-campaigns", "post"): ENGINEERS,
+    ("api-campaigns", "post"): ENGINEERS,  # a collect campaign; reviewers may create arena ones (campaign form tests)
     ("api-campaign-gold", "post"): ENGINEERS,
-    ("api-campaign-preview", "post"): ENGINEERS,  # creates nothing, but describes a campaign only engineers create
+    ("api-campaign-preview", "post"): ENGINEERS,  # creates nothing; the create's rule for the purpose (collect here)
     ("api-campaign-open", "post"): ENGINEERS,
     ("api-campaign-close", "post"): ENGINEERS,
     ("api-audit-campaign", "post"): ENGINEERS,  # creates a collect campaign
@@ -338,10 +338,11 @@ PAGES = [
         "/people/{annotator}/",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
     ),
-    # Campaigns are created by engineers only (POST /api/v1/campaigns/); reviewers read them.
+    # Campaigns are created by engineers (POST /api/v1/campaigns/); reviewers create arena campaigns only, and their
+    # form offers only that purpose (tests/frontend/test_campaign_form_pages.py).
     (
         "/campaigns/new/",
-        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
+        {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200},
     ),
     ("/", {"anonymous": 302, "norole": 200, "annotator": 200, "reviewer": 302, "engineer": 302, "admin": 302}),
     ("/admin/", {"anonymous": 302, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 200}),

@@ -52,12 +52,57 @@ def test_the_form_is_the_create_serializers_fields_with_choices(client, users, r
     assert "frontend/run_form.js" in page and "frontend/campaign_form.js" in page
 
 
-def test_the_campaigns_page_links_the_form_for_engineers_only(client, users):
+def test_the_campaigns_page_links_the_form_for_engineers_and_reviewers(client, users):
     client.force_login(users["engineer"])
     page = client.get("/campaigns/").content.decode()
     assert 'href="/campaigns/new/"' in page and "POST /api/v1/campaigns/" not in page
     client.force_login(users["reviewer"])
-    assert 'href="/campaigns/new/"' not in client.get("/campaigns/").content.decode()
+    assert 'href="/campaigns/new/"' in client.get("/campaigns/").content.decode()
+    client.force_login(users["annotator"])
+    assert client.get("/campaigns/").status_code == 403
+
+
+def test_a_reviewer_is_offered_arena_campaigns_only(client, users, rows):
+    client.force_login(users["reviewer"])
+    page = client.get("/campaigns/new/").content.decode()
+    purpose = next(spec for spec in _specs(page) if spec["name"] == "purpose")
+    assert [c["value"] for c in purpose["choices"]] == ["arena"] and purpose["default"] == "arena"
+    assert 'id="arena-only"' in page
+    client.force_login(users["engineer"])
+    page = client.get("/campaigns/new/").content.decode()
+    purpose = next(spec for spec in _specs(page) if spec["name"] == "purpose")
+    assert [c["value"] for c in purpose["choices"]] == ["collect", "arena"] and "default" not in purpose
+    assert 'id="arena-only"' not in page
+
+
+@pytest.mark.parametrize("path", ["/api/v1/campaigns/", "/api/v1/campaigns/preview/"])
+def test_reviewers_create_and_preview_arena_campaigns_only(client_for, users, rows, path):
+    body = {
+        "name": "versus",
+        "purpose": "collect",
+        "prompt_set": rows["prompt_set"].pk,
+        "model_versions": [rows["first"].pk, rows["second"].pk],
+        "annotators": ["reviewer"],
+    }
+    reviewer = client_for("reviewer")
+    refused = reviewer.post(path, body, format="json")
+    assert refused.status_code == 403
+    assert "reviewers may create arena campaigns" in refused.json()["detail"]
+    assert reviewer.post(path, {**body, "purpose": ["arena"]}, format="json").status_code == 403  # not a string
+
+    answer = reviewer.post(path, {**body, "purpose": "arena"}, format="json")
+    assert answer.status_code == (201 if path.endswith("/campaigns/") else 200), answer.content
+    if path.endswith("/campaigns/"):
+        campaign = Campaign.objects.get()
+        assert (campaign.purpose, campaign.created_by, list(campaign.annotators.all())) == (
+            "arena",
+            users["reviewer"],
+            [users["reviewer"]],
+        )
+    else:
+        assert not Campaign.objects.exists()
+    bad = reviewer.post(path, {**body, "purpose": "arena", "votes_per_pair": 0}, format="json")
+    assert bad.status_code == 400 and "votes_per_pair" in bad.json()  # then the same validation as engineers'
 
 
 def test_preview_shows_pairs_of_existing_images(engineer_client, rows):
