@@ -32,10 +32,16 @@ SANDBOX_KINDS = ("ddim", "flow")
 # The flow sandbox's fine-tune settings over the trainer's defaults (Flow-GRPO through the same trainer).
 CYCLE_FLOW_FINETUNE: dict[str, Any] = {"timestep_window": 3}
 
-# How the cycle turns votes into a tuned version: "ddpo" (reward model, then DDPO against it: the default), "dpo"
-# and "kto" (Diffusion-DPO / Diffusion-KTO straight from the collect campaign's votes, a ``preference_tune`` run).
-# Several methods make one tuned version each, and the arena holds them all with the base.
+# How the cycle turns votes into a tuned version: "ddpo" (reward model, then DDPO against it), "dpo" and "kto"
+# (Diffusion-DPO / Diffusion-KTO straight from the collect campaign's votes, a ``preference_tune`` run). Several
+# methods make one tuned version each, the arena holds them all with the base, and the cycle's pick is the tuned
+# version that beats the base most often in the arena's blind votes.
 METHODS = ("ddpo", "dpo", "kto")
+# The default: both reward model + DDPO and Diffusion-DPO, the arena picking. Neither wins on every preference
+# alone: on size both win every decided pair, on placement preferences DDPO against a good reward model still moves
+# the shapes little (oracle share 0.53–0.76 on centred) where DPO wins 0.87–0.95 (docs/benchmarks.md, "The loop on
+# four preferences"). The flow sandbox has Flow-GRPO only.
+DEFAULT_METHODS: dict[str, tuple[str, ...]] = {"ddim": ("ddpo", "dpo"), "flow": ("ddpo",)}
 PREFERENCE_ALGORITHM = {"dpo": "diffusion_dpo", "kto": "diffusion_kto"}
 # The preference runs use the trainer's defaults (finetune/preference_config.py, tuned on the sandbox); overrides
 # go here (or in `rlhf_cycle --preference`).
@@ -62,7 +68,7 @@ class CycleSettings:
     arena_votes_per_pair: int = 3
     reward: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_REWARD))  # reward_train config overrides
     finetune: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_FINETUNE))  # finetune (DDPO) settings
-    methods: tuple[str, ...] = ("ddpo",)  # see METHODS; the first one's figures are also reported flat
+    methods: tuple[str, ...] | None = None  # see METHODS; None: the sandbox's DEFAULT_METHODS
     preference: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_PREFERENCE))  # preference_tune settings
     step_timeout: float = 3600.0
     created_by: int | None = None  # id of the user recorded as creator of the campaigns and runs
@@ -70,16 +76,22 @@ class CycleSettings:
     sandbox: str = "ddim"  # see SANDBOX_KINDS
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise CycleError(f"methods: one or more of {', '.join(METHODS)}, each once (got {list(self.methods)}).")
         if self.sandbox not in SANDBOX_KINDS:
             raise CycleError(f"sandbox: one of {', '.join(SANDBOX_KINDS)} (got {self.sandbox!r}).")
-        if self.sandbox == "flow" and self.methods != ("ddpo",):
+        methods = self.tuning_methods
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods or len(set(methods)) != len(methods):
+            raise CycleError(f"methods: one or more of {', '.join(METHODS)}, each once (got {list(methods)}).")
+        if self.sandbox == "flow" and methods != ("ddpo",):
             raise CycleError(
                 "methods: the flow sandbox is tuned by a reward model and Flow-GRPO (method ddpo); Diffusion-DPO/KTO "
                 "support Stable Diffusion UNets only."
             )
+
+    @property
+    def tuning_methods(self) -> tuple[str, ...]:
+        """The methods the cycle runs, in order: ``methods``, or the sandbox's defaults when it is None."""
+        return DEFAULT_METHODS[self.sandbox] if self.methods is None else self.methods
 
 
 # The step that fills each field of CycleState, for the error raised when a later step finds it empty.
@@ -91,6 +103,7 @@ _MADE_BY = {
     "reward_model": "reward model",
     "tuned_version": "fine-tune",
     "arena_campaign": "arena campaign",
+    "picked_version": "leaderboard",
 }
 
 
@@ -111,6 +124,7 @@ class CycleState:
     tuned_version: int | None = None  # the first method's version
     tuned_versions: tuple[tuple[str, int], ...] = ()  # (method, version id) for every method, in order
     arena_campaign: int | None = None
+    picked_version: int | None = None  # the tuned version that beat the base most often in the arena
 
     def require(self, name: str) -> int:
         """The id in field ``name``, or :class:`CycleError` naming the step that makes it."""
@@ -125,6 +139,12 @@ class CycleState:
         if self.tuned_versions:
             return list(self.tuned_versions)
         return [("ddpo", self.require("tuned_version"))]
+
+    def picked(self) -> tuple[str, int]:
+        """(method, version id) of the cycle's pick; before the leaderboard step (or with one method), the first
+        tuned version."""
+        tuned = self.tuned()
+        return next((pair for pair in tuned if pair[1] == self.picked_version), tuned[0])
 
     def ids(self) -> dict[str, int | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

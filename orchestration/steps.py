@@ -181,7 +181,7 @@ def reward_run_config(state: CycleState, settings: CycleSettings) -> dict[str, A
 
 def _version_name(state: CycleState, settings: CycleSettings, method: str) -> str:
     """``cycle-<tag>`` for the first method's version, ``cycle-<tag>-<method>`` for the others."""
-    return f"cycle-{state.tag}" if method == settings.methods[0] else f"cycle-{state.tag}-{method}"
+    return f"cycle-{state.tag}" if method == settings.tuning_methods[0] else f"cycle-{state.tag}-{method}"
 
 
 def _with_gold(config: dict[str, Any], settings: CycleSettings) -> dict[str, Any]:
@@ -263,8 +263,8 @@ def collect_votes(state: CycleState, settings: CycleSettings) -> StepResult:
 
 def reward_model(state: CycleState, settings: CycleSettings) -> StepResult:
     """Train a reward model on the collect campaign's votes (a ``reward_train`` run); only DDPO needs one."""
-    if "ddpo" not in settings.methods:
-        return StepResult(state, {"skipped": f"no reward model for {', '.join(settings.methods)}"})
+    if "ddpo" not in settings.tuning_methods:
+        return StepResult(state, {"skipped": f"no reward model for {', '.join(settings.tuning_methods)}"})
     run = _run_to_success("reward_train", reward_run_config(state, settings), settings)
     state = replace(state, reward_model=run.result["reward_model"])
     return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in REWARD_FIGURES}})
@@ -282,10 +282,10 @@ def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
     """Tune the base version by each method in turn: DDPO + LoRA against the reward model (a ``finetune`` run),
     Diffusion-DPO / KTO straight from the votes (a ``preference_tune`` run). The first method's figures are
     reported flat, every method's under ``methods``."""
-    by_method = {method: _tune(state, settings, method) for method in settings.methods}
+    by_method = {method: _tune(state, settings, method) for method in settings.tuning_methods}
     tuned = tuple((method, figures["model_version"]) for method, figures in by_method.items())
     state = replace(state, tuned_version=tuned[0][1], tuned_versions=tuned)
-    return StepResult(state, {**by_method[settings.methods[0]], "methods": by_method})
+    return StepResult(state, {**by_method[settings.tuning_methods[0]], "methods": by_method})
 
 
 def arena_campaign(state: CycleState, settings: CycleSettings) -> StepResult:
@@ -322,18 +322,28 @@ def _head_to_head(board: dict[str, Any], tuned: int, base: int) -> dict[str, Any
     }
 
 
+def pick_tuned(tuned: list[tuple[str, int]], by_method: dict[str, dict[str, Any]]) -> tuple[str, int]:
+    """The (method, version) whose arena win rate against the base is highest; the first method on a tie."""
+    return max(tuned, key=lambda pair: by_method[pair[0]]["tuned_win_rate"] or 0.0)
+
+
 def leaderboard(state: CycleState, settings: CycleSettings) -> StepResult:
     """The arena's Bradley–Terry leaderboard: each tuned version against the base, decided by the typed verdict
-    (the first method's flat, every method's under ``methods``), and the ranks of all versions."""
+    (every method's under ``methods``), and the ranks of all versions. With several methods the cycle picks the
+    tuned version with the highest win rate against the base (ties: the first method); the pick's figures are
+    reported flat, and ``picked`` names its method."""
     base, tuned = state.require("base_version"), state.tuned()
     board = feedback_selectors.campaign_leaderboard(Campaign.objects.get(pk=state.require("arena_campaign")))
     by_method = {method: _head_to_head(board, version, base) for method, version in tuned}
+    picked_method, picked_version = pick_tuned(tuned, by_method)
     figures = {
-        **by_method[tuned[0][0]],
+        "picked": picked_method,
+        "picked_version": picked_version,
+        **by_method[picked_method],
         "methods": by_method,
         "ranks": [{"version": row["model"], "name": row["name"], "rank": row["rank"]} for row in board["models"]],
     }
-    return StepResult(state, figures)
+    return StepResult(replace(state, picked_version=picked_version), figures)
 
 
 def oracle_verdicts(rewards: list[tuple[float, float]], margin: float = TIE_MARGIN) -> dict[str, Any]:
@@ -361,7 +371,7 @@ def _oracle_reward_of(oracle, image) -> float:
 
 def oracle_judgement(state: CycleState, settings: CycleSettings) -> StepResult:
     """The arena's images judged by the annotators' own oracle (its pointwise form): in how many decided eval
-    prompt/seed pairs is the tuned version's image better than the base's?"""
+    prompt/seed pairs is each tuned version's image better than the base's? The pick's figures are flat."""
     gold = gold_oracle_for(settings.oracle)
     if gold is None:
         return StepResult(state, {"oracle": None, "note": f"no registered oracle judges like {settings.oracle!r}"})
@@ -380,4 +390,5 @@ def oracle_judgement(state: CycleState, settings: CycleSettings) -> StepResult:
             if owner == base and (version, prompt, seed) in scores
         ]
         by_method[method] = oracle_verdicts(rewards)
-    return StepResult(state, {"oracle": gold, **by_method[tuned[0][0]], "methods": by_method})
+    picked = state.picked()[0]
+    return StepResult(state, {"oracle": gold, "picked": picked, **by_method[picked], "methods": by_method})

@@ -38,7 +38,7 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     start_worker()
     out, err = io.StringIO(), io.StringIO()
 
-    call_command("rlhf_cycle", "--base-url", live_server.url, *REDUCED, stdout=out, stderr=err)
+    call_command("rlhf_cycle", "--base-url", live_server.url, *REDUCED, "--method", "ddpo", stdout=out, stderr=err)
 
     results = json.loads(out.getvalue().strip().splitlines()[-1])
     progress = err.getvalue()

@@ -83,7 +83,8 @@ def test_setup_registers_the_sandbox_and_takes_prompt_subsets(settings, tmp_path
 
 
 def test_the_flow_sandbox_cycle_tunes_by_reward_model_and_flow_grpo_only():
-    assert CycleSettings(sandbox="flow").methods == ("ddpo",)
+    assert CycleSettings().tuning_methods == ("ddpo", "dpo")  # the Stable Diffusion sandbox: both, the arena picks
+    assert CycleSettings(sandbox="flow").tuning_methods == ("ddpo",)
     with pytest.raises(CycleError, match="^methods: the flow sandbox is tuned by a reward model and Flow-GRPO"):
         CycleSettings(sandbox="flow", methods=("ddpo", "dpo"))
     with pytest.raises(CycleError, match="^sandbox: one of ddim, flow"):
@@ -221,9 +222,12 @@ def _arena_state(arena) -> CycleState:  # noqa: F811
 def test_the_leaderboard_step_reports_the_typed_head_to_head(arena):  # noqa: F811
     _vote_all(arena, prefer_child_every=6)  # the tuned version wins 30 of 36 votes
 
-    figures = steps.leaderboard(_arena_state(arena), CycleSettings()).figures
+    result = steps.leaderboard(_arena_state(arena), CycleSettings())
 
+    figures = result.figures
     child, parent = arena["child"].pk, arena["parent"].pk
+    assert figures["picked"] == "ddpo" and figures["picked_version"] == child and result.state.picked_version == child
+    assert figures["methods"]["ddpo"]["tuned_win_rate"] == figures["tuned_win_rate"]
     assert figures["tuned_win_rate"] == pytest.approx(30 / 36) and figures["votes"] == 36
     assert figures["tuned_beats_base_probability_interval"][0] > 0.5
     assert figures["enough_votes"] is True and figures["tuned_is_better"] is True and figures["winner"] == child
@@ -232,6 +236,16 @@ def test_the_leaderboard_step_reports_the_typed_head_to_head(arena):  # noqa: F8
         {"version": child, "name": "tiny/tuned", "rank": 1},
         {"version": parent, "name": "tiny/base", "rank": 2},
     ]
+
+
+def test_the_cycle_picks_the_tuned_version_that_beats_the_base_most_often():
+    tuned = [("ddpo", 7), ("dpo", 8), ("kto", 9)]
+    rates = {"ddpo": 0.61, "dpo": 0.83, "kto": 0.83}
+    by_method = {method: {"tuned_win_rate": rate} for method, rate in rates.items()}
+    assert steps.pick_tuned(tuned, by_method) == ("dpo", 8)  # a tie goes to the earlier method
+    assert steps.pick_tuned(tuned, {**by_method, "dpo": {"tuned_win_rate": None}}) == ("kto", 9)
+    state = CycleState(tag="t", tuned_version=7, tuned_versions=tuple(tuned))
+    assert state.picked() == ("ddpo", 7) and replace(state, picked_version=9).picked() == ("kto", 9)
 
 
 def test_the_leaderboard_step_says_when_the_votes_are_not_enough(arena):  # noqa: F811

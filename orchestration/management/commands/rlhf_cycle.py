@@ -13,6 +13,7 @@ from orchestration.state import (
     CYCLE_FLOW_FINETUNE,
     CYCLE_PREFERENCE,
     CYCLE_REWARD,
+    DEFAULT_METHODS,
     METHODS,
     SANDBOX_KINDS,
     CycleError,
@@ -66,10 +67,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--method",
-            default=",".join(defaults.methods),
+            default="",
             help=f"how votes become a tuned version: one or more of {', '.join(METHODS)}, comma-separated (ddpo: "
             "reward model + DDPO; dpo, kto: Diffusion-DPO / -KTO straight from the votes); several meet the base "
-            "in one arena",
+            "in one arena, which picks the one that beats it most often (default: "
+            + "; ".join(f"{kind} sandbox {','.join(methods)}" for kind, methods in DEFAULT_METHODS.items())
+            + ")",
         )
         parser.add_argument(
             "--preference",
@@ -86,7 +89,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        methods = tuple(m.strip() for m in options["method"].split(",") if m.strip())
+        methods = tuple(m.strip() for m in options["method"].split(",") if m.strip()) or None
         try:
             settings = self._settings(options, methods)
         except CycleError as exc:
@@ -102,7 +105,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(results, default=str))
 
-    def _settings(self, options: dict, methods: tuple[str, ...]) -> CycleSettings:
+    def _settings(self, options: dict, methods: tuple[str, ...] | None) -> CycleSettings:
         cycle_finetune = CYCLE_FLOW_FINETUNE if options["sandbox"] == "flow" else CYCLE_FINETUNE
         return CycleSettings(
             base_url=options["base_url"],
