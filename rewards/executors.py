@@ -22,7 +22,7 @@ from generators.selectors import images_for
 from rewards import services
 from rewards.config import RewardTrainConfig, RewardTrainConfigError
 from rewards.datasets import rows_of_criterion
-from rewards.loading import resolve_backbone, reward_function_for
+from rewards.loading import resolve_backbone
 from rewards.models import ImageScore, PreferenceDataset, RewardModel
 from rewards.run_configs import TRAINING_FIELDS
 
@@ -128,15 +128,18 @@ def _summary(values: list[float]) -> dict:
 
 
 def evaluate(run: Run, ctx: JobContext) -> dict:
-    """Generate what is missing, then score every image of the versions on the prompt set (scores are stored)."""
-    from PIL import Image
+    """Generate what is missing, then score every image of the versions on the prompt set with the config's
+    reward model (scores are stored) and, with ``metrics``, measure the automatic metrics (``rewards.evaluation``:
+    the versions' parents are generated and measured too)."""
+    from rewards import evaluation
 
     config = run.config
-    reward_model = RewardModel.objects.get(pk=config["reward_model"])
+    metrics = config.get("metrics") or []
+    version_ids = evaluation.with_parents(config["model_versions"]) if metrics else config["model_versions"]
     settings = SettingsRequest.from_config(config)
     generation = GenerateConfigSerializer(
         data={
-            "model_versions": config["model_versions"],
+            "model_versions": version_ids,
             "prompt_set": config["prompt_set"],
             "images_per_prompt": config["images_per_prompt"],
             "device": config["device"],
@@ -145,44 +148,45 @@ def evaluate(run: Run, ctx: JobContext) -> dict:
     )
     if not generation.is_valid():
         raise JobFailed(f"Cannot generate the images to score: {generation.errors}")
-    generate_missing_images(dict(generation.validated_data), _ScaledProgress(ctx, 0.0, 0.5), run)
+    generate_missing_images(dict(generation.validated_data), _ScaledProgress(ctx, 0.0, 0.4), run)
     # The precision the generation step resolved "auto" to: the images just made (or found) are those.
     dtype = resolve_dtype_name(settings.dtype, resolve_device(config["device"]))
     images = images_for(
-        config["model_versions"],
+        version_ids,
         PromptSetItem.objects.filter(prompt_set_id=config["prompt_set"]).values_list("prompt_id", flat=True),
         range(config["images_per_prompt"]),
         settings.with_dtype(dtype),
     )
-    scored = set(
-        ImageScore.objects.filter(reward_model=reward_model, image_id__in=[i.pk for i in images.values()]).values_list(
-            "image_id", flat=True
+    result: dict = {}
+    scorers = [RewardModel.objects.get(pk=config["reward_model"])] if config.get("reward_model") else []
+    if "reward_win_rate" in metrics:
+        scorers += [m for m in RewardModel.objects.filter(pk__in=config["reward_models"]) if m not in scorers]
+    span = 0.2 if metrics else 0.6  # the rest of the bar: the metrics' features
+    for k, reward_model in enumerate(scorers):
+        low, high = 0.4 + span * k / len(scorers), 0.4 + span * (k + 1) / len(scorers)
+
+        def report(done: int, total: int, low=low, high=high, name=reward_model.name) -> None:
+            ctx.report_progress(low + (high - low) * done / total, f"{name}: scored {done} of {total} images")
+
+        scored_now = evaluation.score_missing(
+            reward_model,
+            images.values(),
+            batch_size=config["batch_size"],
+            device=config["device"],
+            run=run,
+            report=report,
         )
-    )
-    todo = sorted((image for image in images.values() if image.pk not in scored), key=lambda image: image.pk)
-    try:
-        score = reward_function_for(reward_model, device=resolve_device(config["device"]))
-    except Exception as exc:
-        raise JobFailed(f"Reward model {reward_model.name!r} could not be loaded: {exc}") from exc
-    for start in range(0, len(todo), config["batch_size"]):
-        batch = todo[start : start + config["batch_size"]]
-        pictures = []
-        for image in batch:
-            with image.file.open("rb") as handle:
-                pictures.append(Image.open(handle).convert("RGB"))
-        values = score([image.prompt.text for image in batch], pictures)
-        services.image_scores_store(
-            reward_model=reward_model, scores={i.pk: v for i, v in zip(batch, values, strict=True)}, run=run
-        )
-        done = start + len(batch)
-        ctx.report_progress(0.5 + 0.5 * done / len(todo), f"scored {done} of {len(todo)} images")
-    by_version: dict[int, list[float]] = defaultdict(list)
-    for version_id, value in ImageScore.objects.filter(
-        reward_model=reward_model, image_id__in=[i.pk for i in images.values()]
-    ).values_list("image__model_version_id", "score"):
-        by_version[version_id].append(value)
-    return {
-        "reward_model": reward_model.pk,
-        "scored_now": len(todo),
-        "versions": {str(v): _summary(values) for v, values in by_version.items()},
-    }
+        if k == 0 and config.get("reward_model"):
+            by_version: dict[int, list[float]] = defaultdict(list)
+            for version_id, value in ImageScore.objects.filter(
+                reward_model=reward_model, image_id__in=[i.pk for i in images.values()]
+            ).values_list("image__model_version_id", "score"):
+                by_version[version_id].append(value)
+            result.update(
+                reward_model=reward_model.pk,
+                scored_now=scored_now,
+                versions={str(v): _summary(values) for v, values in by_version.items()},
+            )
+    if metrics:
+        result["metrics"] = evaluation.measure(run, ctx, images, version_ids)
+    return result

@@ -40,7 +40,7 @@ class Estimate:
     items: int
 
     def as_dict(self) -> dict:
-        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n, "items": self.items}
+        return {"value": self.value, "low": self.low, "high": self.high, "prompts": self.n, "items": self.items}
 
 
 def bootstrap(
@@ -186,3 +186,33 @@ def paired_delta_estimate(
     ]
     low, high = bootstrap(deltas, _mean, **kwargs)
     return Estimate(_mean(deltas), low, high, len(deltas), len(deltas))
+
+
+# ------------------------------------------------------------------------------------------------ the flag
+def _clearly_above(estimate: Mapping, threshold: float) -> bool:
+    """Above ``threshold`` by its interval's lower bound (by its value when it has no interval)."""
+    low = estimate.get("low")
+    return (low if low is not None else estimate["value"]) > threshold
+
+
+def _clearly_below(estimate: Mapping, threshold: float) -> bool:
+    high = estimate.get("high")
+    return (high if high is not None else estimate["value"]) < threshold
+
+
+def reward_gain_flag(
+    win_rates: Mapping[str, Mapping], clip_score_delta: Mapping | None, diversity_delta: Mapping | None
+) -> str:
+    """Why a version is flagged, or "": it gains reward (a win rate against its parent whose 95% interval is above
+    0.5 under some reward model) while losing diversity or CLIP score (a per-prompt delta against the parent whose
+    interval is below 0). Estimates are dicts with ``value``, ``low``, ``high`` (``Estimate.as_dict``)."""
+    gains = [name for name, estimate in win_rates.items() if _clearly_above(estimate, 0.5)]
+    losses = [
+        f"{label} {estimate['value']:+.3g}"
+        for label, estimate in (("CLIP score", clip_score_delta), ("diversity", diversity_delta))
+        if estimate is not None and _clearly_below(estimate, 0.0)
+    ]
+    if not gains or not losses:
+        return ""
+    rewards = ", ".join(f"{name} ({win_rates[name]['value']:.2f})" for name in gains)
+    return f"gains reward against its parent (win rate under {rewards}) while losing {' and '.join(losses)}"

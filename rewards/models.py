@@ -158,3 +158,87 @@ class CampaignCurvePoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.votes} votes: {self.accuracy}"
+
+
+class ReferenceSet(models.Model):
+    """Reference images of a prompt set: what a version's images are compared with by Fréchet distance.
+
+    Registered per prompt set (``manage.py register_reference_set``: the sandbox's rendered ground truth, a folder
+    of images, or a version's images); images may name the prompt they illustrate.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    prompt_set = models.ForeignKey("generators.PromptSet", on_delete=models.PROTECT, related_name="reference_sets")
+    description = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["prompt_set", "-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReferenceImage(models.Model):
+    """One reference image (content-addressed file), optionally of one prompt of its set's prompt set."""
+
+    reference_set = models.ForeignKey(ReferenceSet, on_delete=models.CASCADE, related_name="images")
+    prompt = models.ForeignKey("generators.Prompt", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    file = models.FileField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["reference_set", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.reference_set_id}:{self.sha256[:12]}"
+
+
+class MetricName(models.TextChoices):
+    CLIP_SCORE = "clip_score", "CLIP score (torchmetrics' definition)"
+    FID_CLIP = "fid_clip", "Fréchet distance to the reference set in CLIP image-feature space"
+    DIVERSITY = "diversity", "mean pairwise cosine distance among a prompt's seeds"
+    REWARD_WIN_RATE = "reward_win_rate", "win rate against the parent under a reward model"
+    CLIP_SCORE_DELTA = "clip_score_delta", "CLIP score minus the parent's, per prompt"
+    DIVERSITY_DELTA = "diversity_delta", "diversity minus the parent's, per prompt"
+
+
+class VersionMetric(models.Model):
+    """One automatic metric of a version's images of a prompt set, measured by an ``evaluate`` run: its value and
+    95% bootstrap interval over prompts. Rows are kept per run; readers take the newest per metric and reward
+    model (``rewards.metric_selectors``)."""
+
+    model_version = models.ForeignKey("generators.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    prompt_set = models.ForeignKey("generators.PromptSet", on_delete=models.CASCADE, related_name="+")
+    settings_hash = models.CharField(max_length=64, help_text="the sampler settings of the images measured")
+    images_per_prompt = models.PositiveIntegerField()
+    metric = models.CharField(max_length=32, choices=MetricName.choices)
+    feature_model = models.CharField(max_length=100, blank=True, default="", help_text="the registered CLIP used")
+    reward_model = models.ForeignKey(RewardModel, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    reference_set = models.ForeignKey(
+        ReferenceSet, null=True, blank=True, on_delete=models.CASCADE, related_name="metrics"
+    )
+    compared_with = models.ForeignKey(
+        "generators.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="the parent a win rate or delta is against",
+    )
+    value = models.FloatField()
+    low = models.FloatField(null=True, blank=True)
+    high = models.FloatField(null=True, blank=True)
+    prompts = models.PositiveIntegerField(help_text="prompts the value covers (the bootstrap's unit)")
+    items = models.PositiveIntegerField(help_text="images (or image pairs) the value covers")
+    run = models.ForeignKey("core.Run", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_version", "metric", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(metric__in=MetricName.values), name="version_metric_name")]
+        indexes = [models.Index(fields=["prompt_set", "model_version", "metric"], name="version_metric_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} {self.metric}={self.value:.4f}"

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from core import plugins
 from core.ids import IdField
 from core.validation import StrictSerializer
 from feedback import selectors as feedback_selectors
@@ -141,16 +142,40 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return attrs
 
 
+EVALUATE_METRICS = ("clip_score", "fid_clip", "diversity", "reward_win_rate")
+
+
 class EvaluateConfigSerializer(SamplerSettingsSerializer):
     """Score model versions' images of a prompt set under the sampler settings (absent: each version's defaults)
-    with a reward model (missing images are generated first)."""
+    with a reward model, and/or measure automatic ``metrics`` (missing images, and with metrics the versions'
+    parents' images, are generated first)."""
 
-    reward_model = IdField()
+    reward_model = IdField(required=False, help_text="score every image with this reward model (stored scores)")
     model_versions = serializers.ListField(child=IdField(), min_length=1, max_length=16)
     prompt_set = IdField()
     images_per_prompt = serializers.IntegerField(min_value=1, max_value=64, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1024, default=64)
     device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], default="auto")
+    metrics = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVALUATE_METRICS),
+        required=False,
+        max_length=len(EVALUATE_METRICS),
+        help_text="automatic metrics per version, with bootstrap intervals over prompts: clip_score, fid_clip "
+        "(Fréchet distance to the prompt set's reference images in CLIP space), diversity (among a prompt's seeds: "
+        "images_per_prompt ≥ 2), reward_win_rate (against the parent under each reward model)",
+    )
+    clip = serializers.CharField(
+        max_length=100,
+        default=lambda: settings.DEFAULT_REWARD_BACKBONE,
+        help_text="the registered CLIP (a reward_backbone name) of clip_score, fid_clip and diversity",
+    )
+    reference_set = IdField(
+        required=False, help_text="fid_clip's reference images (default: the newest registered for the prompt set)"
+    )
+    reward_models = serializers.ListField(
+        child=IdField(), required=False, max_length=32, help_text="reward_win_rate under these (default: every one)"
+    )
+    bootstrap_resamples = serializers.IntegerField(min_value=10, max_value=10_000, default=1000)
 
     def validate_reward_model(self, pk: int) -> int:
         return _exists(RewardModel, pk, "reward model")
@@ -160,6 +185,68 @@ class EvaluateConfigSerializer(SamplerSettingsSerializer):
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
         return check_model_version_ids(ids)
+
+    def validate_reward_models(self, ids: list[int]) -> list[int]:
+        missing = sorted(set(ids) - set(RewardModel.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if missing:
+            raise serializers.ValidationError(f"Unknown reward model(s): {missing}.")
+        return list(dict.fromkeys(ids))
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        metrics = list(dict.fromkeys(attrs.get("metrics", [])))
+        if not metrics and "reward_model" not in attrs:
+            raise serializers.ValidationError(
+                {"reward_model": ["Give a reward model to score with, or metrics to measure (or both)."]}
+            )
+        if not metrics:
+            return attrs
+        attrs["metrics"] = metrics
+        if set(metrics) & {"clip_score", "fid_clip", "diversity"} and attrs["clip"] not in plugins.names(
+            "reward_backbone"
+        ):
+            names = ", ".join(sorted(plugins.names("reward_backbone"))) or "none"
+            raise serializers.ValidationError({"clip": [f"{attrs['clip']!r} is not a registered CLIP ({names})."]})
+        if "diversity" in metrics and attrs["images_per_prompt"] < 2:
+            raise serializers.ValidationError(
+                {"images_per_prompt": ["diversity compares a prompt's seeds: use images_per_prompt ≥ 2."]}
+            )
+        if "fid_clip" in metrics:
+            attrs["reference_set"] = _reference_set_of(attrs.get("reference_set"), attrs["prompt_set"])
+        if "reward_win_rate" in metrics:
+            attrs.setdefault("reward_models", list(RewardModel.objects.order_by("pk").values_list("pk", flat=True)))
+            if not attrs["reward_models"]:
+                raise serializers.ValidationError(
+                    {"metrics": ["reward_win_rate needs a reward model: register or train one first."]}
+                )
+        return attrs
+
+
+def _reference_set_of(pk: int | None, prompt_set_id: int) -> int:
+    """The reference set to compare with: ``pk`` (which must be of the prompt set) or the set's newest."""
+    from rewards.metric_selectors import newest_reference_set
+    from rewards.models import ReferenceSet
+
+    if pk is None:
+        newest = newest_reference_set(prompt_set_id)
+        if newest is None:
+            raise serializers.ValidationError(
+                {
+                    "reference_set": [
+                        f"No reference set is registered for prompt set {prompt_set_id}: register one "
+                        "(manage.py register_reference_set) or leave fid_clip out."
+                    ]
+                }
+            )
+        return newest.pk
+    found = ReferenceSet.objects.filter(pk=pk).values_list("prompt_set_id", flat=True).first()
+    if found is None:
+        raise serializers.ValidationError({"reference_set": [f"Unknown reference set {pk}."]})
+    if found != prompt_set_id:
+        raise serializers.ValidationError(
+            {"reference_set": [f"Reference set {pk} belongs to prompt set {found}, not {prompt_set_id}."]}
+        )
+    return pk
 
 
 class SelectionRefitConfigSerializer(StrictSerializer):

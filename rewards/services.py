@@ -31,7 +31,10 @@ from rewards.models import (
     DatasetState,
     ImageScore,
     PreferenceDataset,
+    ReferenceImage,
+    ReferenceSet,
     RewardModel,
+    VersionMetric,
 )
 
 PARQUET_MAGIC = b"PAR1"
@@ -341,3 +344,44 @@ def campaign_refits_reconcile() -> int:
     """Release refits whose run ended without the ``run_finished`` receiver taking effect (or whose run is gone);
     returns how many. Called by ``core.events.periodic_check``."""
     return CampaignRefit.objects.filter(active=True, run__state__in=TERMINAL_STATES).update(active=False)
+
+
+def reference_set_create(
+    *, name: str, prompt_set, images: Iterable[tuple[object, bytes]], description: str = "", created_by=None
+) -> ReferenceSet:
+    """Register reference images of ``prompt_set``: ``images`` holds (prompt or None, PNG/JPEG bytes); files are
+    content-addressed. At least two images (a covariance needs them); prompts must belong to the set."""
+    from django.core.files.base import ContentFile
+
+    images = list(images)
+    if len(images) < 2:
+        raise ValidationError({"images": ["A reference set needs at least two images."]})
+    allowed = set(prompt_set.items.values_list("prompt_id", flat=True))
+    strangers = sorted({p.pk for p, _ in images if p is not None and p.pk not in allowed})
+    if strangers:
+        raise ValidationError({"images": [f"Prompt(s) {strangers} are not in prompt set {prompt_set.name!r}."]})
+
+    def create() -> ReferenceSet:
+        reference_set = ReferenceSet.objects.create(
+            name=name, prompt_set=prompt_set, description=description, created_by=created_by
+        )
+        rows = []
+        for prompt, content in images:
+            digest = hashlib.sha256(content).hexdigest()
+            stored = f"references/{digest[:2]}/{digest}"
+            if not default_storage.exists(stored):
+                stored = default_storage.save(stored, ContentFile(content))
+            rows.append(ReferenceImage(reference_set=reference_set, prompt=prompt, file=stored, sha256=digest))
+        ReferenceImage.objects.bulk_create(rows)
+        return reference_set
+
+    return create_named(ReferenceSet, name, "reference set", create)
+
+
+def version_metrics_store(*, run, rows: Iterable[dict]) -> int:
+    """Replace the metric rows of ``run`` (a retried attempt rewrites them) with ``rows`` (VersionMetric fields);
+    call inside the run's fence."""
+    with transaction.atomic():
+        VersionMetric.objects.filter(run=run).delete()
+        created = VersionMetric.objects.bulk_create([VersionMetric(run=run, **row) for row in rows])
+    return len(created)
