@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
@@ -39,6 +40,11 @@ def run_metric_series(*, run: Run, since_step: int | None = None) -> dict[str, l
 
 def users_with_roles() -> QuerySet:
     return get_user_model().objects.prefetch_related("groups").order_by("username")
+
+
+def usernames_by_id(ids: Iterable[int]) -> dict[int, str]:
+    """``{id: username}`` of the users among ``ids`` (unknown ids are absent)."""
+    return dict(get_user_model().objects.filter(pk__in=list(ids)).values_list("pk", "username"))
 
 
 def annotator_groups() -> QuerySet[AnnotatorGroup]:

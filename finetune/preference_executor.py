@@ -19,14 +19,11 @@ from core import services as run_services
 from core.devices import DeviceUnavailable, resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Run
-from core.storage import stored_file_local_path
-from feedback.pickapic import read_parquet
 from finetune.executors import ADAPTER_ARTIFACT, check_version_name, record_version
 from generators import selectors as generator_selectors
 from generators.models import ModelVersion
 from generators.pipeline import LORA_WEIGHT_NAME, PipelineLoadError, load_pipeline
-from rewards.datasets import rows_of_criterion
-from rewards.executors import dataset_of_run
+from rewards.executors import excluded_annotators_of, training_rows
 
 LATENT_CACHE = "latent-cache"  # under VAR_DIR: VAE latents of stored images, shared by runs on the same VAE
 
@@ -50,10 +47,7 @@ def preference_tune(run: Run, ctx: JobContext) -> dict:
     settings_fields = PreferenceTuneConfig.from_dict({key: config[key] for key in names if key in config})
     parent = ModelVersion.objects.select_related("base_model", "adapter").get(pk=config["model_version"])
     check_version_name(run, parent)
-    dataset = dataset_of_run(run)
-    rows = rows_of_criterion(
-        read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False), dataset.criterion
-    )
+    dataset, rows = training_rows(run)
     try:
         examples = build_examples(rows, settings_fields.algorithm, ties=settings_fields.ties)
         gold = per_image(resolve_oracle(config["gold_oracle"])) if config.get("gold_oracle") else None
@@ -96,6 +90,7 @@ def preference_tune(run: Run, ctx: JobContext) -> dict:
         "version_name": version.name,
         "parent": parent.pk,
         "dataset": dataset.pk,
+        "excluded_annotators": excluded_annotators_of(run),
         "algorithm": settings_fields.algorithm,
         "examples": summary["examples"],
         "dropped": summary["dropped"],

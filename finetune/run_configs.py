@@ -20,7 +20,14 @@ from finetune.oracles import OracleError, check_oracle_name
 from finetune.preference_config import PreferenceTuneConfig
 from generators.models import ModelVersion, PromptSet, Split
 from rewards.models import RewardModel
-from rewards.run_configs import campaigns_criterion, check_campaign_ids, check_training_dataset
+from rewards.run_configs import (
+    EXCLUDE_ANNOTATORS_HELP,
+    campaigns_criterion,
+    check_annotator_ids,
+    check_campaign_ids,
+    check_exclusion_source,
+    check_training_dataset,
+)
 
 DDPO_FIELDS = {field.name for field in dataclasses.fields(DDPOConfig)}
 PLATFORM_FIELDS = (
@@ -164,6 +171,7 @@ PREFERENCE_PLATFORM_FIELDS = (
     "include_flagged",
     "gold_threshold",
     "min_gold",
+    "exclude_annotators",
     "eval_prompt_set",
     "gold_oracle",
     "name",
@@ -185,6 +193,9 @@ class PreferenceTuneConfigSerializer(serializers.Serializer):
     include_flagged = serializers.BooleanField(default=False)
     gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    exclude_annotators = serializers.ListField(
+        child=IdField(), required=False, max_length=1000, help_text=EXCLUDE_ANNOTATORS_HELP
+    )
     eval_prompt_set = IdField(help_text="eval prompts sampled before, during and after training")
     gold_oracle = serializers.CharField(
         max_length=300, required=False, help_text="a registered oracle measured on the eval images"
@@ -223,6 +234,9 @@ class PreferenceTuneConfigSerializer(serializers.Serializer):
     def validate_campaigns(self, ids: list[int]) -> list[int]:
         return check_campaign_ids(ids)
 
+    def validate_exclude_annotators(self, ids: list[int]) -> list[int]:
+        return check_annotator_ids(ids)
+
     def validate_gold_oracle(self, name: str) -> str:
         try:
             return check_oracle_name(name)
@@ -244,6 +258,7 @@ class PreferenceTuneConfigSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"criterion": ["A dataset brings its criterion: give it with campaigns."]}
             )
+        check_exclusion_source(attrs)
         if "name" in attrs:
             base = ModelVersion.objects.get(pk=attrs["model_version"]).base_model
             if base.versions.filter(name=attrs["name"]).exists():

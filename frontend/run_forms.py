@@ -65,12 +65,28 @@ def _campaigns(user, limit: int):
     ]
 
 
+def _annotators(user, limit: int):
+    """People who may have voted (annotators and reviewers, inactive ones too: a deactivated annotator's votes
+    are the ones most often left out)."""
+    from core import selectors
+    from core.roles import Role
+
+    people = (
+        selectors.users_with_roles()
+        .filter(groups__name__in=[Role.ANNOTATOR.value, Role.REVIEWER.value])
+        .distinct()
+        .order_by("-pk")[:limit]
+    )
+    return [(person.pk, person.username + ("" if person.is_active else " (inactive)")) for person in people]
+
+
 ID_SOURCES = {
     ("model_version", "model_versions"): IdSource("generators.ModelVersion", _model_versions),
     ("prompt_set", "train_prompt_set", "eval_prompt_set"): IdSource("generators.PromptSet", _prompt_sets),
     ("reward_model", "reward_models"): IdSource("rewards.RewardModel", _reward_models),
     ("dataset",): IdSource("rewards.PreferenceDataset", _datasets),
     ("campaign", "campaigns"): IdSource("feedback.Campaign", _campaigns),
+    ("exclude_annotators",): IdSource("auth.User", _annotators),
 }
 
 

@@ -14,13 +14,14 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.ids import BoundedPrimaryKeyRelatedField
+from core.ids import BoundedPrimaryKeyRelatedField, IdField
 from core.permissions import EngineerWritesStaffReads, IsEngineer
 from core.validation import StrictSerializer
 from feedback import services as feedback_services
 from feedback.models import Campaign
 from rewards import audit, selectors, services
 from rewards.models import PreferenceDataset, RewardModel
+from rewards.run_configs import EXCLUDE_ANNOTATORS_HELP, check_annotator_ids
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -46,6 +47,12 @@ class DatasetSnapshotSerializer(StrictSerializer):
     criterion = serializers.CharField(
         max_length=100, required=False, default="", help_text=CRITERION_HELP + " (every campaign must ask it)"
     )
+    exclude_annotators = serializers.ListField(
+        child=IdField(), required=False, max_length=1000, help_text=EXCLUDE_ANNOTATORS_HELP
+    )
+
+    def validate_exclude_annotators(self, ids: list[int]) -> list[int]:
+        return check_annotator_ids(ids)
 
 
 class DatasetUploadSerializer(StrictSerializer):

@@ -6,13 +6,14 @@ import statistics
 import tempfile
 from collections import defaultdict
 
+from core import selectors as core_selectors
 from core import services as run_services
 from core.devices import resolve_device
 from core.jobs import JobContext, JobFailed
 from core.models import Artifact, Run
 from core.storage import stored_file_local_path, zip_directory
 from feedback.models import Campaign
-from feedback.pickapic import read_parquet
+from feedback.pickapic import PickapicRow, read_parquet
 from generators.executors import generate_missing_images
 from generators.models import PromptSetItem
 from generators.pipeline import resolve_dtype_name
@@ -47,10 +48,29 @@ def dataset_of_run(run: Run) -> PreferenceDataset:
             gold_threshold=config["gold_threshold"],
             min_gold=config["min_gold"],
             criterion=config.get("criterion", ""),
+            exclude_annotators=config.get("exclude_annotators", ()),
             created_by=run.created_by,
         )
     except services.ValidationError as exc:
         raise JobFailed(" ".join(m for messages in exc.message_dict.values() for m in messages)) from exc
+
+
+def training_rows(run: Run) -> tuple[PreferenceDataset, list[PickapicRow]]:
+    """The run's dataset and the rows it trains on: one question's votes, none by the users in the config's
+    ``exclude_annotators`` (a snapshot taken for the run leaves them out already; a dataset snapshotted earlier
+    from campaigns has them as ``user_id``, dropped here)."""
+    dataset = dataset_of_run(run)
+    rows = read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False)
+    rows = rows_of_criterion(rows, dataset.criterion)  # one question's votes: one preference to learn
+    excluded = set(run.config.get("exclude_annotators", ()))
+    return dataset, [row for row in rows if row.user_id not in excluded]
+
+
+def excluded_annotators_of(run: Run) -> list[dict]:
+    """The annotators the run left out, as ``{id, username}`` (for its result: a username may change later)."""
+    ids = sorted(run.config.get("exclude_annotators", ()))
+    usernames = core_selectors.usernames_by_id(ids)
+    return [{"id": pk, "username": usernames.get(pk, "")} for pk in ids]
 
 
 def reward_train(run: Run, ctx: JobContext) -> dict:
@@ -59,9 +79,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
     from rewards.train import train_reward_model
 
     config = run.config
-    dataset = dataset_of_run(run)
-    rows = read_parquet(stored_file_local_path(dataset.file, dataset.sha256), check_images=False)
-    rows = rows_of_criterion(rows, dataset.criterion)  # one question's votes: one preference to learn
+    dataset, rows = training_rows(run)
     pairs = pairs_from_pickapic(rows, both_bad_as_tie=config["both_bad_as_tie"])
     # The run config holds the validated training settings at its top level (absent ones: the defaults).
     settings = {name: config[name] for name in TRAINING_FIELDS if name in config}
@@ -90,6 +108,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
         "reward_model": reward_model.pk,
         "dataset": dataset.pk,
         "votes": dataset.rows,
+        "excluded_annotators": excluded_annotators_of(run),
         "train_pairs": result["train_pairs"],
         "val_accuracy": result["val_accuracy"],
         "test_accuracy": result["test_accuracy"],

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from core import plugins
+from core import selectors as core_selectors
 from core.ids import IdField
 from core.validation import StrictSerializer
 from feedback import selectors as feedback_selectors
@@ -17,7 +18,7 @@ from generators.run_configs import SamplerSettingsSerializer, check_model_versio
 from rewards.config import DEFAULT_HEAD, HEAD_KINDS, RewardTrainConfig, RewardTrainConfigError
 from rewards.dataset_import import ready_dataset_id
 from rewards.datasets import several_criteria
-from rewards.models import PreferenceDataset, RewardModel
+from rewards.models import DatasetSource, PreferenceDataset, RewardModel
 
 # The run names its backbone (resolved on the worker); every other RewardTrainConfig field is a run setting.
 TRAINING_FIELDS = tuple(name for name in RewardTrainConfig.field_names() if name != "backbone")
@@ -61,6 +62,40 @@ def check_training_dataset(pk: int, learner: str) -> int:
     return pk
 
 
+EXCLUDE_ANNOTATORS_HELP = (
+    "ids of annotators whose votes are left out of training (e.g. a deactivated one's: their votes stay stored); "
+    "the ids are on the People page"
+)
+
+
+def check_annotator_ids(ids: list[int]) -> list[int]:
+    """Known users' ids, each once, in order (a 400 names the unknown ones)."""
+    ids = sorted(set(ids))
+    missing = sorted(set(ids) - set(core_selectors.usernames_by_id(ids)))
+    if missing:
+        raise serializers.ValidationError(
+            f"Unknown user id(s): {missing}. Give the ids of the annotators to leave out (listed on /people/)."
+        )
+    return ids
+
+
+def check_exclusion_source(attrs: dict) -> None:
+    """``exclude_annotators`` with a dataset needs a snapshot of campaigns: an imported file's ``user_id`` column
+    names people of another platform, not this one's accounts."""
+    if not attrs.get("exclude_annotators") or "dataset" not in attrs:
+        return
+    source = PreferenceDataset.objects.filter(pk=attrs["dataset"]).values_list("source", flat=True).first()
+    if source != DatasetSource.CAMPAIGNS:
+        raise serializers.ValidationError(
+            {
+                "exclude_annotators": [
+                    f"Dataset {attrs['dataset']} is an imported file: its user ids are not this platform's accounts. "
+                    "Exclude annotators from a dataset snapshotted from campaigns, or give campaigns."
+                ]
+            }
+        )
+
+
 def check_campaign_ids(ids: list[int]) -> list[int]:
     """At least one campaign, every one of them known."""
     missing = sorted(set(ids) - set(Campaign.objects.filter(pk__in=ids).values_list("pk", flat=True)))
@@ -85,6 +120,9 @@ class RewardTrainConfigSerializer(StrictSerializer):
     include_flagged = serializers.BooleanField(default=False)
     gold_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.7)
     min_gold = serializers.IntegerField(min_value=1, max_value=10_000, default=5)
+    exclude_annotators = serializers.ListField(
+        child=IdField(), required=False, max_length=1000, help_text=EXCLUDE_ANNOTATORS_HELP
+    )
     both_bad_as_tie = serializers.BooleanField(default=True)
     criterion = serializers.CharField(
         max_length=100,
@@ -120,6 +158,9 @@ class RewardTrainConfigSerializer(StrictSerializer):
     def validate_campaigns(self, ids: list[int]) -> list[int]:
         return check_campaign_ids(ids)
 
+    def validate_exclude_annotators(self, ids: list[int]) -> list[int]:
+        return check_annotator_ids(ids)
+
     def validate(self, attrs: dict) -> dict:
         training = {name: attrs.pop(name) for name in TRAINING_FIELDS if name in attrs}
         try:
@@ -135,6 +176,7 @@ class RewardTrainConfigSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 {"criterion": ["A dataset brings its criterion: give it with campaigns."]}
             )
+        check_exclusion_source(attrs)
         if attrs["val_fraction"] <= 0:
             raise serializers.ValidationError({"val_fraction": ["Validation picks the best checkpoint: use > 0."]})
         if attrs["val_fraction"] + attrs["test_fraction"] >= 0.9:

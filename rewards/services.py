@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from core import selectors as core_selectors
 from core import services as core_services
 from core.run_states import TERMINAL_STATES
 from core.uniqueness import create_named
@@ -102,11 +103,13 @@ def dataset_snapshot(
     gold_threshold: float = 0.7,
     min_gold: int = 5,
     criterion: str = "",
+    exclude_annotators: Iterable[int] = (),
     created_by=None,
 ) -> PreferenceDataset:
     """Freeze the campaigns' current training votes into a dataset (skips, gold pairs, flagged annotators out).
 
     ``criterion``: only the votes on that question (every campaign must ask it); empty: every question's votes.
+    ``exclude_annotators``: ids of users whose votes are left out (recorded in ``options``; unknown ids: 400).
     """
     campaigns = list(campaigns)
     if not campaigns:
@@ -115,12 +118,18 @@ def dataset_snapshot(
     if _checked_criterion(criterion):
         for campaign in campaigns:
             feedback_selectors.criterion_of(campaign, criterion)
+    exclude_ids = sorted(set(exclude_annotators))
+    usernames = core_selectors.usernames_by_id(exclude_ids)
+    unknown = sorted(set(exclude_ids) - set(usernames))
+    if unknown:
+        raise ValidationError({"exclude_annotators": [f"Unknown user id(s): {unknown}."]})
     rows, excluded = pickapic_rows(
         campaigns,
         include_flagged=include_flagged,
         gold_threshold=gold_threshold,
         min_gold=min_gold,
         criterion=criterion or None,
+        exclude_users=usernames.values(),
     )
     if not rows:
         raise ValidationError({"campaigns": ["These campaigns have no votes to train on yet (skips are not counted)."]})
@@ -128,6 +137,7 @@ def dataset_snapshot(
         "include_flagged": include_flagged,
         "gold_threshold": gold_threshold,
         "min_gold": min_gold,
+        "exclude_annotators": [{"id": pk, "username": usernames[pk]} for pk in exclude_ids],
         "excluded_annotators": {str(k): sorted(v) for k, v in excluded.items()},
     }
     with tempfile.TemporaryDirectory() as folder:

@@ -23,6 +23,13 @@ class Command(BaseCommand):
         data.add_argument("--dataset", type=int, help="preference dataset id")
         data.add_argument("--campaign", type=int, action="append", help="campaign id (repeat for several)")
         parser.add_argument("--criterion", default=None, help="with campaigns: the question whose votes to learn")
+        parser.add_argument(
+            "--exclude-annotator",
+            type=int,
+            action="append",
+            default=[],
+            help="a user id whose votes are left out (repeat for several)",
+        )
         parser.add_argument("--algorithm", choices=ALGORITHMS, default="diffusion_dpo")
         parser.add_argument("--gold-oracle", default=None, help="a registered oracle measured on the eval prompts")
         parser.add_argument(
@@ -46,6 +53,8 @@ class Command(BaseCommand):
             config["dataset"] = options["dataset"]
         else:
             config["campaigns"] = options["campaign"]
+        if options["exclude_annotator"]:
+            config["exclude_annotators"] = options["exclude_annotator"]
         for key in ("criterion", "gold_oracle", "name"):
             if options[key] is not None:
                 config[key] = options[key]

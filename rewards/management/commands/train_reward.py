@@ -49,6 +49,9 @@ class Command(BaseCommand):
             help_text = RewardTrainConfig.describe(name).replace("%", "%%")
             parser.add_argument(f"--{name.replace('_', '-')}", type=_setting, default=argparse.SUPPRESS, help=help_text)
         parser.add_argument("--include-flagged", action="store_true", help="keep votes of flagged annotators")
+        parser.add_argument(
+            "--exclude-annotators", help="comma-separated user ids whose votes are left out (e.g. a deactivated one's)"
+        )
         parser.add_argument("--both-bad-dropped", action="store_true", help="leave both_bad votes out (not ties)")
         add_run_arguments(parser)
 
@@ -66,6 +69,8 @@ class Command(BaseCommand):
             if dataset is None:
                 raise CommandError(f"No dataset named or numbered {options['dataset']!r}.")
             config["dataset"] = dataset.pk
+        if options["exclude_annotators"]:
+            config["exclude_annotators"] = _ids(options["exclude_annotators"], "--exclude-annotators")
         config |= {key: options[key] for key in OPTIONAL if options[key] is not None}
         config |= {name: options[name] for name in TRAINING_FIELDS if name in options}  # given, maybe null
         start_run(self, kind="reward_train", config=config, options=options)
