@@ -20,7 +20,7 @@ from generators.models import ModelVersion, PromptSet
 from generators.pipeline import DTYPES, SCHEDULERS
 from generators.run_configs import SamplerSettingsSerializer
 from generators.sampler_settings import SETTING_KEYS, SettingsRequest
-from rewards import score_selectors
+from rewards import metric_selectors, score_selectors
 from rewards.models import RewardModel
 
 GALLERY_MIN_VERSIONS, GALLERY_MAX_VERSIONS = 2, 4
@@ -70,8 +70,23 @@ def _settings(request: HttpRequest, base: dict | None = None) -> SettingsRequest
 
 @staff_only
 def version_list(request: HttpRequest) -> HttpResponse:
-    """Every model version grouped by base model, as lineage trees."""
-    return render(request, "frontend/review/version_list.html", {"trees": lineage.lineage_tree()})
+    """Every model version grouped by base model, as lineage trees, with their automatic metrics on a prompt set
+    (``?prompt_set=ID``, default the default eval set) and the reward-gain flag."""
+    trees = lineage.lineage_tree()
+    prompt_set = _chosen(request, "prompt_set", PromptSet, lineage.default_eval_prompt_set())
+    ids = [info.version.pk for tree in trees for info in tree.versions]
+    metrics = metric_selectors.version_metrics(ids, prompt_set)
+    rows = [(tree, [(info, metrics.get(info.version.pk)) for info in tree.versions]) for tree in trees]
+    return render(
+        request,
+        "frontend/review/version_list.html",
+        {
+            "rows": rows,
+            "prompt_set": prompt_set,
+            "prompt_sets": PromptSet.objects.order_by("name"),
+            "flagged": sum(m.flagged for m in metrics.values()),
+        },
+    )
 
 
 @staff_only
@@ -94,6 +109,17 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "gold_change": _change(summary, "eval_gold_reward"),
         },
     )
+
+
+def _measurable(prompt_set: PromptSet) -> list[str]:
+    """The automatic metrics an ``evaluate`` run can measure on ``prompt_set`` now: Fréchet distance needs a
+    registered reference set, win rates a reward model."""
+    names = ["clip_score", "diversity"]
+    if metric_selectors.newest_reference_set(prompt_set) is not None:
+        names.insert(1, "fid_clip")
+    if RewardModel.objects.exists():
+        names.append("reward_win_rate")
+    return names
 
 
 def _change(summary: dict, key: str) -> float | None:
@@ -133,6 +159,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
     except BadSettings as exc:
         return HttpResponseBadRequest(f"Invalid sampler settings: {exc}", content_type="text/plain")
     ready = prompt_set is not None and GALLERY_MIN_VERSIONS <= len(chosen) <= GALLERY_MAX_VERSIONS
+    version_metrics = metric_selectors.version_metrics([v.pk for v in chosen], prompt_set)
     grid = None
     run_config: dict = {}
     if ready:
@@ -180,6 +207,12 @@ def gallery(request: HttpRequest) -> HttpResponse:
             "dtypes": DTYPES,
             "generate_config": json.dumps(run_config),
             "evaluate_config": json.dumps({"reward_model": reward_model.pk, **run_config}) if reward_model else "",
+            "metrics_config": json.dumps(
+                {**run_config, "images_per_prompt": max(seeds, 2), "metrics": _measurable(prompt_set)}
+            )
+            if ready
+            else "",
+            "metrics": [(v, version_metrics.get(v.pk)) for v in chosen],
         },
     )
 

@@ -51,6 +51,12 @@ def _reward_models(user, limit: int):
     return [(model.pk, model.name) for model in selectors.reward_models().order_by("-pk")[:limit]]
 
 
+def _reference_sets(user, limit: int):
+    from rewards import metric_selectors
+
+    return [(r.pk, f"{r.name} (prompt set {r.prompt_set.name})") for r in metric_selectors.reference_sets()[:limit]]
+
+
 def _datasets(user, limit: int):
     from rewards import selectors
 
@@ -85,6 +91,7 @@ ID_SOURCES = {
     ("prompt_set", "train_prompt_set", "eval_prompt_set"): IdSource("generators.PromptSet", _prompt_sets),
     ("reward_model", "reward_models"): IdSource("rewards.RewardModel", _reward_models),
     ("dataset",): IdSource("rewards.PreferenceDataset", _datasets),
+    ("reference_set",): IdSource("rewards.ReferenceSet", _reference_sets),
     ("campaign", "campaigns"): IdSource("feedback.Campaign", _campaigns),
     ("exclude_annotators",): IdSource("auth.User", _annotators),
 }

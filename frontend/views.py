@@ -20,6 +20,7 @@ from feedback.outlook import rating_outlook, stalled_pairs
 from frontend.access import role_required
 from frontend.interval_plot import interval_plot
 from generators import selectors as generator_selectors
+from rewards import metric_selectors
 
 
 @login_required
@@ -178,11 +179,23 @@ def leaderboard(request, pk: int):
             for i, name in enumerate(names)
         ]
     champion = generator_selectors.aliases().filter(name="champion").first()
-    rows = [{**m, "is_champion": bool(champion) and champion.version_id == m["model"]} for m in board["models"]]
+    measured = metric_selectors.version_metrics([m["model"] for m in board["models"]], campaign.prompt_set_id)
+    rows = [
+        {**m, "is_champion": bool(champion) and champion.version_id == m["model"], "metrics": measured.get(m["model"])}
+        for m in board["models"]
+    ]
     return render(
         request,
         "frontend/leaderboard.html",
-        {"campaign": campaign, "board": board, "rows": rows, "plot": plot, "matrix": matrix, "champion": champion},
+        {
+            "campaign": campaign,
+            "board": board,
+            "rows": rows,
+            "plot": plot,
+            "matrix": matrix,
+            "champion": champion,
+            "flagged": [row for row in rows if row["metrics"] and row["metrics"].flagged],
+        },
     )
 
 
