@@ -9,11 +9,11 @@ import mimetypes
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.contrib.auth.password_validation import validate_password
-from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
@@ -26,7 +26,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core import form_schema, login_throttle, people, run_kinds, run_presets, selectors, services
-from core.models import Artifact, Run, RunKindName
+from core.models import AnnotatorGroup, Artifact, Invite, Run, RunKindName
 from core.permissions import (
     EngineerWritesStaffReads,
     IsAuthenticatedUser,
@@ -125,19 +125,16 @@ class UserCreateSerializer(StrictSerializer):
 
     def validate_username(self, value: str) -> str:
         try:
-            UnicodeUsernameValidator()(value)
+            return people.check_new_username(value)
         except DjangoValidationError as exc:
             raise ValidationError(exc.messages) from exc
-        if get_user_model().objects.filter(username__iexact=value).exists():
-            raise ValidationError(f"A user named {value!r} already exists.")
-        return value
 
     def validate(self, attrs):
         if not people.may_grant(self.context["request"].user, [Role(r) for r in attrs["roles"]]):
             raise PermissionDenied("Only admins may create engineers.")
         if attrs.get("password"):
             try:
-                validate_password(attrs["password"], user=get_user_model()(username=attrs["username"]))
+                people.check_new_password(attrs["password"], attrs["username"])
             except DjangoValidationError as exc:
                 raise ValidationError({"password": exc.messages}) from exc
         return attrs
@@ -268,6 +265,87 @@ class AnnotatorGroupMembersView(APIView):
         data.is_valid(raise_exception=True)
         group = services.annotator_group_members_change(group=group, **data.validated_data)
         return Response(AnnotatorGroupSerializer(selectors.annotator_groups().get(pk=group.pk)).data)
+
+
+# --- Invite links ---------------------------------------------------------------------------------
+
+
+class InviteSerializer(serializers.ModelSerializer):
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    state = serializers.SerializerMethodField(help_text="pending, used, revoked or expired")
+    used_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Invite
+        fields = ["id", "note", "group", "created_by", "created_at", "expires_at", "state", "used_by", "used_at"]
+        read_only_fields = fields
+
+    def get_state(self, invite) -> str:
+        return people.invite_state(invite, timezone.now())
+
+
+class InviteCreateSerializer(StrictSerializer):
+    group = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=AnnotatorGroup.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="an annotator group's name: the new account joins it",
+    )
+    days = serializers.FloatField(
+        min_value=0.01,
+        max_value=people.INVITE_MAX_DAYS,
+        default=people.INVITE_DAYS,
+        help_text=f"how long the link stays valid (default {people.INVITE_DAYS} days)",
+    )
+    note = serializers.CharField(max_length=200, required=False, default="", help_text="whom it is for")
+
+
+class InviteCreatedSerializer(InviteSerializer):
+    token = serializers.CharField(help_text="shown once: only its hash is stored")
+    url = serializers.CharField(help_text="the link to send to the invitee (single use)")
+
+    class Meta(InviteSerializer.Meta):
+        fields = [*InviteSerializer.Meta.fields, "token", "url"]
+
+
+class InviteListView(APIView):
+    """Invite links for new annotators (engineers and admins): single use, expiring; the invitee opens the link,
+    chooses a username and password and gets an annotator account (in the invite's group, if any). POST answers
+    the link once (only its token's hash is stored)."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(responses=InviteSerializer(many=True))
+    def get(self, request):
+        return Response(InviteSerializer(selectors.invites()[:500], many=True).data)
+
+    @extend_schema(request=InviteCreateSerializer, responses={201: InviteCreatedSerializer})
+    def post(self, request):
+        data = InviteCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        invite, token = services.invite_create(created_by=request.user, **data.validated_data)
+        body = InviteSerializer(invite).data
+        body["token"] = token
+        body["url"] = request.build_absolute_uri(reverse("invite-accept", args=[token]))
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class InviteRevokeView(APIView):
+    """Withdraw an unused invite link (409 if it was used: deactivate the account instead)."""
+
+    permission_classes = [IsEngineer]
+
+    @extend_schema(request=None, responses={200: InviteSerializer, 404: None, 409: None})
+    def post(self, request, pk: int):
+        invite = get_object_or_404(selectors.invites(), pk=pk)
+        if invite.used_at is not None:
+            return Response(
+                {"detail": f"Invite {pk} was already used by {invite.used_by}: deactivate that account instead."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(InviteSerializer(services.invite_revoke(invite=invite)).data)
 
 
 # --- Runs ------------------------------------------------------------------------------------------

@@ -127,3 +127,32 @@ class AnnotatorGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Invite(models.Model):
+    """A single-use link by which a new annotator makes their own account (``core.services.invite_create`` and
+    ``invite_accept``). Only the SHA-256 of its random token is stored: the link is shown once, to its creator.
+    The account joins ``group`` when one was chosen at invite time."""
+
+    token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 hex of the link's token")
+    group = models.ForeignKey(AnnotatorGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="invites")
+    note = models.CharField(max_length=200, blank=True, default="", help_text="whom it is for (shown on /people/)")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="invites_created"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="invites_used"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")), name="invite_expires_later"),
+        ]
+
+    def __str__(self) -> str:
+        return f"invite {self.pk}" + (f" ({self.note})" if self.note else "")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from core.models import AnnotatorGroup, Artifact, MetricPoint, Run
+from core.models import AnnotatorGroup, Artifact, Invite, MetricPoint, Run
 from core.roles import Role, has_role
 
 
@@ -49,3 +49,8 @@ def usernames_by_id(ids: Iterable[int]) -> dict[int, str]:
 
 def annotator_groups() -> QuerySet[AnnotatorGroup]:
     return AnnotatorGroup.objects.prefetch_related("members").order_by("name")
+
+
+def invites() -> QuerySet[Invite]:
+    """Invite links, newest first, with their group and the people who made and used them."""
+    return Invite.objects.select_related("group", "created_by", "used_by").order_by("-created_at", "-pk")

@@ -30,10 +30,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import run_kinds
+from core import people, run_kinds
 from core.events import send_run_finished
 from core.jobs import AttemptSuperseded
-from core.models import AnnotatorGroup, Artifact, MetricPoint, Run
+from core.models import AnnotatorGroup, Artifact, Invite, MetricPoint, Run
 from core.roles import Role
 from core.run_states import TERMINAL_STATES, RunState, check_transition
 from core.uniqueness import create_named
@@ -401,3 +401,59 @@ def annotator_group_members_change(*, group: AnnotatorGroup, add=(), remove=()) 
         group.members.add(*add)
         group.members.remove(*remove)
     return group
+
+
+# --- Invite links (tokens and states: core.people) -----------------------------------------------------------------
+
+
+class InviteUnusable(Exception):
+    """An invite link that cannot make an account (unknown, used, withdrawn or expired); the message says so to the
+    person holding it."""
+
+
+def invite_create(
+    *, created_by, group: AnnotatorGroup | None = None, days: float = people.INVITE_DAYS, note: str = ""
+) -> tuple[Invite, str]:
+    """A new single-use invite link for an annotator, valid ``days``; returns it and its token (only the token's
+    hash is stored: the caller shows the link once)."""
+    token = people.invite_token()
+    now = timezone.now()
+    invite = Invite(
+        token_hash=people.invite_token_hash(token),
+        group=group,
+        note=note,
+        created_by=created_by,
+        expires_at=now + timedelta(days=days),
+    )
+    invite.save()
+    return invite, token
+
+
+def invite_accept(*, token: str, username: str, password: str) -> object:
+    """The invite's annotator account, named and with the password its holder chose, in the invite's group; the
+    invite is used up in the same transaction (two holders racing for one link: one account).
+
+    Raises :class:`InviteUnusable` for a link that cannot make an account, ``ValidationError`` on ``username``
+    when the name was taken meanwhile (the caller's form checks names and passwords first)."""
+    now = timezone.now()
+    with transaction.atomic():
+        invite = Invite.objects.select_for_update().filter(token_hash=people.invite_token_hash(token)).first()
+        problem = people.invite_problem(invite, now)
+        if problem:
+            raise InviteUnusable(problem)
+        user = user_create(username=username, password=password, roles=[people.INVITE_ROLE])
+        if invite.group is not None:
+            invite.group.members.add(user)
+        used = Invite.objects.filter(pk=invite.pk, used_at__isnull=True, revoked_at__isnull=True).update(
+            used_at=now, used_by=user
+        )
+        if not used:  # taken by a concurrent acceptance (databases without row locks): make no second account
+            raise InviteUnusable(people.invite_problem(Invite.objects.get(pk=invite.pk), now))
+    return user
+
+
+def invite_revoke(*, invite: Invite) -> Invite:
+    """Withdraw an invite that was not used (a used one answers 409 from the caller: the account exists)."""
+    Invite.objects.filter(pk=invite.pk, used_at__isnull=True, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    invite.refresh_from_db()
+    return invite

@@ -10,6 +10,8 @@ urlpatterns = [
     path("users/<id:pk>/deactivate/", api.UserDeactivateView.as_view(), name="api-user-deactivate"),
     path("users/<id:pk>/reactivate/", api.UserReactivateView.as_view(), name="api-user-reactivate"),
     path("annotator-groups/", api.AnnotatorGroupListView.as_view(), name="api-annotator-groups"),
+    path("invites/", api.InviteListView.as_view(), name="api-invites"),
+    path("invites/<id:pk>/revoke/", api.InviteRevokeView.as_view(), name="api-invite-revoke"),
     path(
         "annotator-groups/<id:pk>/members/", api.AnnotatorGroupMembersView.as_view(), name="api-annotator-group-members"
     ),

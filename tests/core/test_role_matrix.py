@@ -43,6 +43,15 @@ MATRIX = [
         {"add": ["annotator"]},
         {**ENGINEER_ONLY, "engineer": 404, "admin": 404},
     ),
+    ("api-invites", "get", "/api/v1/invites/", None, ENGINEER_ONLY),
+    ("api-invites", "post", "/api/v1/invites/", {"note": "matrix"}, {**ENGINEER_ONLY, "engineer": 201, "admin": 201}),
+    (
+        "api-invite-revoke",
+        "post",
+        "/api/v1/invites/999/revoke/",
+        None,
+        {**ENGINEER_ONLY, "engineer": 404, "admin": 404},
+    ),
     ("api-user-deactivate", "post", "/api/v1/users/{other}/deactivate/", None, ENGINEER_ONLY),
     ("api-user-reactivate", "post", "/api/v1/users/{other}/reactivate/", None, ENGINEER_ONLY),
     ("api-run-kinds", "get", "/api/v1/run-kinds/", None, STAFF_READ),
@@ -204,6 +213,8 @@ WRITE_POLICY = {
     ("api-annotator-groups", "post"): ENGINEERS,
     ("api-annotator-group-members", "post"): ENGINEERS,
     ("api-user-reactivate", "post"): ENGINEERS,
+    ("api-invites", "post"): ENGINEERS,  # invite links for new annotators
+    ("api-invite-revoke", "post"): ENGINEERS,
 }
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
@@ -344,6 +355,8 @@ PAGES = [
         "/campaigns/new/",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 200, "engineer": 200, "admin": 200},
     ),
+    # An invite link's page is open to anyone holding the link; an unknown one is 404 (tests/core/test_invites.py).
+    ("/invite/not-a-token/", {role: 404 for role in ROLES}),
     ("/", {"anonymous": 302, "norole": 200, "annotator": 200, "reviewer": 302, "engineer": 302, "admin": 302}),
     ("/admin/", {"anonymous": 302, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 200}),
     ("/login/", {"anonymous": 200, "norole": 302, "annotator": 302, "reviewer": 302, "engineer": 302, "admin": 302}),
