@@ -112,6 +112,13 @@ def _row(metric: str, estimate: metric_stats.Estimate, **fields) -> dict:
 def measure(run: Run, ctx: JobContext, images: dict[ImageKey, GeneratedImage], version_ids: Sequence[int]) -> dict:
     """Compute the config's ``metrics`` for every version in ``version_ids`` (the asked ones and their parents),
     store them, and answer them per version (with the flag) for the run's result."""
+    try:
+        return _measure(run, ctx, images, version_ids)
+    except ValueError as exc:  # e.g. a Fréchet distance over fewer than two images
+        raise JobFailed(f"The metrics could not be computed: {exc}") from exc
+
+
+def _measure(run: Run, ctx: JobContext, images: dict[ImageKey, GeneratedImage], version_ids: Sequence[int]) -> dict:
     config = run.config
     asked = set(config["metrics"])
     resamples = config["bootstrap_resamples"]
