@@ -29,6 +29,18 @@ def is_flow_pipeline(pipe) -> bool:
     return getattr(pipe, "transformer", None) is not None and is_flow_matching(pipe)
 
 
+def freeze_parts(pipe, names: Sequence[str], device: str | torch.device) -> torch.device:
+    """Move the pipeline's modules ``names`` (those it has) to ``device``, frozen and in eval mode; the device."""
+    device = torch.device(device)
+    for name in names:
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to(device)
+            module.requires_grad_(False)
+            module.eval()
+    return device
+
+
 @dataclass
 class FlowConditioning:
     """Text conditioning of B prompts: the joint token states and the pooled projection."""
@@ -102,13 +114,7 @@ class FlowComponents(LatentParts):
         """Take the parts of a diffusers ``StableDiffusion3Pipeline`` (frozen, on ``device``)."""
         if not is_flow_pipeline(pipe):
             raise ValueError(f"{type(pipe).__name__} is not a flow-matching transformer pipeline")
-        device = torch.device(device)
-        for name in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae", "transformer"):
-            module = getattr(pipe, name, None)
-            if module is not None:
-                module.to(device)
-                module.requires_grad_(False)
-                module.eval()
+        device = freeze_parts(pipe, ("text_encoder", "text_encoder_2", "text_encoder_3", "vae", "transformer"), device)
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # our own: set_timesteps mutates it
         length = max_sequence_length(pipe) or 256
         return cls(pipe, pipe.transformer, pipe.vae, scheduler, device, autocast_dtype, length)

@@ -28,7 +28,7 @@ import torch
 
 from generators.pipeline import max_sequence_length
 
-from .flow_sampling import FlowConditioning, integrate_flow, is_flow_pipeline, step_log_prob
+from .flow_sampling import FlowConditioning, freeze_parts, integrate_flow, is_flow_pipeline, step_log_prob
 from .sampling import LatentParts, Trajectories, decode
 
 
@@ -61,13 +61,7 @@ class FluxComponents(LatentParts):
         """Take the parts of a diffusers ``FluxPipeline`` (frozen, on ``device``)."""
         if not (is_flow_pipeline(pipe) and is_flux_pipeline(pipe)):
             raise ValueError(f"{type(pipe).__name__} is not a FluxPipeline")
-        device = torch.device(device)
-        for name in ("text_encoder", "text_encoder_2", "vae", "transformer"):
-            module = getattr(pipe, name, None)
-            if module is not None:
-                module.to(device)
-                module.requires_grad_(False)
-                module.eval()
+        device = freeze_parts(pipe, ("text_encoder", "text_encoder_2", "vae", "transformer"), device)
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # our own: set_timesteps mutates it
         length = max_sequence_length(pipe) or 512
         return cls(pipe, pipe.transformer, pipe.vae, scheduler, device, autocast_dtype, length)

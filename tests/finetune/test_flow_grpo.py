@@ -10,7 +10,7 @@ from diffusers import StableDiffusion3Pipeline
 
 from finetune import checkpoint as ckpt
 from finetune.config import ConfigError
-from finetune.flow_sampling import FlowComponents
+from finetune.flow_sampling import FlowComponents, freeze_parts
 from finetune.lora import WEIGHT_NAME, lora_state_dict
 from finetune.trainer import DDPOTrainer
 from generators.pipeline import max_sequence_length
@@ -106,3 +106,20 @@ def test_a_flow_pipeline_it_does_not_drive_is_named():
     pipe.__class__ = type("FluxPipeline", (StableDiffusion3Pipeline,), {})  # a flow model of another class
     with pytest.raises(ConfigError, match="^algorithm: Flow-GRPO here drives StableDiffusion3Pipeline.*FluxPipeline"):
         DDPOTrainer(pipe, TINY, area, TRAIN_PROMPTS, EVAL, RecordingContext())
+
+
+def test_both_flow_models_take_their_parts_frozen_in_eval_mode():
+    pipe = StableDiffusion3Pipeline.from_pretrained(FLOW)
+    pipe.transformer.train()
+    pipe.vae.requires_grad_(True)
+    parts = FlowComponents.from_pipeline(pipe, "cpu")
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae", "transformer"):
+        module = getattr(pipe, name)
+        if module is None:
+            continue
+        assert not module.training, name
+        assert not any(p.requires_grad for p in module.parameters()), name
+        assert {p.device.type for p in module.parameters()} == {"cpu"}, name
+    assert parts.device == torch.device("cpu")
+    pipe.text_encoder_3 = None  # a part the pipeline lacks is passed over
+    assert freeze_parts(pipe, ("text_encoder_3", "vae"), "cpu") == torch.device("cpu")
