@@ -264,6 +264,12 @@ RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
 # torch threads per run on a worker (0: torch's default, one per core). Small models on few cores run faster on
 # one thread, and a run that scores rewards in a second thread while it samples needs room for both.
 WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=0)
+# Optional experiment tracking (core/tracking.py): "tensorboard" (the `tracking` extra) also writes the trainer runs'
+# metrics to TensorBoard under TRACKING_DIR/run-<id>/, kept as the run's artifact tensorboard.zip; empty: off.
+EXPERIMENT_TRACKER = env("EXPERIMENT_TRACKER", default="")
+if EXPERIMENT_TRACKER not in ("", "tensorboard"):
+    raise ImproperlyConfigured(f"EXPERIMENT_TRACKER={EXPERIMENT_TRACKER!r}: use tensorboard, or leave it empty (off).")
+TRACKING_DIR = Path(env("TRACKING_DIR", default=str(VAR_DIR / "tracking")))
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=120.0)
 RUN_REQUEUE_INTERVAL_SECONDS = env.float("RUN_REQUEUE_INTERVAL_SECONDS", default=30.0)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

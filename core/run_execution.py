@@ -17,11 +17,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
-from core import run_kinds, services
+from core import run_kinds, services, tracking
 from core.devices import limit_torch_threads
 from core.jobs import AttemptSuperseded, JobCancelled, JobFailed
 from core.models import Run
 from core.run_states import RunState
+from core.storage import zip_directory
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class DbJobContext:
         self._heartbeat_done = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_good_beat = time.monotonic()
+        self.tracker: tracking.RunTracker | None = None  # EXPERIMENT_TRACKER: metrics go there too
 
     # heartbeat ---------------------------------------------------------------------------------
     def start_heartbeat(self) -> None:
@@ -116,6 +118,8 @@ class DbJobContext:
 
     def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
         self._write(services.metrics_log, run_id=self.run_id, step=step, values=values)
+        if self.tracker is not None:
+            self.tracker.log(step, values)
 
     def should_stop(self) -> bool:
         if not (self._stop_requested.is_set() or self._lease_lost.is_set()):
@@ -159,6 +163,7 @@ def run_execute(*, run_id: int, worker: str | None = None) -> str:
     ctx.start_heartbeat()
     began = time.monotonic()
     try:
+        ctx.tracker = _open_tracker(run)
         result = run_kinds.get(run.kind).executor()(run, ctx)
     except AttemptSuperseded as exc:
         log.warning("%s; leaving the run to the new attempt", exc)
@@ -175,10 +180,36 @@ def run_execute(*, run_id: int, worker: str | None = None) -> str:
         outcome = _finish(ctx, lambda: services.run_succeed(run_id=run_id, attempt=attempt, result=result))
     finally:
         ctx.stop_heartbeat()
+        if ctx.tracker is not None:  # a superseded attempt's: closed, its files left to the new attempt
+            ctx.tracker.finish()
     return outcome
 
 
+def _open_tracker(run: Run) -> tracking.RunTracker | None:
+    """The run's tracker when ``EXPERIMENT_TRACKER`` is set and the run is a trainer's (else None)."""
+    if not settings.EXPERIMENT_TRACKER or run.kind not in tracking.TRACKED_KINDS:
+        return None
+    return tracking.RunTracker(settings.EXPERIMENT_TRACKER, settings.TRACKING_DIR, f"run-{run.pk}")
+
+
+def _keep_tracker_files(ctx: DbJobContext) -> None:
+    """Close the run's tracker and keep its folder as the artifact ``tensorboard.zip`` (before the outcome is
+    written: artifacts are fenced by the attempt)."""
+    tracker, ctx.tracker = ctx.tracker, None
+    if tracker is None:
+        return
+    tracker.finish()
+    if tracker.folder.is_dir() and not ctx.lease_lost:
+        ctx.save_artifact(tracking.ARTIFACT, zip_directory(tracker.folder), kind="tracker_logs")
+
+
 def _finish(ctx: DbJobContext, write) -> str:
+    try:
+        _keep_tracker_files(ctx)
+    except AttemptSuperseded:
+        return "superseded"
+    except Exception:  # the outcome matters more than the tracker's copy
+        log.exception("run %s: could not keep the tracker's files", ctx.run_id)
     if ctx.lease_lost:
         log.warning(
             "run %s: attempt %s lost its lease; leaving the outcome to the new attempt", ctx.run_id, ctx.attempt

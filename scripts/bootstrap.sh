@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or reuse) the local virtual environment and install the project with its test extras.
+# Create (or reuse) the local virtual environment and install the project with its test and tracking extras.
 # torch is installed first, pinned (TORCH_SPEC, default torch==2.13.0: the CPU build on the CI
 # machine); on a GPU machine install your own CUDA build of torch first and it is kept.
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing $TORCH_SPEC"
     "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
   fi
-  echo "==> installing the project and its test extras"
-  "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+  echo "==> installing the project and its test and tracking extras"
+  "$VENV/bin/python" -m pip install --quiet -e ".[test,tracking]"
   echo "$want" > "$stamp"
 fi
