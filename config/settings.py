@@ -256,6 +256,15 @@ DEFAULT_TRAIN_PROMPT_SET = env("DEFAULT_TRAIN_PROMPT_SET", default="sandbox-trai
 DEFAULT_EVAL_PROMPT_SET = env("DEFAULT_EVAL_PROMPT_SET", default="sandbox-eval")
 DEFAULT_PAIR_ORACLE = env("DEFAULT_PAIR_ORACLE", default="larger")  # simulate_annotators --oracle
 
+# --- Provenance (generators/watermark.py, png_metadata.py; docs/architecture.md, "Provenance") ----------
+# This platform's number in every generated image's watermark and metadata (0..65535: give each deployment
+# its own), and the largest image POST /api/v1/provenance/ reads.
+PROVENANCE_INSTANCE = env.int("PROVENANCE_INSTANCE", default=1)
+if not 0 <= PROVENANCE_INSTANCE <= 65535:
+    raise ImproperlyConfigured(f"PROVENANCE_INSTANCE must be within 0..65535, not {PROVENANCE_INSTANCE}.")
+PROVENANCE_MAX_UPLOAD_BYTES = env.int("PROVENANCE_MAX_UPLOAD_BYTES", default=32 * 1024**2)
+PROVENANCE_MAX_PIXELS = env.int("PROVENANCE_MAX_PIXELS", default=2048 * 2048)  # the read holds a few float copies
+
 # --- Celery ---------------------------------------------------------------------------------------
 # The database row is the truth; Celery only delivers. See docs/architecture.md, "Jobs".
 RUN_HARD_TIME_LIMIT = env.int("RUN_HARD_TIME_LIMIT", default=48 * 3600)

@@ -5,7 +5,7 @@ from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersio
 
 @admin.register(BaseModel)
 class BaseModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "source", "pipeline_class", "created_at"]
+    list_display = ["name", "source", "pipeline_class", "watermark", "created_at"]
     search_fields = ["name", "source"]
 
 

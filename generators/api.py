@@ -9,14 +9,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import EngineerWritesStaffReads, IsEngineerOrReviewer
+from core.uploads import format_bytes
 from core.validation import StrictSerializer
-from generators import selectors, services
+from generators import provenance, selectors, services
 from generators.image_files import png_response
 from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, PromptSet, Split
 from generators.pipeline import SCHEDULERS
@@ -38,6 +40,7 @@ class BaseModelSerializer(serializers.ModelSerializer):
             "family",
             "default_settings",
             "description",
+            "watermark",
             "version_count",
             "created_at",
         ]
@@ -61,6 +64,9 @@ class BaseModelCreateSerializer(StrictSerializer):
     )
     default_settings = DefaultSettingsSerializer(required=False, default=dict)
     description = serializers.CharField(required=False, default="", allow_blank=True)
+    watermark = serializers.BooleanField(
+        required=False, default=True, help_text="mark generated images with the invisible watermark"
+    )
 
     def validate_pipeline_class(self, name: str) -> str:
         try:
@@ -278,3 +284,40 @@ class AliasListView(APIView):
         data.is_valid(raise_exception=True)
         alias = services.model_alias_set(updated_by=request.user, **data.validated_data)
         return Response(AliasSerializer(alias).data)
+
+
+class ProvenanceUploadSerializer(StrictSerializer):
+    file = serializers.FileField(help_text="an image (PNG, JPEG, WebP...) to identify")
+
+
+class ProvenanceView(APIView):
+    """Which version, prompt and seed made an uploaded image: from its PNG text chunks, else its invisible
+    watermark (engineers, reviewers, admins). Reads only; a POST because it takes a file."""
+
+    permission_classes = [IsEngineerOrReviewer]
+    parser_classes = [JSONParser, MultiPartParser]  # JSON only to answer a missing file with a 400
+
+    @extend_schema(
+        request={"multipart/form-data": ProvenanceUploadSerializer},
+        responses={
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="identified, recognised_by, image, metadata, watermark, platform_instance, notes",
+            ),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="{file: [not an image, or too large]}"),
+        },
+    )
+    def post(self, request):
+        data = ProvenanceUploadSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        limit = settings.PROVENANCE_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise serializers.ValidationError(
+                {"file": [f"The file is larger than the limit of {format_bytes(limit)} (PROVENANCE_MAX_UPLOAD_BYTES)."]}
+            )
+        try:
+            image = provenance.open_image(upload, max_pixels=settings.PROVENANCE_MAX_PIXELS)
+        except provenance.UnreadableImage as exc:
+            raise serializers.ValidationError({"file": [str(exc)]}) from exc
+        return Response(provenance.identify(image))

@@ -103,6 +103,7 @@ def generate_missing_images(config: dict, ctx: JobContext, run: Run | None = Non
                     for (prompt, seed), picture in zip(batch, pictures, strict=True)
                 ],
                 generation_run=run,
+                provenance=True,
             )
             created += made
             per_version[str(version.pk)]["created"] += made

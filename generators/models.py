@@ -21,6 +21,11 @@ class BaseModel(models.Model):
         default=dict, blank=True, help_text="Sampler defaults: scheduler, steps, guidance_scale, width, height"
     )
     description = models.TextField(blank=True, default="")
+    watermark = models.BooleanField(
+        default=True,
+        help_text="Mark its generated images with the invisible watermark (instance + image id; images of at "
+        "least 256×256 pixels). Text metadata is written either way.",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

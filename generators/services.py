@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -13,9 +15,11 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from PIL import Image
 
 from core.models import Artifact, Run
 from core.uniqueness import create_named
+from generators import watermark
 from generators.models import (
     AliasChange,
     BaseModel,
@@ -27,6 +31,7 @@ from generators.models import (
     PromptSetItem,
 )
 from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class
+from generators.png_metadata import png_with_metadata, read_metadata
 
 BASE_VERSION_NAME = "base"
 
@@ -64,8 +69,10 @@ def base_model_register(
     pipeline_class: str = "AutoPipelineForText2Image",
     default_settings: Mapping[str, Any] | None = None,
     description: str = "",
+    watermark: bool = True,
 ) -> BaseModel:
-    """Register a checkpoint and its ``base`` model version (the checkpoint with no adapter)."""
+    """Register a checkpoint and its ``base`` model version (the checkpoint with no adapter); ``watermark``:
+    whether its generated images carry the invisible watermark."""
     _check_source(source)
     try:
         check_pipeline_class(pipeline_class, settings.EXTRA_PIPELINE_CLASSES)
@@ -80,6 +87,7 @@ def base_model_register(
             pipeline_class=pipeline_class,
             default_settings=dict(default_settings or {}),
             description=description,
+            watermark=watermark,
             created_by=created_by,
         )
         ModelVersion.objects.create(base_model=base, name=BASE_VERSION_NAME, created_by=created_by)
@@ -194,13 +202,22 @@ def generated_images_store_batch(
     settings_hash: str,
     images: Iterable[tuple[Prompt, int, bytes, int, int]],
     generation_run=None,
+    provenance: bool = False,
 ) -> int:
     """Store a batch of generated PNGs of one version and settings; returns how many rows were new.
 
     ``images`` holds (prompt, seed, png, width, height). Files are content-addressed and rows unique per
     (version, prompt, seed, settings): one bulk insert in one transaction, and keys that exist already
-    (a rerun, a redelivered task, another worker) are left as they are.
+    (a rerun, a redelivered task, another worker) are left as they are. With ``provenance`` (what a generate
+    run asks for), each PNG carries its provenance as text chunks and, once its row has an id, the invisible
+    watermark (``generated_images_stamp``).
     """
+    images = list(images)
+    if provenance:
+        images = [
+            (prompt, seed, _with_provenance_text(png, model_version, prompt, seed, settings, generation_run), w, h)
+            for prompt, seed, png, w, h in images
+        ]
     rows = []
     for prompt, seed, png, width, height in images:
         digest = hashlib.sha256(png).hexdigest()
@@ -230,4 +247,76 @@ def generated_images_store_batch(
     with transaction.atomic():
         before = keys.count()
         GeneratedImage.objects.bulk_create(rows, ignore_conflicts=True)
-        return keys.count() - before
+        made = keys.count() - before
+    if provenance:
+        generated_images_stamp(sha256s=[row.sha256 for row in rows])
+    return made
+
+
+def _provenance_fields(
+    version: ModelVersion, prompt: Prompt, seed: int, sampler_settings: Mapping[str, Any], run
+) -> dict[str, str]:
+    adapter = version.adapter
+    return {
+        "version_id": str(version.pk),
+        "version": str(version),
+        "base_checkpoint": version.base_model.source,
+        "base_revision": version.base_model.revision,
+        "adapter_sha256": adapter.sha256 if adapter is not None else "",
+        "prompt": prompt.text,
+        "seed": str(seed),
+        "sampler_settings": json.dumps(dict(sampler_settings), sort_keys=True, separators=(",", ":")),
+        "run_id": str(run.pk) if run is not None else "",
+        "platform_instance": str(settings.PROVENANCE_INSTANCE),
+    }
+
+
+def _with_provenance_text(png: bytes, version, prompt, seed, sampler_settings, run) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        return png_with_metadata(image, _provenance_fields(version, prompt, seed, sampler_settings, run))
+
+
+def generated_images_stamp(*, sha256s: Iterable[str]) -> int:
+    """Give the generated images whose files have these hashes their final provenance: the image id in the
+    text chunks and, when the base model has ``watermark`` on and the image has at least 256×256 pixels, the
+    invisible watermark of (``PROVENANCE_INSTANCE``, image id). Returns how many rows were switched.
+
+    Runs after the rows exist (the mark needs the id) and outside the insert's transaction (marking takes
+    a few tenths of a second per 512×512 image). Each row is switched to its new file only if it still holds
+    the file it was stamped from, so two workers stamping the same row write the same bytes once; the
+    unstamped file is removed when no row names it any more.
+    """
+    switched = 0
+    rows = GeneratedImage.objects.filter(sha256__in=list(sha256s)).select_related(
+        "model_version__base_model", "model_version__adapter", "prompt", "generation_run"
+    )
+    for row in rows:
+        with row.file.open("rb") as handle, Image.open(handle) as opened:
+            opened.load()
+            fields = {**read_metadata(opened), "image_id": str(row.pk)}
+            image = opened.convert("RGB")
+        fields["watermark"], image = _watermarked(row, image)
+        png = png_with_metadata(image, fields)
+        digest = hashlib.sha256(png).hexdigest()
+        name = image_file_name(digest)
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(png))
+        old_name = row.file.name
+        with transaction.atomic():
+            updated = GeneratedImage.objects.filter(pk=row.pk, sha256=row.sha256).update(file=name, sha256=digest)
+        switched += updated
+        if updated and not GeneratedImage.objects.filter(file=old_name).exists():
+            default_storage.delete(old_name)
+    return switched
+
+
+def _watermarked(row: GeneratedImage, image: Image.Image) -> tuple[str, Image.Image]:
+    """(what the ``watermark`` field says, the image to store) for a stored generated image."""
+    if not row.model_version.base_model.watermark:
+        return f"none: off for base model {row.model_version.base_model.name}", image
+    if not watermark.can_mark(image.width, image.height):
+        return f"none: a {image.width}x{image.height} image is under the 256x256 pixels the mark needs", image
+    if row.pk > watermark.MAX_IMAGE_ID:
+        return "none: the image id does not fit the mark's 32 bits", image
+    bits = watermark.payload_bits(settings.PROVENANCE_INSTANCE, row.pk)
+    return f"dwtDctSvd instance={settings.PROVENANCE_INSTANCE} image_id={row.pk}", watermark.embed(image, bits)

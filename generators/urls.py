@@ -10,4 +10,5 @@ urlpatterns = [
     path("prompt-sets/<id:pk>/", api.PromptSetDetailView.as_view(), name="api-prompt-set-detail"),
     path("images/", api.GeneratedImageListView.as_view(), name="api-images"),
     path("images/<id:pk>/file/", api.GeneratedImageFileView.as_view(), name="api-image-file"),
+    path("provenance/", api.ProvenanceView.as_view(), name="api-provenance"),
 ]

@@ -150,6 +150,13 @@ MATRIX = [
     ),
     ("api-campaign-quality", "get", "/api/v1/campaigns/{campaign}/quality/", None, STAFF_READ),
     ("api-aliases", "get", "/api/v1/aliases/", None, STAFF_READ),
+    (
+        "api-provenance",
+        "post",
+        "/api/v1/provenance/",
+        {},
+        {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400},
+    ),
     ("api-aliases", "post", "/api/v1/aliases/", {}, {**STAFF_READ, "reviewer": 400, "engineer": 400, "admin": 400}),
     (
         "api-leaderboard",
@@ -206,6 +213,7 @@ WRITE_POLICY = {
     ("api-datasets", "post"): ENGINEERS,
     ("api-reward-models", "post"): ENGINEERS,
     ("api-aliases", "post"): PROMOTERS,
+    ("api-provenance", "post"): PROMOTERS,  # reads only (which image is this upload?): staff who see images
     ("api-votes", "post"): RATERS,
     # Accounts: engineers create and (de)activate annotators and reviewers, admins anybody (core/people.py).
     ("api-users", "post"): ENGINEERS,
