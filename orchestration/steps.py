@@ -270,19 +270,26 @@ def reward_model(state: CycleState, settings: CycleSettings) -> StepResult:
     return StepResult(state, {"run": run.pk, **{key: run.result.get(key) for key in REWARD_FIGURES}})
 
 
-def _tune(state: CycleState, settings: CycleSettings, method: str) -> dict[str, Any]:
+def _start_tune(state: CycleState, settings: CycleSettings, method: str) -> Run:
     if method == "ddpo":
-        run = _run_to_success("finetune", finetune_run_config(state, settings), settings)
-        return {"run": run.pk, **{key: run.result.get(key) for key in FINETUNE_FIGURES}}
-    run = _run_to_success("preference_tune", preference_run_config(state, settings, method), settings)
-    return {"run": run.pk, **{key: run.result.get(key) for key in PREFERENCE_FIGURES}}
+        return run_services.run_create(
+            kind="finetune", config=finetune_run_config(state, settings), created_by=_creator(settings)
+        )
+    config = preference_run_config(state, settings, method)
+    return run_services.run_create(kind="preference_tune", config=config, created_by=_creator(settings))
 
 
 def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
-    """Tune the base version by each method in turn: DDPO + LoRA against the reward model (a ``finetune`` run),
-    Diffusion-DPO / KTO straight from the votes (a ``preference_tune`` run). The first method's figures are
-    reported flat, every method's under ``methods``."""
-    by_method = {method: _tune(state, settings, method) for method in settings.tuning_methods}
+    """Tune the base version by each method: DDPO + LoRA against the reward model (a ``finetune`` run),
+    Diffusion-DPO / KTO straight from the votes (a ``preference_tune`` run). Every method's run is queued first and
+    then waited for, so that workers with room (``run-platform.sh`` starts two slots) tune side by side. The first
+    method's figures are reported flat, every method's under ``methods``."""
+    started = {method: _start_tune(state, settings, method) for method in settings.tuning_methods}
+    by_method = {}
+    for method, queued in started.items():
+        run = _wait(queued.pk, settings.step_timeout)
+        keys = FINETUNE_FIGURES if method == "ddpo" else PREFERENCE_FIGURES
+        by_method[method] = {"run": run.pk, **{key: run.result.get(key) for key in keys}}
     tuned = tuple((method, figures["model_version"]) for method, figures in by_method.items())
     state = replace(state, tuned_version=tuned[0][1], tuned_versions=tuned)
     return StepResult(state, {**by_method[settings.tuning_methods[0]], "methods": by_method})

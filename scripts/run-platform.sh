@@ -17,8 +17,10 @@ PY="$VENV/bin/python"
 "$PY" manage.py demo_setup
 "$PY" manage.py sandbox_setup
 
-# The sandbox's models are tiny: one torch thread per run is about twice as fast here as one per core.
-WORKER_TORCH_THREADS="${WORKER_TORCH_THREADS:-1}" "$PY" -m celery -A config worker -Q default,gpu --concurrency 1 \
+# The sandbox's models are tiny: one torch thread per run is about twice as fast here as one per core, and two
+# runs at once (WORKER_CONCURRENCY) use two cores: the cycle's DDPO and Diffusion-DPO tune side by side.
+WORKER_TORCH_THREADS="${WORKER_TORCH_THREADS:-1}" "$PY" -m celery -A config worker -Q default,gpu \
+  --concurrency "${WORKER_CONCURRENCY:-2}" \
   --loglevel INFO \
   >>"$PLATFORM_VAR_DIR/log/worker.log" 2>&1 &
 worker=$!
