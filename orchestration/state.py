@@ -103,7 +103,6 @@ _MADE_BY = {
     "reward_model": "reward model",
     "tuned_version": "fine-tune",
     "arena_campaign": "arena campaign",
-    "picked_version": "leaderboard",
 }
 
 

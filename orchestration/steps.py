@@ -65,6 +65,7 @@ PREFERENCE_FIGURES = (
     "eval_gold_reward_after",
     "steps",
 )
+TUNE_FIGURES = {"finetune": FINETUNE_FIGURES, "preference_tune": PREFERENCE_FIGURES}  # by the tuning run's kind
 
 
 # --- Helpers ---------------------------------------------------------------------------------------------------
@@ -74,10 +75,13 @@ def _creator(settings: CycleSettings):
     return get_user_model().objects.get(pk=settings.created_by) if settings.created_by is not None else None
 
 
+def _start(kind: str, config: dict[str, Any], settings: CycleSettings) -> Run:
+    return run_services.run_create(kind=kind, config=config, created_by=_creator(settings))
+
+
 def _run_to_success(kind: str, config: dict[str, Any], settings: CycleSettings) -> Run:
     """Start a run and wait for it; :class:`CycleError` unless it succeeds within the step timeout."""
-    run = run_services.run_create(kind=kind, config=config, created_by=_creator(settings))
-    return _wait(run.pk, settings.step_timeout)
+    return _wait(_start(kind, config, settings).pk, settings.step_timeout)
 
 
 def _wait(run_id: int, timeout: float) -> Run:
@@ -272,11 +276,8 @@ def reward_model(state: CycleState, settings: CycleSettings) -> StepResult:
 
 def _start_tune(state: CycleState, settings: CycleSettings, method: str) -> Run:
     if method == "ddpo":
-        return run_services.run_create(
-            kind="finetune", config=finetune_run_config(state, settings), created_by=_creator(settings)
-        )
-    config = preference_run_config(state, settings, method)
-    return run_services.run_create(kind="preference_tune", config=config, created_by=_creator(settings))
+        return _start("finetune", finetune_run_config(state, settings), settings)
+    return _start("preference_tune", preference_run_config(state, settings, method), settings)
 
 
 def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
@@ -288,8 +289,7 @@ def finetune(state: CycleState, settings: CycleSettings) -> StepResult:
     by_method = {}
     for method, queued in started.items():
         run = _wait(queued.pk, settings.step_timeout)
-        keys = FINETUNE_FIGURES if method == "ddpo" else PREFERENCE_FIGURES
-        by_method[method] = {"run": run.pk, **{key: run.result.get(key) for key in keys}}
+        by_method[method] = {"run": run.pk, **{key: run.result.get(key) for key in TUNE_FIGURES[run.kind]}}
     tuned = tuple((method, figures["model_version"]) for method, figures in by_method.items())
     state = replace(state, tuned_version=tuned[0][1], tuned_versions=tuned)
     return StepResult(state, {**by_method[settings.tuning_methods[0]], "methods": by_method})
