@@ -54,6 +54,12 @@ KINDS: dict[str, PluginKind] = {
             "a CLIP checkpoint (local folder or hub id, str or Path) that reward runs name",
             must_be_callable=False,
         ),
+        PluginKind(
+            "safety_screen",
+            "imagerlhf.safety_screens",
+            "a check (prompt, image) -> None | reason: str (image: HxWx3 uint8 array); a reason withholds the image "
+            "from annotators",
+        ),
     )
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")

@@ -7,7 +7,10 @@ class GeneratorsConfig(AppConfig):
 
     def ready(self) -> None:
         from core import run_kinds
+        from generators import registration
         from generators.run_configs import GenerateConfigSerializer
+
+        registration.register()
 
         run_kinds.register(
             run_kinds.RunKind(

@@ -1,4 +1,5 @@
-"""The sandbox's one registration: its pixel oracles, its pairwise judges and its CLIP, as named plug-ins.
+"""The sandbox's one registration: its pixel oracles, its pairwise judges, its CLIP and its safety screen, as named
+plug-ins.
 
 Listed in the ``PLUGIN_REGISTRATIONS`` setting (the embedded default), so ``core.apps`` calls :func:`register` at
 start-up; product code names none of these. Registering imports nothing heavy: targets are imported on use.
@@ -31,9 +32,15 @@ PAIR_ORACLES = {
     "high": "generators.sandbox.pair_oracles:high",
 }
 REWARD_BACKBONES = {"sandbox": "generators.sandbox:CLIP_PATH"}
+SAFETY_SCREENS = {"sandbox_red": "generators.sandbox.screens:sandbox_red"}
 
 
 def register() -> None:
-    for kind, entries in (("oracle", ORACLES), ("pair_oracle", PAIR_ORACLES), ("reward_backbone", REWARD_BACKBONES)):
+    for kind, entries in (
+        ("oracle", ORACLES),
+        ("pair_oracle", PAIR_ORACLES),
+        ("reward_backbone", REWARD_BACKBONES),
+        ("safety_screen", SAFETY_SCREENS),
+    ):
         for name, target in entries.items():
             plugins.register(kind, name, target)
