@@ -207,3 +207,33 @@ class GeneratedImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version} | {self.prompt} | seed {self.seed}"
+
+
+class ImageScreening(models.Model):
+    """A safety screen's verdict on a generated image (``generators.safety_screens``): flagged with a reason, or
+    not. One per (image, screen), written once: a rerun keeps the first verdict.
+
+    Deleting an image deletes its verdicts (CASCADE, as ``rewards.ImageScore``): a verdict is derived from the image
+    and means nothing without it; records that must outlive a decision (a withheld pair) protect the image
+    themselves.
+    """
+
+    image = models.ForeignKey(GeneratedImage, on_delete=models.CASCADE, related_name="screenings")
+    screen = models.CharField(max_length=100, help_text="the registered safety screen's name")
+    flagged = models.BooleanField()
+    reason = models.CharField(max_length=200, blank=True, default="", help_text="why it was flagged (empty if not)")
+    run = models.ForeignKey("core.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "screen"], name="image_screening_unique"),
+            models.CheckConstraint(
+                condition=(Q(flagged=True) & ~Q(reason="")) | (Q(flagged=False) & Q(reason="")),
+                name="image_screening_reason_iff_flagged",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.screen} on image {self.image_id}: {self.reason if self.flagged else 'passed'}"

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 
 from django.db.models import Count, QuerySet
 
 from core.storage import artifact_as_file_named
-from generators.models import AliasChange, BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet
+from generators.models import (
+    AliasChange,
+    BaseModel,
+    GeneratedImage,
+    ImageScreening,
+    ModelAlias,
+    ModelVersion,
+    Prompt,
+    PromptSet,
+)
 from generators.pipeline import LORA_WEIGHT_NAME, PipelineSpec, SamplerSettings
 from generators.sampler_settings import CONCRETE_DTYPES, SettingsRequest, resolve_sampler_settings
 
 ImageKey = tuple[int, int, int]  # (model version id, prompt id, seed)
+ID_CHUNK = 5000  # ids per IN (...) list: under SQLite's bound on query parameters
 
 
 def base_models() -> QuerySet[BaseModel]:
@@ -128,3 +139,42 @@ def aliases() -> QuerySet[ModelAlias]:
 def alias_history(name: str) -> QuerySet[AliasChange]:
     """Moves of alias ``name``, newest first."""
     return AliasChange.objects.filter(alias=name).select_related("changed_by")
+
+
+def _chunks(ids: Iterable[int], size: int = ID_CHUNK) -> Iterator[list[int]]:
+    iterator = iter(ids)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def image_ids_of(digests: Mapping[int, str], prompt_ids: Iterable[int], seeds: Iterable[int]) -> list[int]:
+    """The ids of the images of each version (``digests``: version id -> settings hash) × ``prompt_ids`` ×
+    ``seeds`` that exist, in id order (what a ``generate`` run's keys are once it has made them)."""
+    prompt_ids, seeds = list(prompt_ids), list(seeds)
+    found: list[int] = []
+    for version_id, digest in digests.items():
+        rows = GeneratedImage.objects.filter(model_version_id=version_id, settings_hash=digest, seed__in=seeds)
+        for chunk in _chunks(prompt_ids):
+            found += rows.filter(prompt_id__in=chunk).values_list("pk", flat=True)
+    return sorted(found)
+
+
+def screen_flags(image_ids: Iterable[int], screen: str) -> dict[int, str]:
+    """Image id -> reason, for the images of ``image_ids`` that ``screen`` flagged (passed and unscreened images
+    are absent)."""
+    flags: dict[int, str] = {}
+    for chunk in _chunks(dict.fromkeys(image_ids)):
+        rows = ImageScreening.objects.filter(screen=screen, flagged=True, image_id__in=chunk)
+        flags.update(rows.values_list("image_id", "reason"))
+    return flags
+
+
+def unscreened(image_ids: Iterable[int], screen: str) -> list[int]:
+    """The ids of ``image_ids`` (in their order, each once) that have no verdict of ``screen`` yet."""
+    ids = list(dict.fromkeys(image_ids))
+    screened: set[int] = set()
+    for chunk in _chunks(ids):
+        screened.update(
+            ImageScreening.objects.filter(screen=screen, image_id__in=chunk).values_list("image_id", flat=True)
+        )
+    return [pk for pk in ids if pk not in screened]

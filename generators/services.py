@@ -24,6 +24,7 @@ from generators.models import (
     AliasChange,
     BaseModel,
     GeneratedImage,
+    ImageScreening,
     ModelAlias,
     ModelVersion,
     Prompt,
@@ -32,6 +33,7 @@ from generators.models import (
 )
 from generators.pipeline_classes import UnknownPipelineClass, check_pipeline_class
 from generators.png_metadata import png_with_metadata, read_metadata
+from generators.safety_screens import MAX_REASON, ScreenVerdict
 
 BASE_VERSION_NAME = "base"
 
@@ -320,3 +322,23 @@ def _watermarked(row: GeneratedImage, image: Image.Image) -> tuple[str, Image.Im
         return "none: the image id does not fit the mark's 32 bits", image
     bits = watermark.payload_bits(settings.PROVENANCE_INSTANCE, row.pk)
     return f"dwtDctSvd instance={settings.PROVENANCE_INSTANCE} image_id={row.pk}", watermark.embed(image, bits)
+
+
+def image_screenings_record(*, run: Run | None, screen: str, verdicts: Mapping[int, ScreenVerdict]) -> int:
+    """Store ``screen``'s verdicts by image id; returns how many rows were new.
+
+    Idempotent: an (image, screen) that has a verdict already (a rerun, a redelivered task, another worker) keeps
+    the first one. One bulk insert in one transaction.
+    """
+    rows = []
+    for image_id, verdict in verdicts.items():
+        if verdict.flagged != bool(verdict.reason) or len(verdict.reason) > MAX_REASON:
+            raise ValueError(f"A verdict is flagged with a reason of 1-{MAX_REASON} characters, or neither: {verdict}")
+        rows.append(
+            ImageScreening(image_id=image_id, screen=screen, flagged=verdict.flagged, reason=verdict.reason, run=run)
+        )
+    keys = ImageScreening.objects.filter(screen=screen, image_id__in=list(verdicts))
+    with transaction.atomic():
+        before = keys.count()
+        ImageScreening.objects.bulk_create(rows, ignore_conflicts=True)
+        return keys.count() - before
