@@ -19,6 +19,7 @@ from core.permissions import IsEngineer, IsEngineerOrReviewer, may_create_campai
 from core.roles import Role, has_role
 from core.validation import StrictSerializer
 from feedback import handout, outlook, preview, selectors, services, shown_images
+from feedback.blocklist import MAX_TERMS, TERM_MAX_LENGTH, BlocklistError, normalise_terms
 from feedback.criteria import (
     ANSWER_CHOICES,
     KEY_MAX_LENGTH,
@@ -34,6 +35,7 @@ from generators import selectors as generator_selectors
 from generators.image_files import png_response
 from generators.models import ModelVersion, PromptSet
 from generators.run_configs import SamplerSettingsSerializer
+from generators.safety_screens import screen_names
 from generators.sampler_settings import SettingsRequest
 
 CRITERION_HELP = "the question's key (default: the campaign's first question)"
@@ -89,6 +91,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "images_per_prompt",
             "sampler_settings",
             "questions",
+            "blocked_terms",
+            "safety_screen",
             "preparing_run",
             "progress",
             "created_at",
@@ -148,7 +152,31 @@ class CampaignCreateSerializer(StrictSerializer):
         help_text="1-4 questions asked about each pair, in order: [{key: a slug (the votes' criterion), text}]; "
         "default: one question (key 'overall')",
     )
+    blocked_terms = serializers.ListField(
+        child=serializers.CharField(max_length=TERM_MAX_LENGTH),
+        max_length=MAX_TERMS,
+        required=False,
+        default=list,
+        help_text="words or phrases (whole words, any case): prompts that contain one are left out of the campaign",
+    )
+    safety_screen = serializers.ChoiceField(
+        choices=[""],
+        required=False,
+        default="",
+        help_text="a registered safety screen that checks every image before annotators see it (blank: none); "
+        "images it flags are withheld for an engineer's review",
+    )
     open_now = serializers.BooleanField(default=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["safety_screen"].choices = ["", *screen_names()]  # registered now (plug-ins can change)
+
+    def validate_blocked_terms(self, terms: list[str]) -> list[str]:
+        try:
+            return normalise_terms(terms)
+        except BlocklistError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
@@ -248,6 +276,7 @@ class CampaignPreviewSerializer(serializers.Serializer):
         help_text="images that do not exist yet: opening the campaign starts a generate run for them (preparing)"
     )
     pairs_now = serializers.IntegerField(help_text="pairs the images that exist now make")
+    prompts_blocked = serializers.IntegerField(help_text="prompts of the set the blocklist leaves out")
     examples = PreviewPairSerializer(many=True)
 
 
@@ -268,6 +297,7 @@ class CampaignPreviewView(APIView):
             model_versions=fields["model_versions"],
             images_per_prompt=fields.get("images_per_prompt"),
             sampler_settings=fields.get("sampler_settings"),
+            blocked_terms=fields["blocked_terms"],
         )
         return Response(CampaignPreviewSerializer(result).data)
 

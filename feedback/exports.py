@@ -1,6 +1,7 @@
 """Training rows from campaigns' votes, in the Pick-a-Pic schema (one row per non-skip vote).
 
-Gold pairs and skips are left out; so are the votes of annotators flagged by gold accuracy, unless
+Gold pairs, withdrawn pairs (an image of them reported or screened out: ``feedback/safety.py``) and skips are left
+out; so are the votes of annotators flagged by gold accuracy, unless
 ``include_flagged``, and those of the users named in ``exclude_users`` (e.g. a deactivated annotator's: their votes
 stay in the database and are left out only here). A tie is labelled 0.5/0.5 and so is ``both_bad`` (with
 ``both_bad`` set). Each row carries its ``criterion`` (the question it answers): all of them, or only one with
@@ -62,7 +63,7 @@ def pickapic_rows(
     rows: list[PickapicRow] = []
     images: dict[int, bytes] = {}
     for campaign in campaigns:
-        votes = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False)
+        votes = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False, pair__withdrawn=False)
         if criterion is not None:
             votes = votes.filter(criterion=criterion)
         votes = (

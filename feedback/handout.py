@@ -30,7 +30,9 @@ For an annotator in an open campaign they may annotate:
 3. Leases expire after ``campaign.lease_seconds``; an expired lease no longer counts, so its pair
    returns to the pool (for other annotators).
 4. Which image is shown on the left is drawn at random per assignment and recorded (``a_on_left``).
-5. Each assignment gets a random ``image_token``: the rater fetches the images by token and side, never by
+5. A withdrawn pair (an image of it reported or screened out: ``feedback/safety.py``) is never leased, nor
+   returned as a held lease.
+6. Each assignment gets a random ``image_token``: the rater fetches the images by token and side, never by
    image id (ids grow with generation order and would tell an arena's versions apart).
 
 "Nothing left" (None, the API's 204) means nothing for this annotator *now*: a pair that another
@@ -78,11 +80,11 @@ _UNSEEN = f"(SELECT 1 FROM {_A} s WHERE s.pair_id = p.id AND s.annotator_id = %(
 _HELD_SQL = f"""SELECT a.id, a.a_on_left, a.expires_at, a.image_token, p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT}
 FROM {_A} a JOIN {_P} p ON p.id = a.pair_id
 WHERE a.annotator_id = %s AND p.campaign_id = %s AND a.status = '{_LEASED}' AND a.expires_at > %s AND a.id <> %s
-ORDER BY a.id LIMIT 1"""  # noqa: S608 - table names come from the models, values are parameters
+AND NOT p.withdrawn ORDER BY a.id LIMIT 1"""  # noqa: S608 - table names come from the models, values are parameters
 
 _CANDIDATE = f"SELECT p.id, p.image_a_id, p.image_b_id, {_PROMPT_TEXT} FROM {_P} p"  # noqa: S608
 _GOLD_CANDIDATE_SQL = f"""{_CANDIDATE}
-WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {_UNSEEN} ORDER BY p.id LIMIT 1"""
+WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND NOT p.withdrawn AND {_UNSEEN} ORDER BY p.id LIMIT 1"""
 # Regular pairs are searched in bands, each an index range scan in the hand-out order (closest to done first):
 # the top of the pairs that already have votes, then the pairs without votes, then (rarely) all of them.
 # An annotator's own rated pairs stay in progress while others have not completed them (always so for a lone
@@ -98,7 +100,7 @@ _REGULAR_BANDS = (
     "p.valid_votes < %(k)s",
 )
 _REGULAR_CANDIDATE_SQL = f"""{_CANDIDATE}
-WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {{band}} AND {_UNSEEN}
+WHERE p.campaign_id = %(campaign)s AND p.is_gold = %(gold)s AND {{band}} AND NOT p.withdrawn AND {_UNSEEN}
 AND p.valid_votes + {_LIVE_LEASES} < %(k)s {{not_tried}}
 ORDER BY {{order}} LIMIT 1"""  # noqa: S608
 _HANDOUT_ORDER = "p.valid_votes DESC, p.id"
@@ -119,7 +121,7 @@ VALUES (%(pair)s, %(annotator)s, %(a_on_left)s, %(image_token)s, '{_LEASED}', %(
 ON CONFLICT DO NOTHING RETURNING id"""
 _LEASE_IF_ROOM_SQL = f"""{_INSERT_COLUMNS}
 SELECT %(pair)s, %(annotator)s, %(a_on_left)s, %(image_token)s, '{_LEASED}', %(now)s, %(expires_at)s
-FROM {_P} p WHERE p.id = %(pair)s AND p.valid_votes + {_LIVE_LEASES} < %(k)s
+FROM {_P} p WHERE p.id = %(pair)s AND NOT p.withdrawn AND p.valid_votes + {_LIVE_LEASES} < %(k)s
 ON CONFLICT DO NOTHING RETURNING id"""  # noqa: S608
 
 

@@ -75,6 +75,17 @@ class Campaign(models.Model):
     status_note = models.CharField(
         max_length=500, blank=True, default="", help_text="why the campaign is in its status (e.g. back to draft)"
     )
+    blocked_terms = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="words or phrases (case-insensitive, whole words): prompts that contain one are left out",
+    )
+    safety_screen = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="a registered safety screen that checks its images before annotators see them (blank: none)",
+    )
     annotators = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="campaigns", blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -119,6 +130,11 @@ class Pair(models.Model):
     )
     priority = models.FloatField(
         default=0.0, help_text="hand-out order of fresh pairs in uncertainty campaigns (highest first; refit job)"
+    )
+    withdrawn = models.BooleanField(
+        default=False,
+        help_text="an image of the pair is withheld (reported or screened: ImageFlag): never handed out again, its "
+        "votes left out of training and progress",
     )
 
     class Meta:
@@ -220,3 +236,79 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator_id} on pair {self.pair_id} ({self.criterion}): {self.choice}"
+
+
+class ReportReason(models.TextChoices):
+    UNSAFE = "unsafe"
+    OFFENSIVE = "offensive"
+    SCREEN = "screen", "flagged by a safety screen"
+
+
+class FlagState(models.TextChoices):
+    """Where a withheld image stands: withdrawn at the first report, then an engineer's decision."""
+
+    WITHDRAWN = "withdrawn", "withdrawn, awaiting review"
+    CONFIRMED = "confirmed", "kept out (reviewed)"
+    CLEARED = "cleared", "returned to its campaigns (reviewed)"
+
+
+WITHHELD_STATES = (FlagState.WITHDRAWN, FlagState.CONFIRMED)
+
+
+class ImageFlag(models.Model):
+    """An image withheld from annotators and training: one row per image, however many reports it has.
+
+    While ``withdrawn`` or ``confirmed`` every pair that shows it is ``Pair.withdrawn``; an engineer who clears it
+    returns those pairs (unless their other image is withheld too). A new report after a clearance withdraws it again.
+    """
+
+    image = models.OneToOneField(
+        "generators.GeneratedImage", on_delete=models.PROTECT, related_name="+", help_text="the withheld image"
+    )
+    state = models.CharField(max_length=16, choices=FlagState.choices, default=FlagState.WITHDRAWN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=Q(state__in=FlagState.values), name="image_flag_state_valid")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} ({self.state})"
+
+
+class ImageReport(models.Model):
+    """Why an image was withheld: an annotator's report from the rating page, or a safety screen's verdict."""
+
+    flag = models.ForeignKey(ImageFlag, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="image_reports"
+    )
+    screen = models.CharField(max_length=100, blank=True, default="", help_text="the safety screen that flagged it")
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=16, choices=ReportReason.choices)
+    note = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flag", "reporter"], condition=Q(reporter__isnull=False), name="image_report_one_per_reporter"
+            ),
+            models.UniqueConstraint(
+                fields=["flag", "screen"], condition=~Q(screen=""), name="image_report_one_per_screen"
+            ),
+            models.CheckConstraint(
+                condition=(Q(reporter__isnull=False) & Q(screen="")) | (Q(reporter__isnull=True) & ~Q(screen="")),
+                name="image_report_by_person_or_screen",
+            ),
+            models.CheckConstraint(condition=Q(reason__in=ReportReason.values), name="image_report_reason_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"report of image flag {self.flag_id} ({self.reason})"

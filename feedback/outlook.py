@@ -49,7 +49,7 @@ def rating_outlook(campaign: Campaign, user, now: datetime | None = None) -> Out
     now = now or timezone.now()
     k = campaign.votes_per_pair
     live = Q(assignments__status=AssignmentStatus.LEASED, assignments__expires_at__gt=now)
-    short = Pair.objects.filter(campaign=campaign, is_gold=False, valid_votes__lt=k)
+    short = Pair.objects.filter(campaign=campaign, is_gold=False, withdrawn=False, valid_votes__lt=k)
     seen = Assignment.objects.filter(pair__campaign=campaign, annotator=user).values("pair_id")
     unseen = short.exclude(id__in=seen).annotate(live_leases=Count("assignments", filter=live))
     open_to_you = unseen.filter(valid_votes__lt=k - F("live_leases")).count()
@@ -88,7 +88,7 @@ def stalled_pairs(campaign: Campaign) -> int:
     or skipped): nobody can finish them until annotators are added."""
     annotators = campaign.annotators.all()
     return (
-        Pair.objects.filter(campaign=campaign, is_gold=False, valid_votes__lt=campaign.votes_per_pair)
+        Pair.objects.filter(campaign=campaign, is_gold=False, withdrawn=False, valid_votes__lt=campaign.votes_per_pair)
         .annotate(seen_by=Count("assignments", filter=Q(assignments__annotator__in=annotators)))
         .filter(seen_by__gte=annotators.count())
         .count()

@@ -43,8 +43,11 @@ def first_criterion(campaign: Campaign) -> str | None:
 
 
 def refit_votes(campaign: Campaign) -> list[RefitVote]:
-    """The campaign's votes on its regular pairs for its first question, in the order they came (skips out)."""
-    votes = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False).exclude(choice=Choice.SKIP)
+    """The campaign's votes on its regular pairs (not withdrawn) for its first question, in the order they came (skips
+    out)."""
+    votes = Vote.objects.filter(pair__campaign=campaign, pair__is_gold=False, pair__withdrawn=False).exclude(
+        choice=Choice.SKIP
+    )
     criterion = first_criterion(campaign)
     if criterion is not None:
         votes = votes.filter(criterion=criterion)
@@ -56,7 +59,9 @@ def refit_votes(campaign: Campaign) -> list[RefitVote]:
 
 def open_pairs(campaign: Campaign) -> list[OpenPair]:
     """The campaign's regular pairs with fewer than k valid votes, by id."""
-    pairs = Pair.objects.filter(campaign=campaign, is_gold=False, valid_votes__lt=campaign.votes_per_pair)
+    pairs = Pair.objects.filter(
+        campaign=campaign, is_gold=False, withdrawn=False, valid_votes__lt=campaign.votes_per_pair
+    )
     rows = pairs.order_by("id").values_list("id", "image_a__prompt__text", "image_a_id", "image_b_id")
     return [OpenPair(*row) for row in rows]
 

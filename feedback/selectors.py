@@ -81,7 +81,7 @@ def campaign_to_rate(user, *, pk: int | None = None, pair: int | None = None) ->
 
 def with_progress(campaigns: QuerySet[Campaign], user) -> QuerySet[Campaign]:
     """``campaigns`` with their progress for ``user`` computed in the same query (for lists: no query per row)."""
-    regular = Pair.objects.filter(campaign=OuterRef("pk"), is_gold=False).order_by().values("campaign")
+    regular = Pair.objects.filter(campaign=OuterRef("pk"), is_gold=False, withdrawn=False).order_by().values("campaign")
     mine = (
         Vote.objects.filter(pair__campaign=OuterRef("pk"), annotator=user)
         .exclude(choice=Choice.SKIP)
@@ -101,7 +101,9 @@ def campaign_progress(campaign: Campaign, user) -> dict:
     if hasattr(campaign, "progress_pairs"):
         pairs, valid, mine = campaign.progress_pairs, campaign.progress_valid_votes, campaign.progress_my_votes
     else:
-        totals = campaign.pairs.filter(is_gold=False).aggregate(n=Count("id"), votes=Sum("valid_votes"))
+        totals = campaign.pairs.filter(is_gold=False, withdrawn=False).aggregate(
+            n=Count("id"), votes=Sum("valid_votes")
+        )
         pairs, valid = totals["n"] or 0, totals["votes"] or 0
         mine = (
             Vote.objects.filter(pair__campaign=campaign, annotator=user, criterion=criterion_of(campaign))

@@ -19,6 +19,8 @@ from core.api_errors import Conflict
 from core.hot_sql import as_aware_datetime, db_datetime, for_update
 from core.run_states import TERMINAL_STATES, RunState
 from core.uniqueness import create_named
+from feedback import safety
+from feedback.blocklist import BlocklistError, normalise_terms
 from feedback.criteria import CriteriaError, answers_for, criteria_of, default_questions, validate_questions
 from feedback.models import (
     REFIT_EVERY_RANGE,
@@ -32,8 +34,10 @@ from feedback.models import (
     Selection,
     Vote,
 )
-from feedback.preview import campaign_shape, pairs_of_images
+from feedback.preview import campaign_shape, pairs_of_images, prompt_ids_kept
+from generators import selectors as generator_selectors
 from generators.models import GeneratedImage, ModelVersion, PromptSet
+from generators.safety_screens import ScreenError, check_screen_name
 from generators.sampler_settings import SettingsRequest
 from generators.selectors import ImageKey, images_for
 
@@ -57,6 +61,8 @@ def campaign_create(
     selection: str = Selection.RANDOM,
     refit_every: int = 200,
     questions: Sequence[Mapping[str, str]] | None = None,
+    blocked_terms: Sequence[str] = (),
+    safety_screen: str = "",
     created_by=None,
     open_now: bool = True,
 ) -> Campaign:
@@ -67,12 +73,24 @@ def campaign_create(
     hand-out order of pairs without votes (``uncertainty``: by the priorities the refit job writes every
     ``refit_every`` valid votes; see ``feedback/handout.py``). ``questions``: the 1-4 questions asked about each
     pair (``{key, text}``; default: the one question of ``feedback.criteria``), checked by
-    :func:`feedback.criteria.validate_questions`.
+    :func:`feedback.criteria.validate_questions`. ``blocked_terms``: prompts containing one are left out
+    (``feedback/blocklist.py``); ``safety_screen``: a registered screen that checks every image before the
+    campaign opens (its generation run does; flagged images are withheld, see ``feedback/safety.py``).
     """
     try:
         questions = default_questions() if questions is None else validate_questions(questions)
     except CriteriaError as exc:
         raise ValidationError({exc.field: [str(exc)]}) from None
+    try:
+        blocked_terms = normalise_terms(blocked_terms)
+    except BlocklistError as exc:
+        raise ValidationError({"blocked_terms": [str(exc)]}) from None
+    if safety_screen:
+        try:
+            check_screen_name(safety_screen)
+        except ScreenError as exc:
+            raise ValidationError({"safety_screen": [str(exc)]}) from None
+    prompt_ids_kept(prompt_set, blocked_terms)  # a blocklist that leaves no prompt is a 400 now, not a draft later
     if selection not in Selection.values:
         raise ValidationError({"selection": [f"Choose one of {', '.join(Selection.values)}."]})
     if not REFIT_EVERY_RANGE[0] <= refit_every <= REFIT_EVERY_RANGE[1]:
@@ -97,6 +115,8 @@ def campaign_create(
             selection=selection,
             refit_every=refit_every,
             questions=questions,
+            blocked_terms=blocked_terms,
+            safety_screen=safety_screen,
             created_by=created_by,
             open_now=open_now,
         ),
@@ -117,11 +137,16 @@ def campaign_settings(campaign: Campaign) -> SettingsRequest:
     return SettingsRequest.from_config(campaign.sampler_settings)
 
 
+def _prompt_ids(campaign: Campaign) -> list[int]:
+    """The campaign's prompts: its prompt set's, less those its blocklist leaves out."""
+    return prompt_ids_kept(campaign.prompt_set, campaign.blocked_terms)[0]
+
+
 def _images_of(campaign: Campaign) -> dict[ImageKey, GeneratedImage]:
-    """The image of each (version, prompt, seed < images_per_prompt) of the campaign under its settings."""
+    """The image of each (version, kept prompt, seed < images_per_prompt) of the campaign under its settings."""
     return images_for(
         campaign.model_versions.values_list("pk", flat=True),
-        campaign.prompt_set.items.values_list("prompt_id", flat=True),
+        _prompt_ids(campaign),
         range(campaign.images_per_prompt),
         campaign_settings(campaign),
     )
@@ -133,10 +158,33 @@ def _pairs_for(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> li
 
 
 def _missing_image_count(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> int:
-    """How many (version, prompt, seed < images_per_prompt) images the campaign lacks under its settings."""
+    """How many (version, kept prompt, seed < images_per_prompt) images the campaign lacks under its settings."""
     versions = campaign.model_versions.count()
-    prompts = campaign.prompt_set.prompts.count()
-    return versions * prompts * campaign.images_per_prompt - len(images)
+    return versions * len(_prompt_ids(campaign)) * campaign.images_per_prompt - len(images)
+
+
+def _unscreened_count(campaign: Campaign, images: dict[ImageKey, GeneratedImage]) -> int:
+    """How many of the campaign's images its safety screen has not checked yet (0 without a screen)."""
+    if not campaign.safety_screen:
+        return 0
+    return len(generator_selectors.unscreened([image.pk for image in images.values()], campaign.safety_screen))
+
+
+def _create_pairs(campaign: Campaign, pairs: Iterable[tuple[int, int]]) -> None:
+    """Insert the campaign's pairs; those that show a withheld image (reported, or flagged by the campaign's
+    screen now) are created withdrawn."""
+    pairs = list(pairs)
+    if campaign.safety_screen:
+        shown = {image for pair in pairs for image in pair}
+        flagged = generator_selectors.screen_flags(shown, campaign.safety_screen)
+        safety.image_flags_from_screen(screen=campaign.safety_screen, flagged=flagged, campaign_id=campaign.pk)
+    withheld = safety.withheld_images()
+    Pair.objects.bulk_create(
+        [
+            Pair(campaign=campaign, image_a_id=a, image_b_id=b, withdrawn=a in withheld or b in withheld)
+            for a, b in pairs
+        ]
+    )
 
 
 def campaign_reopen(*, campaign_id: int, started_by=None) -> Campaign:
@@ -174,12 +222,13 @@ def campaign_open(*, campaign: Campaign, started_by=None) -> Campaign:
     if not campaign.pairs.exists():
         images = _images_of(campaign)
         missing = _missing_image_count(campaign, images)
-        if missing:
-            return _campaign_prepare(campaign, missing, started_by)
+        unscreened = _unscreened_count(campaign, images)
+        if missing or unscreened:
+            return _campaign_prepare(campaign, missing, unscreened, started_by)
         pairs = _pairs_for(campaign, images)
         if not pairs:
             raise ValidationError({"model_versions": ["These versions and prompts give no pair of images to compare."]})
-        Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in pairs])
+        _create_pairs(campaign, pairs)
         campaign.sampler_settings, update = _with_precision_of(campaign, images), [*update, "sampler_settings"]
     campaign.status, campaign.status_note = CampaignStatus.OPEN, ""
     campaign.save(update_fields=[*update, "status_note"])
@@ -193,21 +242,38 @@ def _with_precision_of(campaign: Campaign, images: dict[ImageKey, GeneratedImage
     return campaign_settings(campaign).with_dtype(image.settings["dtype"]).as_config()
 
 
-def _campaign_prepare(campaign: Campaign, missing: int, started_by) -> Campaign:
-    run = runs.run_create(
-        kind="generate",
-        config={
-            "model_versions": list(campaign.model_versions.order_by("id").values_list("pk", flat=True)),
-            "prompt_set": campaign.prompt_set_id,
-            "images_per_prompt": campaign.images_per_prompt,
-            "seed": 0,
-            **campaign.sampler_settings,
-        },
-        created_by=started_by,
+def _campaign_prepare(campaign: Campaign, missing: int, unscreened: int, started_by) -> Campaign:
+    """Start the ``generate`` run that makes the campaign's missing images (only its kept prompts') and, with a
+    safety screen, screens them all; the campaign waits in ``preparing``."""
+    config = {
+        "model_versions": list(campaign.model_versions.order_by("id").values_list("pk", flat=True)),
+        "prompt_set": campaign.prompt_set_id,
+        "images_per_prompt": campaign.images_per_prompt,
+        "seed": 0,
+        **campaign.sampler_settings,
+    }
+    blocked = prompt_ids_kept(campaign.prompt_set, campaign.blocked_terms)[1]
+    if blocked:
+        config["exclude_prompts"] = sorted(blocked)
+    if campaign.safety_screen:
+        config["safety_screen"] = campaign.safety_screen
+    run = runs.run_create(kind="generate", config=config, created_by=started_by)
+    log.info(
+        "campaign %s lacks %d images (%d unscreened): generation run %s started",
+        campaign.pk,
+        missing,
+        unscreened,
+        run.pk,
     )
-    log.info("campaign %s lacks %d images: generation run %s started", campaign.pk, missing, run.pk)
     campaign.status, campaign.preparing_run = CampaignStatus.PREPARING, run
-    campaign.status_note = f"waiting for generation run {run.pk} to make {missing} missing images"
+    work = [f"make {missing} missing images"] if missing else []
+    if campaign.safety_screen:
+        work.append(
+            f"screen them with {campaign.safety_screen}"
+            if missing
+            else f"screen {unscreened} images with {campaign.safety_screen}"
+        )
+    campaign.status_note = f"waiting for generation run {run.pk} to {' and '.join(work)}"
     campaign.save(update_fields=["status", "preparing_run", "status_note"])
     return campaign
 
@@ -241,9 +307,13 @@ def _preparation_failure(campaign: Campaign, run) -> str | None:
     if run.state != RunState.SUCCEEDED:
         error = run.error.strip().splitlines()[0] if run.error.strip() else ""
         return f"Its generation run {run.pk} ended {run.state}" + (f": {error}" if error else ".")
-    missing = _missing_image_count(campaign, _images_of(campaign))
+    images = _images_of(campaign)
+    missing = _missing_image_count(campaign, images)
     if missing:
         return f"Its generation run {run.pk} succeeded but {missing} images are still missing."
+    unscreened = _unscreened_count(campaign, images)
+    if unscreened:
+        return f"Its generation run {run.pk} succeeded but {campaign.safety_screen} did not check {unscreened} images."
     return None
 
 
@@ -290,12 +360,14 @@ def campaign_from_pairs(
             images_per_prompt=source.images_per_prompt,
             sampler_settings=source.sampler_settings,
             questions=source.questions,
+            blocked_terms=source.blocked_terms,
+            safety_screen=source.safety_screen,
             created_by=created_by,
             status=CampaignStatus.OPEN,
         )
         campaign.model_versions.set(source.model_versions.all())
         campaign.annotators.set(source.annotators.all())
-        Pair.objects.bulk_create([Pair(campaign=campaign, image_a_id=a, image_b_id=b) for a, b in image_pairs])
+        _create_pairs(campaign, image_pairs)
         return campaign
 
     return create_named(Campaign, name, "campaign", create)
@@ -372,7 +444,8 @@ def vote_submit_answers(
     transaction. The same submission sent again returns the stored votes (created False); different answers on
     the same assignment are a :class:`Conflict`. Votes are stored against the images (``a``/``b``), not the
     sides. A submission counts once toward the pair's k (skips never count). A vote on a lease that expired is
-    still taken while the pair needs votes; once others completed it, it is a Conflict.
+    still taken while the pair needs votes; once others completed it, it is a Conflict, as is a vote on a pair
+    withdrawn since it was leased (``feedback/safety.py``).
     """
     if submitted is not None and submitted not in SUBMITTED_CHOICES:
         raise ValidationError({"choice": [f"Choose one of {', '.join(SUBMITTED_CHOICES)}."]})
@@ -384,7 +457,7 @@ def vote_submit_answers(
 
 
 _VOTE_LOCK_SQL = f"""SELECT a.a_on_left, a.expires_at, p.id, p.valid_votes, p.is_gold, c.votes_per_pair, c.questions,
-v.id, v.criterion, v.choice, v.submitted, v.seconds, v.created_at
+v.id, v.criterion, v.choice, v.submitted, v.seconds, v.created_at, p.withdrawn
 FROM {Assignment._meta.db_table} a JOIN {Pair._meta.db_table} p ON p.id = a.pair_id
 JOIN {Campaign._meta.db_table} c ON c.id = p.campaign_id LEFT JOIN {Vote._meta.db_table} v ON v.assignment_id = a.id
 WHERE a.id = %s AND a.annotator_id = %s"""  # noqa: S608 - table names come from the models, values are parameters
@@ -462,7 +535,7 @@ def _record_votes(
             raise ValidationError({exc.field: [str(exc)]}) from None
         choices = {key: (_to_image_choice(value, bool(a_on_left)), value) for key, value in pressed.items()}
         identity = {"assignment_id": assignment_id, "pair_id": pair_id, "annotator": annotator}
-        stored = {row[8]: row[7:] for row in rows if row[7] is not None}
+        stored = {row[8]: row[7:13] for row in rows if row[7] is not None}
         if stored:
             if {key: row[2] for key, row in stored.items()} != {key: choice for key, (choice, _) in choices.items()}:
                 said = ", ".join(f"{key}: {row[3]}" for key, row in stored.items())
@@ -481,6 +554,8 @@ def _record_votes(
                 for vote_id, _, choice, stored_submitted, stored_seconds, created_at in [stored[key]]
             ]
             return votes, False
+        if rows[0][13]:
+            raise Conflict("An image of this pair was reported and the pair withdrawn; fetch the next one.")
         now = timezone.now()
         if as_aware_datetime(expires_at) < now and valid_votes >= votes_per_pair and not is_gold:
             raise Conflict(

@@ -4,7 +4,8 @@ Image ids grow with generation order, so in an arena the lower id was the base v
 image id unblinds the comparison. The rater therefore sees ``/api/v1/rating-images/<token>/<side>/``,
 where the token is the assignment's random ``image_token`` and the side is the one it was shown on
 (drawn at random per assignment). Only the assignment's holder can resolve it; an unknown token and
-someone else's token look the same (None, the API's 404).
+someone else's token look the same (None, the API's 404), and so does a withdrawn pair's (an image of it was
+reported: ``feedback/safety.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def shown_image_id(*, user, image_token: str, side: str) -> int | None:
     if side not in SIDES or not _TOKEN_SHAPE.fullmatch(image_token):
         return None
     row = (
-        Assignment.objects.filter(image_token=image_token, annotator_id=user.pk)
+        Assignment.objects.filter(image_token=image_token, annotator_id=user.pk, pair__withdrawn=False)
         .values_list("a_on_left", "pair__image_a_id", "pair__image_b_id")
         .first()
     )

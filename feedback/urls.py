@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback import api
+from feedback import api, safety_api
 
 urlpatterns = [
     path("campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
@@ -15,4 +15,7 @@ urlpatterns = [
     path("votes/", api.VoteCreateView.as_view(), name="api-votes"),
     path("rating-images/<str:token>/<str:side>/", api.RatingImageView.as_view(), name="api-rating-image"),
     path("leaderboard/", api.LeaderboardView.as_view(), name="api-leaderboard"),
+    path("reports/", safety_api.ReportCreateView.as_view(), name="api-reports"),
+    path("image-flags/", safety_api.ImageFlagListView.as_view(), name="api-image-flags"),
+    path("image-flags/<id:pk>/review/", safety_api.ImageFlagReviewView.as_view(), name="api-image-flag-review"),
 ]

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from frontend import invite_views, people_views, run_form_views, views
+from frontend import invite_views, people_views, run_form_views, safety_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -21,5 +21,6 @@ urlpatterns = [
     path("runs/<id:pk>/", views.run_detail, name="run-detail"),
     path("people/", people_views.people_list, name="people"),
     path("people/<id:pk>/", people_views.person_detail, name="person-detail"),
+    path("safety/", safety_views.safety_review, name="safety-review"),
     path("invite/<str:token>/", invite_views.invite_accept, name="invite-accept"),
 ]

@@ -141,6 +141,21 @@ MATRIX = [
         {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 400, "engineer": 403, "admin": 400},
     ),
     (
+        "api-reports",
+        "post",
+        "/api/v1/reports/",
+        {"assignment": 1, "side": "sideways", "reason": "unsafe"},
+        {"anonymous": 401, "norole": 403, "annotator": 400, "reviewer": 400, "engineer": 403, "admin": 400},
+    ),
+    ("api-image-flags", "get", "/api/v1/image-flags/", None, ENGINEER_ONLY),
+    (
+        "api-image-flag-review",
+        "post",
+        "/api/v1/image-flags/999/review/",
+        {"decision": "clear"},
+        {**ENGINEER_ONLY, "engineer": 404, "admin": 404},
+    ),
+    (
         "api-campaign-outlook",
         "get",
         "/api/v1/campaigns/{campaign}/outlook/",
@@ -215,6 +230,8 @@ WRITE_POLICY = {
     ("api-aliases", "post"): PROMOTERS,
     ("api-provenance", "post"): PROMOTERS,  # reads only (which image is this upload?): staff who see images
     ("api-votes", "post"): RATERS,
+    ("api-reports", "post"): RATERS,  # report an image of one's own assignment (content safety)
+    ("api-image-flag-review", "post"): ENGINEERS,
     # Accounts: engineers create and (de)activate annotators and reviewers, admins anybody (core/people.py).
     ("api-users", "post"): ENGINEERS,
     ("api-user-deactivate", "post"): ENGINEERS,
@@ -357,6 +374,8 @@ PAGES = [
         "/people/{annotator}/",
         {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200},
     ),
+    # The safety review: withheld images and their reports, engineers and admins.
+    ("/safety/", {"anonymous": 302, "norole": 403, "annotator": 403, "reviewer": 403, "engineer": 200, "admin": 200}),
     # Campaigns are created by engineers (POST /api/v1/campaigns/); reviewers create arena campaigns only, and their
     # form offers only that purpose (tests/frontend/test_campaign_form_pages.py).
     (
