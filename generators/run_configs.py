@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core import form_schema
 from core.ids import IdField
 from core.validation import StrictSerializer
 from generators.models import ModelVersion, PromptSet, PromptSetItem
 from generators.pipeline import DTYPES, MAX_SIDE, SCHEDULERS, SamplerSettings
 from generators.pipeline_classes import scheduler_problem
+from generators.safety_screens import ScreenError, check_screen_name, screen_names
 
 MAX_IMAGES_PER_RUN = 100_000
 
@@ -64,6 +66,34 @@ class GenerateConfigSerializer(SamplerSettingsSerializer):
     )
     batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
     device = serializers.RegexField(r"^(auto|cpu|cuda(:\d+)?)$", default="auto", max_length=16)
+    safety_screen = serializers.CharField(
+        max_length=100,
+        allow_blank=True,
+        default="",
+        help_text="a registered safety screen that checks every image of the run after generation (empty: none)",
+    )
+    exclude_prompts = serializers.ListField(
+        child=IdField(),
+        default=list,
+        max_length=MAX_IMAGES_PER_RUN,
+        help_text="ids of prompts of the set to leave out (neither generated nor screened)",
+    )
+
+    @classmethod
+    def form_extra_fields(cls) -> list[dict]:
+        """``safety_screen`` as a choice of the screens registered now (unset: none)."""
+        spec = form_schema.describe_field("safety_screen", cls().fields["safety_screen"])
+        spec.pop("default", None)  # the form's empty option is the server default: no screen
+        spec.update(type="choice", choices=[{"value": name, "label": name} for name in screen_names()])
+        return [spec]
+
+    def validate_safety_screen(self, name: str) -> str:
+        if not name:
+            return ""
+        try:
+            return check_screen_name(name)
+        except ScreenError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def validate_model_versions(self, ids: list[int]) -> list[int]:
         return check_model_version_ids(ids)
@@ -78,10 +108,30 @@ class GenerateConfigSerializer(SamplerSettingsSerializer):
 
     def validate(self, attrs: dict) -> dict:
         check_schedulers_fit(attrs["model_versions"], attrs.get("scheduler"))
-        prompts = PromptSetItem.objects.filter(prompt_set_id=attrs["prompt_set"]).count()
+        prompts = _kept_prompt_count(attrs["prompt_set"], attrs.get("exclude_prompts") or [])
         total = len(attrs["model_versions"]) * prompts * attrs["images_per_prompt"]
         if total > MAX_IMAGES_PER_RUN:
             raise serializers.ValidationError(
                 {"images_per_prompt": [f"This run would make {total} images; at most {MAX_IMAGES_PER_RUN} per run."]}
             )
         return attrs
+
+
+def _kept_prompt_count(set_id: int, excluded: list[int]) -> int:
+    """How many prompts of the set a run keeps; a 400 on ``exclude_prompts`` for ids listed twice, ids that are
+    not prompts of the set, or a list that leaves none."""
+    in_set = set(PromptSetItem.objects.filter(prompt_set_id=set_id).values_list("prompt_id", flat=True))
+    if len(set(excluded)) != len(excluded):
+        raise serializers.ValidationError({"exclude_prompts": ["Each prompt may be listed once."]})
+    strangers = sorted(set(excluded) - in_set)
+    if strangers:
+        name = PromptSet.objects.get(pk=set_id).name
+        raise serializers.ValidationError(
+            {"exclude_prompts": [f"Not prompts of the prompt set {name!r}: {strangers[:20]}."]}
+        )
+    kept = len(in_set) - len(excluded)
+    if kept == 0:
+        raise serializers.ValidationError(
+            {"exclude_prompts": ["This leaves no prompt to generate: exclude fewer prompts."]}
+        )
+    return kept
