@@ -304,3 +304,62 @@ def test_a_campaign_blocklist_leaves_its_prompts_out_and_the_preview_counts_them
     screen = engineer.post("/api/v1/campaigns/", {**body, "name": "bad", "safety_screen": "nope"}, format="json")
     assert screen.status_code == 400
     assert "safety_screen" in screen.json()
+
+
+# --- A campaign's safety screen ---------------------------------------------------------------------------------
+
+
+def test_a_campaign_with_a_safety_screen_opens_with_the_flagged_images_withheld(
+    users, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """The sandbox's ``sandbox_red`` screen flags the red circles: the campaign waits for its generation run (which
+    screens every image, blocked prompts aside), then opens with every pair that shows a flagged image withdrawn,
+    each flagged image reported by the screen."""
+    from django.core.management import call_command
+
+    from core.models import Run
+    from core.run_execution import run_execute
+    from generators.models import ImageScreening, PromptSet
+
+    settings.MEDIA_ROOT = tmp_path
+    call_command("sandbox_setup", stdout=io.StringIO())
+    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
+    prompt_set = PromptSet.objects.get(name="sandbox-eval")
+    campaign = services.campaign_create(
+        name="screened",
+        purpose="collect",
+        prompt_set=prompt_set,
+        model_versions=[version],
+        annotators=[users["annotator"]],
+        blocked_terms=["triangle"],
+        safety_screen="sandbox_red",
+    )
+    assert campaign.status == "preparing"
+    run = Run.objects.get(pk=campaign.preparing_run_id)
+    triangles = set(prompt_set.prompts.filter(text__contains="triangle").values_list("pk", flat=True))
+    assert triangles and sorted(run.config["exclude_prompts"]) == sorted(triangles)
+    assert run.config["safety_screen"] == "sandbox_red"
+
+    with django_capture_on_commit_callbacks(execute=True):  # the run_finished event that opens the campaign
+        assert run_execute(run_id=run.pk, worker="inline") == "succeeded"
+
+    campaign.refresh_from_db()
+    assert campaign.status == "open", campaign.status_note
+    pairs = list(campaign.pairs.select_related("image_a__prompt", "image_b__prompt"))
+    assert pairs and not {pair.image_a.prompt_id for pair in pairs} & triangles
+    screened = ImageScreening.objects.filter(screen="sandbox_red")
+    assert screened.count() == 2 * len(pairs)  # every image of the campaign, none of the blocked prompts
+    flagged = set(screened.filter(flagged=True).values_list("image_id", flat=True))
+    assert flagged, "the sandbox eval set's red circles are flagged (tests/generators/test_safety_screens.py)"
+    for pair in pairs:
+        shows_flagged = bool({pair.image_a_id, pair.image_b_id} & flagged)
+        assert pair.withdrawn == shows_flagged, pair.image_a.prompt.text
+        assert shows_flagged == ("red circle" in pair.image_a.prompt.text)
+    reports = ImageReport.objects.filter(screen="sandbox_red")
+    assert set(reports.values_list("flag__image_id", flat=True)) == flagged
+    assert {report.reason for report in reports} == {"screen"}
+    assert all(report.note.startswith("mostly red") for report in reports)
+    # Nothing red is ever handed out.
+    while (lease := handout.next_assignment(annotator=users["annotator"], campaign=campaign)) is not None:
+        assert not {lease.image_a, lease.image_b} & flagged
+        services.vote_submit(annotator=users["annotator"], assignment_id=lease.assignment, submitted="tie")
