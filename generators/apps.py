@@ -18,6 +18,9 @@ class GeneratorsConfig(AppConfig):
                 queue="gpu",
                 config_serializer=GenerateConfigSerializer,
                 executor_path="generators.executors.generate",
-                description="N images per prompt of a prompt set for each model version (idempotent).",
+                description=(
+                    "N images per prompt of a prompt set for each model version (idempotent), optionally checked by "
+                    "a safety screen."
+                ),
             )
         )
