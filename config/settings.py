@@ -265,6 +265,10 @@ if not 0 <= PROVENANCE_INSTANCE <= 65535:
 PROVENANCE_MAX_UPLOAD_BYTES = env.int("PROVENANCE_MAX_UPLOAD_BYTES", default=32 * 1024**2)
 PROVENANCE_MAX_PIXELS = env.int("PROVENANCE_MAX_PIXELS", default=2048 * 2048)  # the read holds a few float copies
 
+# --- Content safety (generators/sd_safety_checker.py; docs/architecture.md, "Content safety") -------------
+# Where the sd_safety_checker screen loads Stable Diffusion's safety checker from (a hub id or a local folder).
+SAFETY_CHECKER_PATH = env("SAFETY_CHECKER_PATH", default="CompVis/stable-diffusion-safety-checker")
+
 # --- Celery ---------------------------------------------------------------------------------------
 # The database row is the truth; Celery only delivers. See docs/architecture.md, "Jobs".
 RUN_HARD_TIME_LIMIT = env.int("RUN_HARD_TIME_LIMIT", default=48 * 3600)
