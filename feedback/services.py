@@ -259,11 +259,11 @@ def _campaign_prepare(campaign: Campaign, missing: int, unscreened: int, started
         config["safety_screen"] = campaign.safety_screen
     run = runs.run_create(kind="generate", config=config, created_by=started_by)
     log.info(
-        "campaign %s lacks %d images (%d unscreened): generation run %s started",
+        "campaign %s: generation run %s started (%d images missing, %d unscreened)",
         campaign.pk,
+        run.pk,
         missing,
         unscreened,
-        run.pk,
     )
     campaign.status, campaign.preparing_run = CampaignStatus.PREPARING, run
     work = [f"make {missing} missing images"] if missing else []

@@ -12,6 +12,9 @@ const CampaignForm = (() => {
     const list = document.getElementById("preview-pairs-list");
     section.hidden = false;
     const parts = [`${preview.images_wanted} images (${preview.images_per_prompt} per version and prompt).`];
+    if (preview.prompts_blocked) {
+      parts.push(`${preview.prompts_blocked} prompt${preview.prompts_blocked === 1 ? " is" : "s are"} left out by the blocklist.`);
+    }
     if (preview.images_missing) {
       parts.push(`${preview.images_missing} of them do not exist yet: when the campaign is opened it starts a generate run ` +
         "for them and waits in the preparing state, then opens by itself.");
