@@ -269,6 +269,11 @@ PROVENANCE_MAX_PIXELS = env.int("PROVENANCE_MAX_PIXELS", default=2048 * 2048)  #
 # Where the sd_safety_checker screen loads Stable Diffusion's safety checker from (a hub id or a local folder).
 SAFETY_CHECKER_PATH = env("SAFETY_CHECKER_PATH", default="CompVis/stable-diffusion-safety-checker")
 
+# --- Automatic metrics (rewards/evaluation.py, inception_features.py; docs/architecture.md, rewards) ----------
+# The FID InceptionV3's weights file (torch-fidelity's .pth) that the evaluate run's fid_inception metric loads on
+# the worker; "" = not configured (fid_inception is refused with 400). Never downloaded.
+INCEPTION_WEIGHTS_PATH = env("INCEPTION_WEIGHTS_PATH", default="")
+
 # --- Celery ---------------------------------------------------------------------------------------
 # The database row is the truth; Celery only delivers. See docs/architecture.md, "Jobs".
 RUN_HARD_TIME_LIMIT = env.int("RUN_HARD_TIME_LIMIT", default=48 * 3600)

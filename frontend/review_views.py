@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings as django_settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 
@@ -113,10 +114,11 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _measurable(prompt_set: PromptSet) -> list[str]:
     """The automatic metrics an ``evaluate`` run can measure on ``prompt_set`` now: Fréchet distance needs a
-    registered reference set, win rates a reward model."""
+    registered reference set (and Inception FID its weights, ``INCEPTION_WEIGHTS_PATH``), win rates a reward
+    model."""
     names = ["clip_score", "diversity"]
     if metric_selectors.newest_reference_set(prompt_set) is not None:
-        names.insert(1, "fid_clip")
+        names[1:1] = ["fid_clip", "fid_inception"] if django_settings.INCEPTION_WEIGHTS_PATH else ["fid_clip"]
     if RewardModel.objects.exists():
         names.append("reward_win_rate")
     return names

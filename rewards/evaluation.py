@@ -1,17 +1,20 @@
 """The automatic metrics of an ``evaluate`` run (``metrics`` in its config), measured on the worker.
 
 Reads the run's images (picked by ``generators.selectors.images_for``), computes CLIP features once per image
-content (``rewards.clip_metrics``), aggregates with ``rewards.metric_stats`` and stores ``VersionMetric`` rows
+content (``rewards.clip_metrics``; the FID InceptionV3's for ``fid_inception``: ``rewards.inception_features``,
+its weights from ``INCEPTION_WEIGHTS_PATH``), aggregates with ``rewards.metric_stats`` and stores ``VersionMetric`` rows
 through ``rewards.services`` inside the run's fence. A version whose parent was measured in the same run also gets
 its win rate against the parent under each reward model, and its per-prompt CLIP score and diversity deltas.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from django.conf import settings
 
 from core import services as run_services
 from core.devices import resolve_device
@@ -23,8 +26,8 @@ from rewards import metric_stats, services
 from rewards.loading import resolve_backbone, reward_function_for
 from rewards.models import ImageScore, MetricName, ReferenceImage, ReferenceSet, RewardModel
 
-METRICS = ("clip_score", "fid_clip", "diversity", "reward_win_rate")
-FEATURE_METRICS = frozenset({"clip_score", "fid_clip", "diversity"})
+METRICS = ("clip_score", "fid_clip", "fid_inception", "diversity", "reward_win_rate")
+FEATURE_METRICS = frozenset({"clip_score", "fid_clip", "diversity"})  # measured on CLIP features
 
 
 def with_parents(version_ids: Sequence[int]) -> list[int]:
@@ -77,16 +80,31 @@ def score_missing(
 
 
 class _Features:
-    """CLIP image features per image content (a collapsed version's identical images are encoded once)."""
+    """A model's image features per image content (a collapsed version's identical images are encoded once):
+    ``model`` has ``batch_size`` and ``image_features(PIL images) -> N x D``."""
 
-    def __init__(self, clip_name: str, device: str) -> None:
+    def __init__(self, model) -> None:
+        self.model = model
+        self._by_sha: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def clip(cls, clip_name: str, device: str) -> _Features:
         from rewards.clip_metrics import ClipFeatureModel
 
         try:
-            self.model = ClipFeatureModel.from_pretrained(resolve_backbone(clip_name), device=resolve_device(device))
+            return cls(ClipFeatureModel.from_pretrained(resolve_backbone(clip_name), device=resolve_device(device)))
         except (OSError, ValueError) as exc:
             raise JobFailed(f"The CLIP {clip_name!r} could not be loaded: {exc}") from exc
-        self._by_sha: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def inception(cls, device: str) -> _Features:
+        """The FID InceptionV3 from ``INCEPTION_WEIGHTS_PATH`` (loaded once per worker process)."""
+        from rewards.inception_features import InceptionUnavailable, load_inception
+
+        try:
+            return cls(load_inception(settings.INCEPTION_WEIGHTS_PATH, device=resolve_device(device)))
+        except InceptionUnavailable as exc:
+            raise JobFailed(f"fid_inception: {exc}") from exc
 
     def images(self, rows: Sequence[GeneratedImage | ReferenceImage]) -> np.ndarray:
         missing = list({row.sha256: row for row in rows if row.sha256 not in self._by_sha}.values())
@@ -141,7 +159,7 @@ def _measure(run: Run, ctx: JobContext, images: dict[ImageKey, GeneratedImage], 
     per_prompt: dict[str, dict[int, dict[int, float]]] = {"clip_score": {}, "diversity": {}}
     if asked & FEATURE_METRICS:
         ctx.report_progress(0.6, "computing CLIP features")
-        features = _Features(config["clip"], config["device"])
+        features = _Features.clip(config["clip"], config["device"])
         reference = None
         if "fid_clip" in asked:
             reference_set = ReferenceSet.objects.get(pk=config["reference_set"])
@@ -185,6 +203,18 @@ def _measure(run: Run, ctx: JobContext, images: dict[ImageKey, GeneratedImage], 
                     fields = {**version_fields(version_id), "feature_model": config["clip"]}
                     rows.append(_row(delta_name, estimate, compared_with_id=parent_id, **fields))
                     measured[version_id][f"{metric}_delta"] = estimate.as_dict()
+
+    if "fid_inception" in asked:
+        ctx.report_progress(0.7, "computing Inception features")
+        inception = _Features.inception(config["device"])
+        reference = inception.images(list(ReferenceSet.objects.get(pk=config["reference_set"]).images.all()))
+        weights = os.path.basename(settings.INCEPTION_WEIGHTS_PATH)[:100]
+        for version_id in measured:
+            feats = {p: inception.images(imgs) for p, imgs in by_version[version_id].items()}
+            estimate = metric_stats.frechet_estimate(feats, reference, resamples=resamples)
+            fields = {**version_fields(version_id), "feature_model": weights}
+            rows.append(_row(MetricName.FID_INCEPTION, estimate, reference_set_id=config["reference_set"], **fields))
+            measured[version_id]["fid_inception"] = estimate.as_dict()
 
     if "reward_win_rate" in asked and parent_of:
         reward_models = RewardModel.objects.filter(pk__in=config["reward_models"]).order_by("name")

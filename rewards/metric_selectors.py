@@ -44,6 +44,7 @@ class VersionMetrics:
     version_id: int
     clip_score: MetricValue | None = None
     fid_clip: MetricValue | None = None
+    fid_inception: MetricValue | None = None
     diversity: MetricValue | None = None
     clip_score_delta: MetricValue | None = None
     diversity_delta: MetricValue | None = None
@@ -62,6 +63,7 @@ class VersionMetrics:
             "model_version": self.version_id,
             "clip_score": plain(self.clip_score),
             "fid_clip": plain(self.fid_clip),
+            "fid_inception": plain(self.fid_inception),
             "diversity": plain(self.diversity),
             "clip_score_delta": plain(self.clip_score_delta),
             "diversity_delta": plain(self.diversity_delta),

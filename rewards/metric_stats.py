@@ -83,11 +83,24 @@ def clip_score_estimate(scores_by_prompt: Mapping[object, Sequence[float]], **kw
 
 
 # ------------------------------------------------------------------------------------------------ Fréchet
-def _mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Gaussian:
+    """A feature set's mean, the trace of its covariance and a factor ``F`` of it (``Fᵀ F`` = the covariance):
+    the centred features over √(N−1) (N x D) when N ≤ D, else the covariance's symmetric square root (D x D)."""
+
+    mean: np.ndarray
+    trace: float
+    factor: np.ndarray
+
+
+def _gaussian(features: np.ndarray) -> _Gaussian:
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"need at least two feature vectors (an N x D array), got shape {x.shape}")
-    return x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+    mean = x.mean(axis=0)
+    centred = (x - mean) / np.sqrt(x.shape[0] - 1)
+    factor = centred if x.shape[0] <= x.shape[1] else _sqrt_psd(centred.T @ centred)
+    return _Gaussian(mean, float(np.sum(centred * centred)), factor)
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -96,35 +109,35 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
+def _frechet(a: _Gaussian, b: _Gaussian) -> float:
+    if a.mean.shape != b.mean.shape:
+        raise ValueError(f"feature sizes differ: {a.mean.shape[0]} and {b.mean.shape[0]}")
+    trace_sqrt = float(np.linalg.svd(a.factor @ b.factor.T, compute_uv=False).sum())
+    diff = a.mean - b.mean
+    return max(float(diff @ diff + a.trace + b.trace - 2.0 * trace_sqrt), 0.0)
+
+
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """The Fréchet distance between Gaussians fitted to two feature sets (N x D and M x D):
     ``|mu_a - mu_b|² + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^½)``.
 
-    ``tr((S_a S_b)^½)`` is computed as the sum of the square roots of the eigenvalues of the symmetric PSD matrix
-    ``S_a^½ S_b S_a^½`` (same spectrum as ``S_a S_b``) in float64: no complex round-off as with a general
-    ``sqrtm``, and singular covariances (fewer samples than dimensions) are fine.
+    With factors ``S_a = Aᵀ A`` and ``S_b = Bᵀ B`` (see :class:`_Gaussian`), ``S_a S_b`` has the nonzero
+    eigenvalues of ``(A Bᵀ)(A Bᵀ)ᵀ``, so ``tr((S_a S_b)^½)`` is the sum of the singular values of ``A Bᵀ``, in
+    float64: no complex round-off as with a general ``sqrtm``, singular covariances (fewer samples than
+    dimensions) are fine, and with few samples in many dimensions (Inception's 2048) it costs an N x M product,
+    not D x D eigen-decompositions.
     """
-    mu_a, cov_a = _mean_cov(features_a)
-    mu_b, cov_b = _mean_cov(features_b)
-    if mu_a.shape != mu_b.shape:
-        raise ValueError(f"feature sizes differ: {mu_a.shape[0]} and {mu_b.shape[0]}")
-    root_a = _sqrt_psd(cov_a)
-    middle = root_a @ cov_b @ root_a
-    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    trace_sqrt = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
-    diff = mu_a - mu_b
-    distance = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
-    return max(distance, 0.0)
+    return _frechet(_gaussian(features_a), _gaussian(features_b))
 
 
 def frechet_estimate(features_by_prompt: Mapping[object, np.ndarray], reference: np.ndarray, **kwargs) -> Estimate:
     """Fréchet distance of a version's image features (grouped by prompt) to a fixed reference set's; the
     interval resamples the version's prompts (the reference stays fixed: it is the target, not a sample)."""
     groups = [np.asarray(f, dtype=np.float64) for f in features_by_prompt.values() if len(f)]
-    reference = np.asarray(reference, dtype=np.float64)
+    target = _gaussian(reference)
 
     def statistic(chosen: Sequence[np.ndarray]) -> float:
-        return frechet_distance(np.concatenate(chosen), reference)
+        return _frechet(_gaussian(np.concatenate(chosen)), target)
 
     low, high = bootstrap(groups, statistic, **kwargs)
     return Estimate(statistic(groups), low, high, len(groups), sum(len(g) for g in groups))

@@ -198,6 +198,7 @@ class ReferenceImage(models.Model):
 class MetricName(models.TextChoices):
     CLIP_SCORE = "clip_score", "CLIP score (torchmetrics' definition)"
     FID_CLIP = "fid_clip", "Fréchet distance to the reference set in CLIP image-feature space"
+    FID_INCEPTION = "fid_inception", "Fréchet Inception distance (FID) to the reference set"
     DIVERSITY = "diversity", "mean pairwise cosine distance among a prompt's seeds"
     REWARD_WIN_RATE = "reward_win_rate", "win rate against the parent under a reward model"
     CLIP_SCORE_DELTA = "clip_score_delta", "CLIP score minus the parent's, per prompt"
@@ -214,7 +215,12 @@ class VersionMetric(models.Model):
     settings_hash = models.CharField(max_length=64, help_text="the sampler settings of the images measured")
     images_per_prompt = models.PositiveIntegerField()
     metric = models.CharField(max_length=32, choices=MetricName.choices)
-    feature_model = models.CharField(max_length=100, blank=True, default="", help_text="the registered CLIP used")
+    feature_model = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="the registered CLIP used (fid_inception: the weights file's name)",
+    )
     reward_model = models.ForeignKey(RewardModel, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     reference_set = models.ForeignKey(
         ReferenceSet, null=True, blank=True, on_delete=models.CASCADE, related_name="metrics"

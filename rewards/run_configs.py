@@ -184,7 +184,8 @@ class RewardTrainConfigSerializer(StrictSerializer):
         return attrs
 
 
-EVALUATE_METRICS = ("clip_score", "fid_clip", "diversity", "reward_win_rate")
+EVALUATE_METRICS = ("clip_score", "fid_clip", "fid_inception", "diversity", "reward_win_rate")
+REFERENCE_METRICS = frozenset({"fid_clip", "fid_inception"})  # compared with the prompt set's reference set
 
 
 class EvaluateConfigSerializer(SamplerSettingsSerializer):
@@ -203,7 +204,8 @@ class EvaluateConfigSerializer(SamplerSettingsSerializer):
         required=False,
         max_length=len(EVALUATE_METRICS),
         help_text="automatic metrics per version, with bootstrap intervals over prompts: clip_score, fid_clip "
-        "(Fréchet distance to the prompt set's reference images in CLIP space), diversity (among a prompt's seeds: "
+        "(Fréchet distance to the prompt set's reference images in CLIP space), fid_inception (the same in the FID "
+        "InceptionV3's features: needs INCEPTION_WEIGHTS_PATH), diversity (among a prompt's seeds: "
         "images_per_prompt ≥ 2), reward_win_rate (against the parent under each reward model)",
     )
     clip = serializers.CharField(
@@ -212,7 +214,8 @@ class EvaluateConfigSerializer(SamplerSettingsSerializer):
         help_text="the registered CLIP (a reward_backbone name) of clip_score, fid_clip and diversity",
     )
     reference_set = IdField(
-        required=False, help_text="fid_clip's reference images (default: the newest registered for the prompt set)"
+        required=False,
+        help_text="fid_clip's and fid_inception's reference images (default: the newest registered for the prompt set)",
     )
     reward_models = serializers.ListField(
         child=IdField(), required=False, max_length=32, help_text="reward_win_rate under these (default: every one)"
@@ -253,7 +256,16 @@ class EvaluateConfigSerializer(SamplerSettingsSerializer):
             raise serializers.ValidationError(
                 {"images_per_prompt": ["diversity compares a prompt's seeds: use images_per_prompt ≥ 2."]}
             )
-        if "fid_clip" in metrics:
+        if "fid_inception" in metrics and not settings.INCEPTION_WEIGHTS_PATH:
+            raise serializers.ValidationError(
+                {
+                    "metrics": [
+                        "fid_inception needs the FID InceptionV3's weights: set INCEPTION_WEIGHTS_PATH to a local "
+                        "weights file on the workers (never downloaded), or leave fid_inception out."
+                    ]
+                }
+            )
+        if REFERENCE_METRICS & set(metrics):
             attrs["reference_set"] = _reference_set_of(attrs.get("reference_set"), attrs["prompt_set"])
         if "reward_win_rate" in metrics:
             attrs.setdefault("reward_models", list(RewardModel.objects.order_by("pk").values_list("pk", flat=True)))
@@ -276,7 +288,7 @@ def _reference_set_of(pk: int | None, prompt_set_id: int) -> int:
                 {
                     "reference_set": [
                         f"No reference set is registered for prompt set {prompt_set_id}: register one "
-                        "(manage.py register_reference_set) or leave fid_clip out."
+                        "(manage.py register_reference_set) or leave fid_clip and fid_inception out."
                     ]
                 }
             )

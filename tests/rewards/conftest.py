@@ -6,8 +6,14 @@ import io
 
 import pytest
 
+from rewards.inception_features import enter_torch_fidelity
 from tests.conftest import make_user
 from tests.support.images import store_images
+
+# torch-fidelity is installed without torchvision on the CPU test install (scripts/bootstrap.sh): register its
+# package without the __init__ that imports torchvision, or `import torchmetrics` (whose image metrics import
+# torch-fidelity) fails.
+enter_torch_fidelity()
 
 
 def png(shade: int) -> bytes:

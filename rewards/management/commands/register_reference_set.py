@@ -1,4 +1,5 @@
-"""Register reference images of a prompt set: what ``fid_clip`` (an ``evaluate`` run's metric) compares with."""
+"""Register reference images of a prompt set: what an ``evaluate`` run's ``fid_clip`` and ``fid_inception``
+compare with."""
 
 from __future__ import annotations
 
