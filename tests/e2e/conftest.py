@@ -59,3 +59,28 @@ def login(page, live_server):
         page.wait_for_load_state()
 
     return log_in
+
+
+@pytest.fixture
+def sandbox_train_images(settings, tmp_path):
+    """The bundled sandbox registered and its base version's images of ``sandbox-train`` made (2 seeds, 10 steps,
+    inline): ``(version, prompt_set, SettingsRequest(steps=10))``, for campaigns over images that exist."""
+    import io
+
+    from django.core.management import call_command
+
+    from core import services as run_services
+    from core.run_execution import run_execute
+    from generators.models import ModelVersion, PromptSet
+    from generators.sampler_settings import SettingsRequest
+
+    settings.MEDIA_ROOT = tmp_path
+    call_command("sandbox_setup", stdout=io.StringIO())
+    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
+    prompt_set = PromptSet.objects.get(name="sandbox-train")
+    run = run_services.run_create(
+        kind="generate",
+        config={"model_versions": [version.pk], "prompt_set": prompt_set.pk, "images_per_prompt": 2, "steps": 10},
+    )
+    run_execute(run_id=run.pk, worker="inline")
+    return version, prompt_set, SettingsRequest(steps=10)

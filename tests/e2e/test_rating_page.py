@@ -11,32 +11,15 @@ from playwright.sync_api import expect
 
 from feedback import services
 from feedback.models import Pair, Vote
-from generators.models import GeneratedImage, ModelVersion
+from generators.models import GeneratedImage
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def campaign(users, settings, tmp_path):
-    import io
-
-    from django.core.management import call_command
-
-    from core import services as run_services
-    from core.run_execution import run_execute
-    from generators.models import PromptSet
-    from generators.sampler_settings import SettingsRequest
-
-    settings.MEDIA_ROOT = tmp_path
-    call_command("sandbox_setup", stdout=io.StringIO())
-    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
-    prompt_set = PromptSet.objects.get(name="sandbox-train")
-    run = run_services.run_create(
-        kind="generate",
-        config={"model_versions": [version.pk], "prompt_set": prompt_set.pk, "images_per_prompt": 2, "steps": 10},
-    )
-    run_execute(run_id=run.pk, worker="inline")
+def campaign(users, sandbox_train_images):
+    version, prompt_set, made_with = sandbox_train_images
     return services.campaign_create(
         name="shapes",
         purpose="collect",
@@ -44,7 +27,7 @@ def campaign(users, settings, tmp_path):
         model_versions=[version],
         annotators=[users["annotator"]],
         votes_per_pair=1,
-        sampler_settings=SettingsRequest(steps=10),  # the images made above
+        sampler_settings=made_with,  # the images made by the fixture
     )
 
 

@@ -11,33 +11,16 @@ from playwright.sync_api import expect
 
 from feedback import services
 from feedback.models import FlagState, ImageFlag, Pair, Vote
-from generators.models import GeneratedImage, ModelVersion
+from generators.models import GeneratedImage
 from tests.e2e.test_rating_page import DOCS, _shown
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def campaigns(users, settings, tmp_path):
+def campaigns(users, sandbox_train_images):
     """Two open collect campaigns over the same sandbox images (two seeds per train prompt), k=1."""
-    import io
-
-    from django.core.management import call_command
-
-    from core import services as run_services
-    from core.run_execution import run_execute
-    from generators.models import PromptSet
-    from generators.sampler_settings import SettingsRequest
-
-    settings.MEDIA_ROOT = tmp_path
-    call_command("sandbox_setup", stdout=io.StringIO())
-    version = ModelVersion.objects.get(base_model__name="sandbox", name="base")
-    prompt_set = PromptSet.objects.get(name="sandbox-train")
-    run = run_services.run_create(
-        kind="generate",
-        config={"model_versions": [version.pk], "prompt_set": prompt_set.pk, "images_per_prompt": 2, "steps": 10},
-    )
-    run_execute(run_id=run.pk, worker="inline")
+    version, prompt_set, made_with = sandbox_train_images
     return [
         services.campaign_create(
             name=name,
@@ -46,7 +29,7 @@ def campaigns(users, settings, tmp_path):
             model_versions=[version],
             annotators=[users["annotator"]],
             votes_per_pair=1,
-            sampler_settings=SettingsRequest(steps=10),
+            sampler_settings=made_with,
         )
         for name in ("shapes", "shapes again")
     ]

@@ -12,17 +12,9 @@ from feedback.models import Assignment, FlagState, ImageFlag, ImageReport, Pair
 from generators import services as generator_services
 from generators.models import ModelVersion
 from tests.conftest import make_user
-from tests.support.images import store_images
+from tests.support.images import store_images, tiny_png
 
 pytestmark = pytest.mark.django_db
-
-
-def _png(shade: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (shade % 256, 0, 0)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -35,7 +27,7 @@ def world(users, settings, tmp_path):
         name="p", split="train", prompts=["a red car", "a blue house", "a green tree", "a dog"]
     )
     for prompt in prompt_set.prompts.all():
-        store_images(version, [(prompt, seed, _png(prompt.pk * 10 + seed)) for seed in (0, 1)])
+        store_images(version, [(prompt, seed, tiny_png(prompt.pk * 10 + seed)) for seed in (0, 1)])
     campaigns = [
         services.campaign_create(
             name=name,
