@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from feedback.models import Assignment, Campaign, Pair, Vote
+from feedback.models import Assignment, Campaign, ImageFlag, ImageReport, Pair, Vote
 
 
 @admin.register(Campaign)
@@ -12,8 +12,8 @@ class CampaignAdmin(admin.ModelAdmin):
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ["id", "campaign", "image_a", "image_b", "is_gold", "gold_choice", "valid_votes"]
-    list_filter = ["campaign", "is_gold"]
+    list_display = ["id", "campaign", "image_a", "image_b", "is_gold", "gold_choice", "valid_votes", "withdrawn"]
+    list_filter = ["campaign", "is_gold", "withdrawn"]
     raw_id_fields = ["image_a", "image_b"]
 
 
@@ -29,3 +29,28 @@ class VoteAdmin(admin.ModelAdmin):
     list_display = ["id", "pair", "annotator", "criterion", "choice", "submitted", "seconds", "created_at"]
     list_filter = ["criterion", "choice"]
     raw_id_fields = ["assignment", "pair"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown, never edited here: reports and reviews go through ``feedback.safety`` (which keeps pairs in step)."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ImageFlag)
+class ImageFlagAdmin(ReadOnlyAdmin):
+    list_display = ["id", "image", "state", "created_at", "reviewed_by", "reviewed_at"]
+    list_filter = ["state"]
+
+
+@admin.register(ImageReport)
+class ImageReportAdmin(ReadOnlyAdmin):
+    list_display = ["id", "flag", "reporter", "screen", "reason", "campaign", "created_at"]
+    list_filter = ["reason", "screen"]

@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from generators.models import BaseModel, GeneratedImage, ModelAlias, ModelVersion, Prompt, PromptSet, PromptSetItem
+from generators.models import (
+    BaseModel,
+    GeneratedImage,
+    ImageScreening,
+    ModelAlias,
+    ModelVersion,
+    Prompt,
+    PromptSet,
+    PromptSetItem,
+)
 
 
 @admin.register(BaseModel)
@@ -49,3 +58,10 @@ class GeneratedImageAdmin(admin.ModelAdmin):
     list_display = ["id", "model_version", "prompt", "seed", "width", "height", "created_at"]
     list_filter = ["model_version"]
     raw_id_fields = ["model_version", "prompt", "generation_run"]
+
+
+@admin.register(ImageScreening)
+class ImageScreeningAdmin(admin.ModelAdmin):
+    list_display = ["id", "image", "screen", "flagged", "reason", "run", "created_at"]
+    list_filter = ["screen", "flagged"]
+    raw_id_fields = ["image", "run"]

@@ -355,3 +355,15 @@ def test_a_campaign_with_a_safety_screen_opens_with_the_flagged_images_withheld(
     while (lease := handout.next_assignment(annotator=users["annotator"], campaign=campaign)) is not None:
         assert not {lease.image_a, lease.image_b} & flagged
         services.vote_submit(annotator=users["annotator"], assignment_id=lease.assignment, submitted="tie")
+
+
+def test_admins_see_reports_flags_and_screenings_but_cannot_edit_them_there(world, client, users):
+    lease = handout.next_assignment(annotator=users["annotator"], campaign=world["campaigns"][0])
+    safety.image_report(reporter=users["annotator"], assignment_id=lease.assignment, side="left", reason="unsafe")
+    client.force_login(users["admin"])
+    for path in ("/admin/feedback/imageflag/", "/admin/feedback/imagereport/", "/admin/generators/imagescreening/"):
+        assert client.get(path).status_code == 200, path
+    flag = ImageFlag.objects.get()
+    assert client.post(f"/admin/feedback/imageflag/{flag.pk}/change/", {"state": "cleared"}).status_code == 403
+    flag.refresh_from_db()
+    assert flag.state == FlagState.WITHDRAWN
