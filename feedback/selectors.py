@@ -189,9 +189,10 @@ def votes_over_time(campaign: Campaign, *, max_points: int = 120) -> list[dict]:
 
 def arena_votes(campaign: Campaign, criterion: str | None = None) -> list[tuple[int, int, str]]:
     """The campaign's votes on one question (default: the first) as (version id of image a, version id of image b,
-    choice); skips included (the ratings ignore them)."""
+    choice); skips included (the ratings ignore them), withdrawn pairs' votes not (an image of them was reported
+    or screened out: the pair left the campaign)."""
     votes = Vote.objects.filter(
-        pair__campaign=campaign, pair__is_gold=False, criterion=criterion_of(campaign, criterion)
+        pair__campaign=campaign, pair__is_gold=False, pair__withdrawn=False, criterion=criterion_of(campaign, criterion)
     )
     rows = votes.values_list("pair__image_a__model_version_id", "pair__image_b__model_version_id", "choice")
     return list(rows.order_by("id"))

@@ -367,3 +367,32 @@ def test_admins_see_reports_flags_and_screenings_but_cannot_edit_them_there(worl
     assert client.post(f"/admin/feedback/imageflag/{flag.pk}/change/", {"state": "cleared"}).status_code == 403
     flag.refresh_from_db()
     assert flag.state == FlagState.WITHDRAWN
+
+
+def test_an_arena_leaderboard_leaves_a_withdrawn_pairs_votes_out(users, settings, tmp_path):
+    from feedback import selectors
+
+    settings.MEDIA_ROOT = tmp_path
+    base = generator_services.base_model_register(name="tiny", source="org/tiny")
+    parent = ModelVersion.objects.get(base_model=base)
+    child = generator_services.model_version_create(base_model=base, parent=parent, name="child")
+    prompt_set = generator_services.prompt_set_create(name="p", split="eval", prompts=["one", "two"])
+    for version, shade in ((parent, 10), (child, 100)):
+        store_images(version, [(prompt, 0, tiny_png(shade + prompt.pk)) for prompt in prompt_set.prompts.all()])
+    arena = services.campaign_create(
+        name="arena",
+        purpose="arena",
+        prompt_set=prompt_set,
+        model_versions=[parent, child],
+        annotators=[users["annotator"]],
+        votes_per_pair=1,
+    )
+    while (lease := handout.next_assignment(annotator=users["annotator"], campaign=arena)) is not None:
+        services.vote_submit(annotator=users["annotator"], assignment_id=lease.assignment, submitted="left")
+    assert len(selectors.arena_votes(arena)) == 2
+
+    assignment = Assignment.objects.filter(pair__campaign=arena).first()
+    safety.image_report(reporter=users["annotator"], assignment_id=assignment.pk, side="both", reason="offensive")
+
+    assert len(selectors.arena_votes(arena)) == 1
+    assert selectors.campaign_leaderboard(arena, n_resamples=10)["votes"]["used"] == 1
