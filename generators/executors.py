@@ -2,12 +2,15 @@
 
 Idempotent: images that already exist for (version, prompt, seed, settings) are skipped, so a rerun
 or a redelivered task only makes what is missing (the database rows are the checkpoint); a version whose
-images all exist is not even loaded. Cancel is checked between batches. With ``safety_screen``, every image of
-the run's keys that the screen has not judged yet is then screened (``generators.screening``).
+images all exist is not even loaded. What a killed attempt left half-written (a file no row names, a row not
+stamped yet) is settled first (``services.generated_files_recover``). Cancel is checked between batches. With
+``safety_screen``, every image of the run's keys that the screen has not judged yet is then screened
+(``generators.screening``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from core.jobs import JobCancelled, JobContext, JobFailed
@@ -26,6 +29,8 @@ from generators.pipeline import (
     resolve_dtype_name,
 )
 from generators.sampler_settings import SettingsRequest, resolve_sampler_settings
+
+logger = logging.getLogger(__name__)
 
 
 def sampler_settings(version: ModelVersion, config: dict, pipe, dtype: str) -> SamplerSettings:
@@ -92,6 +97,10 @@ def _settings_without_loading(version: ModelVersion, config: dict, dtype: str) -
 
 def _make_missing_images(config: dict, ctx: JobContext, run: Run | None) -> tuple[dict, dict[int, str], list[Prompt]]:
     """(the result, each version's settings hash, the prompts kept) of making what is missing."""
+    if run is not None:
+        recovered = services.generated_files_recover(run=run)
+        if any(recovered.values()):
+            logger.info("run %s: an earlier attempt's files settled: %s", run.pk, recovered)
     excluded = set(config.get("exclude_prompts") or ())
     prompts = [prompt for prompt in selectors.prompts_of(config["prompt_set"]) if prompt.pk not in excluded]
     seeds = _seeds(config)

@@ -237,3 +237,24 @@ class ImageScreening(models.Model):
 
     def __str__(self) -> str:
         return f"{self.screen} on image {self.image_id}: {self.reason if self.flagged else 'passed'}"
+
+
+class PendingImageFile(models.Model):
+    """A file a generate run is writing to storage whose fate is not settled yet: journaled before the write and
+    removed once a row names the file in its final (stamped) form, or once it is deleted.
+
+    An attempt killed in between leaves its entries; the run's next attempt settles them
+    (``services.generated_files_recover``): files no row names are deleted, rows still naming an unstamped file
+    are stamped. So a crash neither leaves stray files in storage nor images without their provenance.
+    """
+
+    run = models.ForeignKey("core.Run", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=500, help_text="the file's name in the default storage")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "name"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} (run {self.run_id})"

@@ -27,6 +27,7 @@ from generators.models import (
     ImageScreening,
     ModelAlias,
     ModelVersion,
+    PendingImageFile,
     Prompt,
     PromptSet,
     PromptSetItem,
@@ -213,6 +214,10 @@ def generated_images_store_batch(
     (a rerun, a redelivered task, another worker) are left as they are. With ``provenance`` (what a generate
     run asks for), each PNG carries its provenance as text chunks and, once its row has an id, the invisible
     watermark (``generated_images_stamp``).
+
+    With a ``generation_run``, the files are journaled (``PendingImageFile``) before they are written and settled
+    once their rows (stamped, with ``provenance``) name them, so a killed attempt's leftovers are settled by the
+    next (``generated_files_recover``).
     """
     images = list(images)
     if provenance:
@@ -220,6 +225,8 @@ def generated_images_store_batch(
             (prompt, seed, _with_provenance_text(png, model_version, prompt, seed, settings, generation_run), w, h)
             for prompt, seed, png, w, h in images
         ]
+    files = {image_file_name(hashlib.sha256(png).hexdigest()): png for _, _, png, _, _ in images}
+    _journal(generation_run, files)
     rows = []
     for prompt, seed, png, width, height in images:
         digest = hashlib.sha256(png).hexdigest()
@@ -250,9 +257,53 @@ def generated_images_store_batch(
         before = keys.count()
         GeneratedImage.objects.bulk_create(rows, ignore_conflicts=True)
         made = keys.count() - before
+        if not provenance:
+            _settle(generation_run, files)
     if provenance:
-        generated_images_stamp(sha256s=[row.sha256 for row in rows])
+        generated_images_stamp(sha256s=[row.sha256 for row in rows], run=generation_run)
+        _settle(generation_run, files)  # names a row kept (a key made before) were never stamped here
+    _delete_unnamed(files)
     return made
+
+
+def _journal(run: Run | None, names: Iterable[str]) -> None:
+    """Record that ``run`` is about to write these files (committed before the writes)."""
+    if run is not None:
+        PendingImageFile.objects.bulk_create([PendingImageFile(run=run, name=name) for name in names])
+
+
+def _settle(run: Run | None, names: Iterable[str]) -> None:
+    if run is not None:
+        PendingImageFile.objects.filter(run=run, name__in=list(names)).delete()
+
+
+def _delete_unnamed(names: Iterable[str]) -> None:
+    """Delete those of these files that no image row names (a key another attempt or worker made first keeps
+    its own file; the copy just written is not needed)."""
+    names = list(names)
+    named = set(GeneratedImage.objects.filter(file__in=names).values_list("file", flat=True))
+    for name in names:
+        if name not in named and default_storage.exists(name):
+            default_storage.delete(name)
+
+
+def generated_files_recover(*, run: Run) -> dict[str, int]:
+    """Settle what an earlier attempt of ``run`` left unsettled (journaled in ``PendingImageFile``): rows that
+    still name an unstamped file are stamped, files that no row names are deleted. Returns
+    ``{"stamped", "deleted"}``; a no-op (one query) when nothing is pending."""
+    pending = set(PendingImageFile.objects.filter(run=run).values_list("name", flat=True))
+    if not pending:
+        return {"stamped": 0, "deleted": 0}
+    unstamped = GeneratedImage.objects.filter(file__in=pending).values_list("sha256", flat=True)
+    stamped = generated_images_stamp(sha256s=list(unstamped), run=run)
+    named = set(GeneratedImage.objects.filter(file__in=pending).values_list("file", flat=True))
+    deleted = 0
+    for name in pending - named:
+        if default_storage.exists(name):
+            default_storage.delete(name)
+            deleted += 1
+    _settle(run, pending)
+    return {"stamped": stamped, "deleted": deleted}
 
 
 def _provenance_fields(
@@ -278,7 +329,7 @@ def _with_provenance_text(png: bytes, version, prompt, seed, sampler_settings, r
         return png_with_metadata(image, _provenance_fields(version, prompt, seed, sampler_settings, run))
 
 
-def generated_images_stamp(*, sha256s: Iterable[str]) -> int:
+def generated_images_stamp(*, sha256s: Iterable[str], run: Run | None = None) -> int:
     """Give the generated images whose files have these hashes their final provenance: the image id in the
     text chunks and, when the base model has ``watermark`` on and the image has at least 256×256 pixels, the
     invisible watermark of (``PROVENANCE_INSTANCE``, image id). Returns how many rows were switched.
@@ -286,7 +337,9 @@ def generated_images_stamp(*, sha256s: Iterable[str]) -> int:
     Runs after the rows exist (the mark needs the id) and outside the insert's transaction (marking takes
     a few tenths of a second per 512×512 image). Each row is switched to its new file only if it still holds
     the file it was stamped from, so two workers stamping the same row write the same bytes once; the
-    unstamped file is removed when no row names it any more.
+    unstamped file is removed when no row names it any more. A row whose file carries its own image id already
+    is left as it is. With ``run``, each stamped file is journaled before it is written (see
+    ``generated_images_store_batch``).
     """
     switched = 0
     rows = GeneratedImage.objects.filter(sha256__in=list(sha256s)).select_related(
@@ -295,12 +348,16 @@ def generated_images_stamp(*, sha256s: Iterable[str]) -> int:
     for row in rows:
         with row.file.open("rb") as handle, Image.open(handle) as opened:
             opened.load()
-            fields = {**read_metadata(opened), "image_id": str(row.pk)}
+            fields = read_metadata(opened)
+            if fields.get("image_id") == str(row.pk):
+                continue  # stamped already (a recovered attempt, another worker)
+            fields["image_id"] = str(row.pk)
             image = opened.convert("RGB")
         fields["watermark"], image = _watermarked(row, image)
         png = png_with_metadata(image, fields)
         digest = hashlib.sha256(png).hexdigest()
         name = image_file_name(digest)
+        _journal(run, [name])
         if not default_storage.exists(name):
             default_storage.save(name, ContentFile(png))
         old_name = row.file.name
@@ -309,6 +366,7 @@ def generated_images_stamp(*, sha256s: Iterable[str]) -> int:
         switched += updated
         if updated and not GeneratedImage.objects.filter(file=old_name).exists():
             default_storage.delete(old_name)
+        _settle(run, [name, old_name])
     return switched
 
 

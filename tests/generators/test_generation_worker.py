@@ -1,4 +1,5 @@
-"""A real worker is SIGKILLed in the middle of a generation run; another finishes it without duplicates."""
+"""A real worker is SIGKILLed in the middle of a generation run; another finishes it without duplicates, stray files
+or unstamped images."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import io
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from PIL import Image
 
 from core import services as run_services
 from core.models import Run
-from generators.models import GeneratedImage, ModelVersion, PromptSet
+from generators.models import GeneratedImage, ModelVersion, PendingImageFile, PromptSet
+from generators.png_metadata import read_metadata
 from tests.support.workers import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -54,3 +57,7 @@ def test_killed_generation_run_resumes_and_makes_each_image_once(start_worker, u
         for name in default_storage.listdir(f"images/{folder}")[1]
     }
     assert stored == {f"{sha}.png" for sha in GeneratedImage.objects.values_list("sha256", flat=True)}
+    assert not PendingImageFile.objects.exists()
+    for image in GeneratedImage.objects.all():  # the killed attempt's rows were stamped too
+        with image.file.open("rb") as handle, Image.open(handle) as opened:
+            assert read_metadata(opened)["image_id"] == str(image.pk)
