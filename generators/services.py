@@ -225,14 +225,10 @@ def generated_images_store_batch(
             (prompt, seed, _with_provenance_text(png, model_version, prompt, seed, settings, generation_run), w, h)
             for prompt, seed, png, w, h in images
         ]
-    files = {image_file_name(hashlib.sha256(png).hexdigest()): png for _, _, png, _, _ in images}
-    _journal(generation_run, files)
-    rows = []
+    rows, files = [], []
     for prompt, seed, png, width, height in images:
         digest = hashlib.sha256(png).hexdigest()
-        name = image_file_name(digest)
-        if not default_storage.exists(name):
-            default_storage.save(name, ContentFile(png))
+        files.append((image_file_name(digest), png))
         rows.append(
             GeneratedImage(
                 model_version=model_version,
@@ -240,13 +236,18 @@ def generated_images_store_batch(
                 seed=seed,
                 settings=dict(settings),
                 settings_hash=settings_hash,
-                file=name,
+                file=files[-1][0],
                 sha256=digest,
                 width=width,
                 height=height,
                 generation_run=generation_run,
             )
         )
+    names = [name for name, _ in files]
+    _journal(generation_run, names)
+    for name, png in files:
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(png))
     keys = GeneratedImage.objects.filter(
         model_version=model_version,
         settings_hash=settings_hash,
@@ -257,12 +258,12 @@ def generated_images_store_batch(
         before = keys.count()
         GeneratedImage.objects.bulk_create(rows, ignore_conflicts=True)
         made = keys.count() - before
-        if not provenance:
-            _settle(generation_run, files)
+        if not provenance:  # with the insert: nothing of this batch is left to settle
+            _settle(generation_run, names)
     if provenance:
         generated_images_stamp(sha256s=[row.sha256 for row in rows], run=generation_run)
-        _settle(generation_run, files)  # names a row kept (a key made before) were never stamped here
-    _delete_unnamed(files)
+        _settle(generation_run, names)  # stamping settled the rows it switched; these are the keys made before
+    _delete_unnamed(names)
     return made
 
 
@@ -277,14 +278,17 @@ def _settle(run: Run | None, names: Iterable[str]) -> None:
         PendingImageFile.objects.filter(run=run, name__in=list(names)).delete()
 
 
-def _delete_unnamed(names: Iterable[str]) -> None:
+def _delete_unnamed(names: Iterable[str]) -> int:
     """Delete those of these files that no image row names (a key another attempt or worker made first keeps
-    its own file; the copy just written is not needed)."""
-    names = list(names)
+    its own file; the copy just written is not needed); returns how many were deleted."""
+    names = set(names)
     named = set(GeneratedImage.objects.filter(file__in=names).values_list("file", flat=True))
-    for name in names:
-        if name not in named and default_storage.exists(name):
+    deleted = 0
+    for name in names - named:
+        if default_storage.exists(name):
             default_storage.delete(name)
+            deleted += 1
+    return deleted
 
 
 def generated_files_recover(*, run: Run) -> dict[str, int]:
@@ -296,12 +300,7 @@ def generated_files_recover(*, run: Run) -> dict[str, int]:
         return {"stamped": 0, "deleted": 0}
     unstamped = GeneratedImage.objects.filter(file__in=pending).values_list("sha256", flat=True)
     stamped = generated_images_stamp(sha256s=list(unstamped), run=run)
-    named = set(GeneratedImage.objects.filter(file__in=pending).values_list("file", flat=True))
-    deleted = 0
-    for name in pending - named:
-        if default_storage.exists(name):
-            default_storage.delete(name)
-            deleted += 1
+    deleted = _delete_unnamed(pending)
     _settle(run, pending)
     return {"stamped": stamped, "deleted": deleted}
 
@@ -364,8 +363,8 @@ def generated_images_stamp(*, sha256s: Iterable[str], run: Run | None = None) ->
         with transaction.atomic():
             updated = GeneratedImage.objects.filter(pk=row.pk, sha256=row.sha256).update(file=name, sha256=digest)
         switched += updated
-        if updated and not GeneratedImage.objects.filter(file=old_name).exists():
-            default_storage.delete(old_name)
+        if updated:
+            _delete_unnamed([old_name])
         _settle(run, [name, old_name])
     return switched
 

@@ -59,16 +59,21 @@ def _store(sandbox, colour: str = "red", seed: int = 0) -> int:
     )
 
 
+def _store_crashing_at(monkeypatch, owner, attribute: str, sandbox, colour: str = "red") -> None:
+    """``_store`` with the worker killed where ``owner.attribute`` is called."""
+    with monkeypatch.context() as patched:
+        patched.setattr(owner, attribute, crash)
+        with pytest.raises(Crash):
+            _store(sandbox, colour)
+
+
 def _image_id_in_file(image: GeneratedImage) -> str | None:
     with image.file.open("rb") as handle, Image.open(handle) as opened:
         return read_metadata(opened).get("image_id")
 
 
 def test_a_file_written_before_the_insert_is_deleted_by_the_next_attempt(sandbox, settings, monkeypatch):
-    with monkeypatch.context() as patched:
-        patched.setattr(GeneratedImage.objects, "bulk_create", crash)
-        with pytest.raises(Crash):
-            _store(sandbox, "blue")
+    _store_crashing_at(monkeypatch, GeneratedImage.objects, "bulk_create", sandbox, "blue")
     assert len(_stored(settings)) == 1 and PendingImageFile.objects.count() == 1  # written, named by no row
 
     assert run_execute(run_id=sandbox["run"].pk, worker="inline") == "succeeded"
@@ -80,10 +85,7 @@ def test_a_file_written_before_the_insert_is_deleted_by_the_next_attempt(sandbox
 
 
 def test_rows_inserted_but_not_stamped_are_stamped_by_the_next_attempt(sandbox, settings, monkeypatch):
-    with monkeypatch.context() as patched:
-        patched.setattr(services, "generated_images_stamp", crash)
-        with pytest.raises(Crash):
-            _store(sandbox)
+    _store_crashing_at(monkeypatch, services, "generated_images_stamp", sandbox)
     image = GeneratedImage.objects.get()
     assert _image_id_in_file(image) is None and PendingImageFile.objects.count() == 1
 
@@ -97,10 +99,7 @@ def test_rows_inserted_but_not_stamped_are_stamped_by_the_next_attempt(sandbox, 
 
 
 def test_an_unstamped_file_left_after_the_switch_is_deleted_by_the_next_attempt(sandbox, settings, monkeypatch):
-    with monkeypatch.context() as patched:
-        patched.setattr(default_storage, "delete", crash)
-        with pytest.raises(Crash):
-            _store(sandbox)
+    _store_crashing_at(monkeypatch, default_storage, "delete", sandbox)
     image = GeneratedImage.objects.get()
     assert _image_id_in_file(image) == str(image.pk)  # switched to the stamped file ...
     assert len(_stored(settings)) == 2  # ... but the unstamped one is still there
