@@ -3,13 +3,13 @@
     python -m finetune.preference_sandbox --oracle area --algorithm diffusion_dpo --seeds 0 1 2
     python -m finetune.preference_sandbox --oracle centred --algorithm diffusion_kto --set train_steps=500
 
-The world is ``rlhf_cycle``'s: the 72 sandbox train prompts × 8 images (20 DDIM steps, guidance 5) → 288
-same-prompt pairs × 3 votes by annotators who follow a registered oracle (a tie within 0.05, 10% of the votes
-flipped); then the trainer (``finetune.preference_trainer``, its defaults unless ``--set key=value``) tunes a LoRA
-on the votes. The judgement is the cycle's: the 24 eval prompts × 4 seeds sampled (η = 0) by the base and the
-tuned model, and the share of decided (prompt, seed) pairs (oracle rewards 0.05 or more apart) where the tuned
-image is the better. Prints one line per seed and a JSON line last. (The platform's version of this, through
-campaigns, runs and the blind arena, is ``manage.py rlhf_cycle --method dpo|kto``.)
+The world is ``rlhf_cycle``'s before it asked one vote per pair: the 72 sandbox train prompts × 8 images (20 DDIM steps,
+guidance 5) → 288 same-prompt pairs × 3 votes by annotators who follow a registered oracle (a tie within 0.05, 10% of
+the votes flipped); then the trainer (``finetune.preference_trainer``, its defaults unless ``--set key=value``) tunes a
+LoRA on the votes. The judgement is the cycle's: the 24 eval prompts × 4 seeds sampled (η = 0) by the base and the tuned
+model, and the share of decided (prompt, seed) pairs (oracle rewards 0.05 or more apart) where the tuned image is the
+better. Prints one line per seed and a JSON line last. (The platform's version of this, through campaigns, runs and the
+blind arena, is ``manage.py rlhf_cycle --method dpo|kto``.)
 """
 
 from __future__ import annotations

@@ -62,8 +62,10 @@ class CycleSettings:
     annotators: int = 5
     train_prompts: int = 0  # 0: every prompt of the sandbox train set
     eval_prompts: int = 0
-    collect_images_per_prompt: int = 8
-    collect_votes_per_pair: int = 3
+    # 72 train prompts × 24 images → 864 pairs, one vote each: the reward model learns more from 864 distinct pairs
+    # than from 288 asked three times (docs/benchmarks.md, "The twelve runs, one vote per pair").
+    collect_images_per_prompt: int = 24
+    collect_votes_per_pair: int = 1
     arena_images_per_prompt: int = 4
     arena_votes_per_pair: int = 3
     reward: dict[str, Any] = field(default_factory=lambda: dict(CYCLE_REWARD))  # reward_train config overrides

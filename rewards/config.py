@@ -164,6 +164,13 @@ class RewardTrainConfig:
         "grouped by prompt (k = this; one member per fold, then the winner is fitted as usual), or 0: by the "
         "validation split alone; a search that includes CLIP fine-tunes (search_grid all) always uses validation",
     )
+    search_refit: bool = _setting(
+        True,
+        Rule(bool),
+        "after a cross-validated heads search, fit the winner on the training and validation pairs together "
+        "(temperature out-of-bag, tie threshold from the cross-validation's pooled predictions); false: on the "
+        "training pairs alone, calibrated and thresholded on the validation split",
+    )
     ensemble_size: int = _setting(
         5, Rule(int, 1, 32), "head members, each on a bootstrap resample (their spread: an uncertainty)"
     )

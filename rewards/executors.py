@@ -123,6 +123,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
         "chosen": result.get("chosen"),
         "candidates": result.get("candidates"),
         "selected_by": result.get("selected_by"),
+        "refit": result.get("refit"),  # a cross-validated search's winner fitted on training + validation
     }
 
 

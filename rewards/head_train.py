@@ -8,7 +8,11 @@ that threshold) and saves a reward model folder whose ``reward_config.json`` car
 A search (``search=True``) tries :func:`search_candidates` (head kinds and settings, plus whole-model and
 last-layer CLIP fine-tunes through the ordinary trainer) and records every candidate in the result's
 ``candidates``. A heads-only search chooses by k-fold cross-validation over prompts (``search_folds``, see
-:mod:`rewards.head_cv`); one with CLIP fine-tunes keeps the best validation accuracy (then log-loss).
+:mod:`rewards.head_cv`) and then (``search_refit``) fits the winner on the training and validation pairs together:
+validation has done its job once the folds have ranked the candidates, and its pairs are a tenth more data. The
+refitted model's temperature is fitted out-of-bag and its tie threshold on the pooled out-of-fold predictions
+(hundreds of pairs, where the validation split alone has a few dozen). A search with CLIP fine-tunes keeps the
+best validation accuracy (then log-loss).
 
 Resume: a head fit takes seconds, so it keeps no checkpoint and an interrupted head run (or search) simply
 starts again; the CLIP fine-tune of ``head="none"`` keeps the trainer's exact resume.
@@ -94,6 +98,26 @@ def _fit(config: RewardTrainConfig, head: HeadConfig, tables: _Tables) -> tuple[
     model = QuickRewardModel(ensemble, tables.features, fit)
     p_test = model.predict_table(tables.test).p_a if tables.test is not None else None
     return model, fit, _metrics(model.predict_table(tables.val).p_a, tables.val, p_test, tables.test)
+
+
+def _refit(
+    config: RewardTrainConfig, head: HeadConfig, tables: _Tables, pooled: PairTable, cv: CrossValidation
+) -> tuple[QuickRewardModel, dict, dict]:
+    """The cross-validated winner fitted on ``pooled`` (training and validation pairs together): its temperature
+    out-of-bag (the cross-validation's with a single member), its tie threshold the one chosen on the pooled
+    out-of-fold predictions; ``val`` figures are those out-of-fold ones, ``test`` is measured at that threshold."""
+    ensemble, fit = fit_head_ensemble(
+        pooled, head, ensemble_size=config.ensemble_size, seed=config.seed, calibrate=config.calibrate
+    )
+    if config.calibrate and fit["calibrated_on"] is None:
+        ensemble.temperature.fill_(cv.temperature)
+        fit.update(temperature=cv.temperature, calibrated_on="cross_validation")
+    model = QuickRewardModel(ensemble, tables.features, fit)
+    threshold = cv.metrics["threshold"]
+    test = None
+    if tables.test is not None:
+        test = evaluate_predictions(model.predict_table(tables.test).p_a, tables.test.label_a.numpy(), threshold)
+    return model, fit, {"val": dict(cv.metrics), "test": test}
 
 
 def _finite(values: Mapping[str, Any]) -> dict[str, float]:
@@ -310,9 +334,12 @@ def search_reward_models(
     """Try every candidate and keep the best: by cross-validation accuracy (then log-loss) over the training and
     validation pairs when ``config.search_folds`` ≥ 2 and every candidate is a head, else by validation accuracy
     (then log-loss). The chosen one's summary plus ``candidates`` (name, settings, figures, seconds),
-    ``chosen`` (its name) and ``selected_by`` ("cross_validation" or "validation"). Under cross-validation only the
-    winner is fitted on the training split and measured on validation and test, unless ``evaluate_all`` (a bench
-    comparing the two ways of choosing)."""
+    ``chosen`` (its name), ``selected_by`` ("cross_validation" or "validation") and ``refit``. Under
+    cross-validation only the winner is fitted, unless ``evaluate_all`` (a bench comparing the two ways of choosing:
+    every candidate fitted on the training split and measured on validation and test, as its record shows); with
+    ``search_refit`` the winner is fitted on the training and validation pairs (``refit``: pairs, temperature, tie
+    threshold, test figures) and the summary's validation figures are its out-of-fold ones, else on the training
+    split and measured on validation."""
     from .train import RewardTrainer, Splits
 
     began = time.perf_counter()
@@ -357,7 +384,26 @@ def search_reward_models(
     chosen_index = best[1]
     candidate = candidates[chosen_index]
     settings = dataclasses.replace(config, search=False, **candidate.changes)
-    if chosen_index not in fitted:
+    refit = None
+    if crossed is not None and config.search_refit:
+        started = time.perf_counter()
+        _stop_check(callbacks, f"fitting {candidate.name} on the training and validation pairs")
+        model, fit, metrics = _refit(settings, head_config_of(settings), tables, crossed[0], crossed_of[chosen_index])
+        refit = {
+            "pairs": len(crossed[0]),
+            "temperature": fit["temperature"],
+            "calibrated_on": fit["calibrated_on"],
+            "threshold": metrics["val"]["threshold"],
+            "test_accuracy": metrics["test"]["accuracy"] if metrics["test"] else None,
+            "test_decisive_accuracy": metrics["test"]["decisive_accuracy"] if metrics["test"] else None,
+            "seconds": time.perf_counter() - started,
+        }
+        if chosen_index not in fitted:  # the record shows the fit the search measured: this one
+            records[chosen_index] = _record(
+                candidate, metrics, records[chosen_index]["seconds"] + refit["seconds"], crossed_of[chosen_index]
+            )
+        fitted[chosen_index] = (model, metrics)
+    elif chosen_index not in fitted:
         started = time.perf_counter()
         keep, _, metrics = _fit(settings, head_config_of(settings), tables)
         fitted[chosen_index] = (keep, metrics)
@@ -388,5 +434,8 @@ def search_reward_models(
         candidates=records,
         config=config.to_dict(),
         selected_by="validation" if crossed is None else "cross_validation",
+        refit=refit,
     )
+    if refit is not None:
+        result.update(train_pairs=refit["pairs"], fitted_on="train+validation")
     return result

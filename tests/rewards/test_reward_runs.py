@@ -137,6 +137,32 @@ def test_a_heads_search_chooses_by_cross_validation_and_fits_only_the_winner(med
     fitted = [c["name"] for c in candidates if c["val_accuracy"] is not None]
     assert fitted == [best["name"]] and result["val_accuracy"] == best["val_accuracy"]
     assert run.metric_points.filter(key="candidate_cv_accuracy").count() == len(candidates)
+    # The winner is fitted on the training and validation pairs together; its validation figures are the
+    # cross-validation's out-of-fold ones and its tie threshold theirs.
+    refit, metrics = result["refit"], RewardModel.objects.get(training_run=run).metrics
+    assert (
+        metrics["fitted_on"] == "train+validation" and refit["pairs"] == result["train_pairs"] == metrics["train_pairs"]
+    )
+    assert metrics["val_pairs"] > 0 and metrics["test_pairs"] > 0
+    assert result["val_accuracy"] == best["cv_accuracy"] and refit["test_accuracy"] == result["test_accuracy"]
+    assert refit["threshold"] == metrics["threshold"] and refit["calibrated_on"] == "out_of_bag"
+    assert metrics["model"]["head"]["temperature"] == pytest.approx(refit["temperature"])
+
+
+def test_a_heads_search_without_refit_fits_the_winner_on_the_training_split(media, users):
+    from core import services as run_services
+
+    dataset = _dataset(media)
+    config = _train_config(
+        dataset, search=True, search_grid="heads", search_folds=3, search_refit=False, ensemble_size=2, head_steps=20
+    )
+    run = run_services.run_create(kind="reward_train", config=config)
+    assert run_execute(run_id=run.pk, worker="inline") == "succeeded", Run.objects.get(pk=run.pk).error
+    result = Run.objects.get(pk=run.pk).result
+    metrics = RewardModel.objects.get(training_run=run).metrics
+    assert result["selected_by"] == "cross_validation" and result["refit"] is None and "fitted_on" not in metrics
+    chosen = next(c for c in result["candidates"] if c["name"] == result["chosen"])
+    assert chosen["val_accuracy"] is not None and result["val_accuracy"] == chosen["val_accuracy"]
 
 
 def test_a_heads_search_tries_only_the_frozen_backbone_heads():
@@ -174,6 +200,7 @@ def _image(level: int):
         ({"head_lr": 0}, "head_lr"),
         ({"search": "yes"}, "search"),
         ({"calibrate": 1}, "calibrate"),
+        ({"search_refit": "no"}, "search_refit"),
         ({"head_steps": 0}, "head_steps"),
     ],
 )
@@ -208,6 +235,7 @@ EVERY_TRAINING_SETTING = {
     "search": True,
     "search_grid": "heads",
     "search_folds": 3,
+    "search_refit": False,
     "ensemble_size": 3,
     "calibrate": False,
     "head_steps": 50,
