@@ -18,7 +18,7 @@ from typing import Any
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-HEAD_KINDS = ("linear", "mlp", "attention", "patch_linear", "patch_mlp")  # rewards.heads builds them
+HEAD_KINDS = ("linear", "mlp", "attention", "patch_linear", "patch_mlp", "patch_set")  # rewards.heads builds them
 HEADS = ("none", *HEAD_KINDS)
 DEFAULT_HEAD = "patch_linear"  # chosen by rewards.sandbox_experiment --compare (docs/benchmarks.md, issue 15)
 # How a head trains by default (rewards.heads.HeadConfig and the head_* settings below share these).
@@ -144,7 +144,7 @@ class RewardTrainConfig:
         DEFAULT_HEAD,
         Rule(str, choices=HEADS),
         "none: fine-tune CLIP (trainable_layers: whole or last N); linear, mlp (pooled features), patch_linear, "
-        "patch_mlp, attention (patch tokens): an ensemble of small heads on the frozen CLIP's features",
+        "patch_mlp, patch_set, attention (patch tokens): an ensemble of small heads on the frozen CLIP's features",
     )
     search: bool = _setting(
         False,

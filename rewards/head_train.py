@@ -248,6 +248,7 @@ def search_candidates(config: RewardTrainConfig) -> list[Candidate]:
             {"head": "patch_linear", "head_steps": 2 * config.head_steps, "head_weight_decay": 0.1},
         ),
         Candidate("patch_mlp", {"head": "patch_mlp"}),
+        Candidate("patch_set", {"head": "patch_set"}),
         Candidate("attention", {"head": "attention"}),
     ]
     if config.search_grid == "heads":

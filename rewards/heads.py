@@ -9,6 +9,8 @@ embedding and the zero-shot cos(image, prompt); it returns one score per row.
 - ``patch_linear``: a linear map of every patch token at its own place, plus ``linear`` (the flattened-token
   probe): a preference for where things are, or for local content, is linear there and not in the pooled vector.
 - ``patch_mlp``: a small MLP on every token with its position and the prompt, averaged, plus ``mlp``.
+- ``patch_set``: the same per-token features, averaged first and then read by an MLP with the pooled features
+  (DeepSets): a preference that is not monotone in how much of something there is.
 - ``attention``: prompt-conditioned attention pooling over the patch tokens: the text embedding makes a few
   queries, each pools the tokens, their fixed coordinates and learned position codes; linear + MLP on top.
 
@@ -238,12 +240,40 @@ class PatchMLPHead(nn.Module):
         return local + self.pooled(x)
 
 
+class PatchSetHead(nn.Module):
+    """An MLP on the mean of per-token features (a DeepSets pooling), with the pooled image and text features.
+
+    h_t = GELU(W x_t + p_t + U text) as in :class:`PatchMLPHead`, but the MLP reads mean_t h_t rather than
+    averaging per-token scores: a preference that is not monotone in how much of something there is ("a fifth of
+    the frame", "not too busy") needs the nonlinearity after the sum over patches, which this head has.
+    """
+
+    uses_tokens = True
+
+    def __init__(self, dim: int, tokens: int, config: HeadConfig) -> None:
+        super().__init__()
+        width = max(8, config.hidden // 4)
+        self.token = nn.Linear(dim, width)
+        self.prompt = nn.Linear(dim, width, bias=False)
+        self.where = nn.Linear(COORDINATES, width, bias=False)
+        self.register_buffer("coordinates", patch_coordinates(tokens), persistent=False)
+        self.position = nn.Parameter(torch.zeros(tokens, width))
+        self.mlp = _mlp(width + 3 * dim + 1, config.hidden, config.dropout)
+
+    def forward(self, x: HeadInputs) -> torch.Tensor:
+        position = self.where(self.coordinates) + self.position
+        hidden = nn.functional.gelu(self.token(x.tokens) + position + self.prompt(x.text)[:, None, :])
+        features = torch.cat([hidden.mean(1), x.image, x.text, x.image * x.text, x.cos], dim=-1)
+        return self.mlp(features)[:, 0]
+
+
 _HEADS: dict[str, type[nn.Module]] = {
     "linear": LinearHead,
     "mlp": MLPHead,
     "attention": AttentionHead,
     "patch_mlp": PatchMLPHead,
     "patch_linear": PatchLinearHead,
+    "patch_set": PatchSetHead,
 }
 
 
