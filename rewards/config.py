@@ -174,7 +174,9 @@ class RewardTrainConfig:
     ensemble_size: int = _setting(
         5, Rule(int, 1, 32), "head members, each on a bootstrap resample (their spread: an uncertainty)"
     )
-    calibrate: bool = _setting(True, Rule(bool), "fit the head ensemble's temperature on the validation split")
+    calibrate: bool = _setting(
+        True, Rule(bool), "fit the head ensemble's temperature on the validation split (out-of-bag after a refit)"
+    )
     head_steps: int = _setting(HEAD_DEFAULTS["steps"], Rule(int, 1, 100_000), "optimizer steps of each head member")
     head_lr: float = _setting(
         HEAD_DEFAULTS["lr"], Rule(float, 0.0, 1.0, low_open=True, high_open=True), "head learning rate"
