@@ -208,39 +208,55 @@ class AttentionHead(nn.Module):
         return (self.linear(features) + self.mlp(features))[:, 0]
 
 
-class PatchMLPHead(nn.Module):
-    """A small MLP on every patch token (with its position and the prompt), averaged, plus a pooled MLP.
-
-    h_t = GELU(W x_t + p_t + U text) for the token x_t and a position code p_t (a linear map of the token's fixed
-    coordinates, :func:`patch_coordinates`, plus a learned code); the score is
-    mean_t v · h_t + mlp(image, text, image ⊙ text, cos). A preference for where the content is (position),
-    how it looks locally (colour, edges) or how much of it there is (area) is a sum over patches, which this
-    head reads directly. Cost per image: T × P × hidden / 4 multiply-adds.
-    """
+class _TokenFeatures(nn.Module):
+    """The per-token features that :class:`PatchMLPHead` and :class:`PatchSetHead` read: W x_t + p_t + U text for
+    the token x_t and a position code p_t (a linear map of the token's fixed coordinates,
+    :func:`patch_coordinates`, plus a learned code), ``width`` wide, before the activation."""
 
     uses_tokens = True
 
-    def __init__(self, dim: int, tokens: int, config: HeadConfig) -> None:
+    def __init__(self, dim: int, tokens: int, width: int) -> None:
         super().__init__()
-        width = max(8, config.hidden // 4)
         self.token = nn.Linear(dim, width)
         self.prompt = nn.Linear(dim, width, bias=False)
         self.where = nn.Linear(COORDINATES, width, bias=False)
         self.register_buffer("coordinates", patch_coordinates(tokens), persistent=False)
         self.position = nn.Parameter(torch.zeros(tokens, width))
+
+    def token_features(self, x: HeadInputs) -> torch.Tensor:
+        """(B, T, width) pre-activation features of every token."""
+        position = self.where(self.coordinates) + self.position
+        return self.token(x.tokens) + position + self.prompt(x.text)[:, None, :]
+
+
+def _token_width(config: HeadConfig) -> int:
+    return max(8, config.hidden // 4)
+
+
+class PatchMLPHead(_TokenFeatures):
+    """A small MLP on every patch token (with its position and the prompt), averaged, plus a pooled MLP.
+
+    h_t = GELU(W x_t + p_t + U text) (:class:`_TokenFeatures`); the score is
+    mean_t v · h_t + mlp(image, text, image ⊙ text, cos). A preference for where the content is (position),
+    how it looks locally (colour, edges) or how much of it there is (area) is a sum over patches, which this
+    head reads directly. Cost per image: T × P × hidden / 4 multiply-adds.
+    """
+
+    def __init__(self, dim: int, tokens: int, config: HeadConfig) -> None:
+        width = _token_width(config)
+        super().__init__(dim, tokens, width)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(width, 1)
         nn.init.zeros_(self.out.weight)
         self.pooled = MLPHead(dim, tokens, config)
 
     def forward(self, x: HeadInputs) -> torch.Tensor:
-        position = self.where(self.coordinates) + self.position
-        hidden = self.token(x.tokens) + position + self.prompt(x.text)[:, None, :]
-        local = self.out(self.dropout(nn.functional.gelu(hidden)))[..., 0].mean(-1)
+        hidden = nn.functional.gelu(self.token_features(x))
+        local = self.out(self.dropout(hidden))[..., 0].mean(-1)
         return local + self.pooled(x)
 
 
-class PatchSetHead(nn.Module):
+class PatchSetHead(_TokenFeatures):
     """An MLP on the mean of per-token features (a DeepSets pooling), with the pooled image and text features.
 
     h_t = GELU(W x_t + p_t + U text) as in :class:`PatchMLPHead`, but the MLP reads mean_t h_t rather than
@@ -248,21 +264,13 @@ class PatchSetHead(nn.Module):
     the frame", "not too busy") needs the nonlinearity after the sum over patches, which this head has.
     """
 
-    uses_tokens = True
-
     def __init__(self, dim: int, tokens: int, config: HeadConfig) -> None:
-        super().__init__()
-        width = max(8, config.hidden // 4)
-        self.token = nn.Linear(dim, width)
-        self.prompt = nn.Linear(dim, width, bias=False)
-        self.where = nn.Linear(COORDINATES, width, bias=False)
-        self.register_buffer("coordinates", patch_coordinates(tokens), persistent=False)
-        self.position = nn.Parameter(torch.zeros(tokens, width))
+        width = _token_width(config)
+        super().__init__(dim, tokens, width)
         self.mlp = _mlp(width + 3 * dim + 1, config.hidden, config.dropout)
 
     def forward(self, x: HeadInputs) -> torch.Tensor:
-        position = self.where(self.coordinates) + self.position
-        hidden = nn.functional.gelu(self.token(x.tokens) + position + self.prompt(x.text)[:, None, :])
+        hidden = nn.functional.gelu(self.token_features(x))
         features = torch.cat([hidden.mean(1), x.image, x.text, x.image * x.text, x.cos], dim=-1)
         return self.mlp(features)[:, 0]
 
