@@ -38,22 +38,26 @@ from rewards.loading import resolve_backbone  # noqa: E402
 from rewards.run_configs import TRAINING_FIELDS  # noqa: E402
 
 
-def compare(run: Run, seed: int, features: FeatureCache | None) -> tuple[dict, FeatureCache]:
-    """One split seed of ``run``'s votes: the search without and with the refit."""
+def run_votes(run: Run) -> tuple[list, RewardTrainConfig]:
+    """The preference pairs of ``run``'s votes and its training settings (a heads search), read once per run."""
     config = run.config
     _, rows = training_rows(run)
     pairs = pairs_from_pickapic(rows, both_bad_as_tie=config["both_bad_as_tie"])
     settings = {name: config[name] for name in TRAINING_FIELDS if name in config}
     train_config = RewardTrainConfig.from_dict({**settings, "backbone": resolve_backbone(config["backbone"])})
-    train_config = dataclasses.replace(train_config, seed=seed, search=True, search_grid="heads")
-    features = features or FeatureCache(train_config.backbone, device="cpu")
+    return pairs, dataclasses.replace(train_config, search=True, search_grid="heads")
+
+
+def compare(run: Run, pairs: list, train_config: RewardTrainConfig, seed: int, features: FeatureCache) -> dict:
+    """One split seed of ``run``'s votes: the search without and with the refit."""
+    config = run.config
     splits = split_by_prompt(
         pairs, val_fraction=config["val_fraction"], test_fraction=config["test_fraction"], seed=seed
     )
     row: dict = {"run": run.pk, "seed": seed, "test_pairs": len(splits.test)}
     for refit in (False, True):
         result = search_reward_models(
-            dataclasses.replace(train_config, search_refit=refit),
+            dataclasses.replace(train_config, seed=seed, search_refit=refit),
             splits.train,
             splits.val,
             splits.test,
@@ -65,7 +69,7 @@ def compare(run: Run, seed: int, features: FeatureCache | None) -> tuple[dict, F
             "test_accuracy": result["test_accuracy"],
             "test_decisive_accuracy": result["test"]["decisive_accuracy"],
         }
-    return row, features
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | seed | zero-shot | train only: pick, test acc. (decisive) | refit: pick, test acc. (decisive) |")
     print("| ---: | ---: | ---: | --- | --- |")
     for run_id in args.run:
-        run, features = Run.objects.get(pk=run_id, kind="reward_train"), None
+        run = Run.objects.get(pk=run_id, kind="reward_train")
+        pairs, train_config = run_votes(run)
+        features = FeatureCache(train_config.backbone, device="cpu")
         for seed in (int(s) for s in args.seeds.split(",")):
-            row, features = compare(run, seed, features)
+            row = compare(run, pairs, train_config, seed, features)
             rows.append(row)
             cells = [
                 f"{r['chosen']}, {r['test_accuracy']:.3f} ({r['test_decisive_accuracy']:.3f})"
