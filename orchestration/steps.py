@@ -46,6 +46,7 @@ REWARD_FIGURES = (
     "val_accuracy",
     "test_accuracy",
     "baseline_test_accuracy",
+    "test_gain",
     "human_ceiling",
 )
 FINETUNE_FIGURES = (

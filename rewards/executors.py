@@ -114,6 +114,7 @@ def reward_train(run: Run, ctx: JobContext) -> dict:
         "test_accuracy": result["test_accuracy"],
         "baseline_test_accuracy": result["baseline_test_accuracy"],
         "baseline_val_accuracy": result["baseline_val_accuracy"],
+        "test_gain": result.get("test_gain"),  # test accuracy above zero-shot, with its interval over test prompts
         "human_ceiling": result["human_ceiling"],
         "steps": result["steps"],
         "train_seconds": result["train_seconds"],

@@ -36,7 +36,7 @@ from .data import PreferencePair, check_training_pairs
 from .features import FeatureCache
 from .head_cv import CrossValidation, cross_validate_head, prompt_folds
 from .heads import HeadConfig
-from .metrics import choose_threshold, evaluate_predictions, human_ceiling, votes_by_pair
+from .metrics import accuracy_gain, choose_threshold, evaluate_predictions, human_ceiling, votes_by_pair
 from .quick import PairTable, QuickRewardModel, fit_head_ensemble, pair_table
 
 __all__ = ["Candidate", "head_config_of", "search_candidates", "search_reward_models", "train_head_reward_model"]
@@ -78,12 +78,32 @@ class _Tables:
         self.train = pair_table(self.features, train)
         self.val = pair_table(self.features, val)
         self.test = pair_table(self.features, test) if test else None
+        self.test_prompts = [pair.prompt for pair in test]
         self.seconds = time.perf_counter() - began
+        self._zero_shot: tuple[dict, np.ndarray | None] | None = None
 
     def zero_shot(self) -> dict:
-        scale = self.features.logit_scale
-        p_test = self.test.zero_shot_p_a(scale) if self.test is not None else None
-        return _metrics(self.val.zero_shot_p_a(scale), self.val, p_test, self.test)
+        """Zero-shot CLIP's figures (computed once): its tie threshold chosen on validation."""
+        if self._zero_shot is None:
+            scale = self.features.logit_scale
+            p_test = self.test.zero_shot_p_a(scale) if self.test is not None else None
+            self._zero_shot = (_metrics(self.val.zero_shot_p_a(scale), self.val, p_test, self.test), p_test)
+        return self._zero_shot[0]
+
+    def test_gain(self, model: QuickRewardModel, threshold: float) -> dict | None:
+        """``model``'s tie-aware test accuracy above zero-shot's, with its 95% interval over the test prompts."""
+        if self.test is None:
+            return None
+        baseline = self.zero_shot()
+        p_zero_shot = self._zero_shot[1]
+        return accuracy_gain(
+            model.predict_table(self.test).p_a,
+            threshold,
+            p_zero_shot,
+            baseline["val"]["threshold"],
+            self.test.label_a.numpy(),
+            self.test_prompts,
+        )
 
 
 def _fit(config: RewardTrainConfig, head: HeadConfig, tables: _Tables) -> tuple[QuickRewardModel, dict, dict]:
@@ -137,6 +157,7 @@ def _summary(
     *,
     steps: int,
     train_seconds: float,
+    test_gain: dict | None,
 ) -> dict[str, Any]:
     """The same keys as :func:`rewards.train.train_reward_model`'s summary."""
     from .train import _clean
@@ -148,6 +169,7 @@ def _summary(
             "test_accuracy": test_metrics["accuracy"] if test_metrics else None,
             "baseline_val_accuracy": baseline["val"]["accuracy"],
             "baseline_test_accuracy": baseline["test"]["accuracy"] if baseline["test"] else None,
+            "test_gain": test_gain,
             "threshold": chosen["val"]["threshold"],
             "best_step": steps,
             "val": chosen["val"],
@@ -218,6 +240,7 @@ def train_head_reward_model(
         described,
         steps=head.steps,
         train_seconds=fit["seconds"],
+        test_gain=tables.test_gain(model, metrics["val"]["threshold"]),
     )
     result.update(head=head.to_dict(), ensemble_size=config.ensemble_size, temperature=fit["temperature"])
     result["feature_seconds"] = tables.seconds
@@ -367,7 +390,7 @@ def search_reward_models(
         if settings.head == "none":
             trainer = RewardTrainer(settings, Splits(train, val, test), _Quiet(callbacks, candidate.name, span))
             summary = trainer.train()
-            fitted[index] = (trainer.model, {"val": summary["val"], "test": summary["test"]})
+            fitted[index] = (trainer.model, {key: summary[key] for key in ("val", "test", "test_gain")})
         elif crossed is None or evaluate_all:
             keep, _, metrics = _fit(settings, head_config_of(settings), tables)
             fitted[index] = (keep, metrics)
@@ -411,7 +434,9 @@ def search_reward_models(
         seconds = records[chosen_index]["seconds"] + time.perf_counter() - started
         records[chosen_index] = _record(candidate, metrics, seconds, crossed_of[chosen_index])
     model, metrics = fitted[chosen_index]
+    test_gain = metrics.get("test_gain")
     if isinstance(model, QuickRewardModel):
+        test_gain = tables.test_gain(model, metrics["val"]["threshold"])
         model = model.to_reward_model()
     model.to("cpu")
     described = model.describe()
@@ -429,6 +454,7 @@ def search_reward_models(
         described,
         steps=0,
         train_seconds=sum(r["seconds"] for r in records),
+        test_gain=test_gain,
     )
     result.update(
         chosen=candidate.name,

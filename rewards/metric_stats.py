@@ -22,6 +22,7 @@ __all__ = [
     "frechet_estimate",
     "mean_pairwise_cosine_distance",
     "paired_delta_estimate",
+    "paired_gain_estimate",
     "win_rate_estimate",
 ]
 
@@ -199,6 +200,27 @@ def paired_delta_estimate(
     ]
     low, high = bootstrap(deltas, _mean, **kwargs)
     return Estimate(_mean(deltas), low, high, len(deltas), len(deltas))
+
+
+def paired_gain_estimate(
+    points: Sequence[float], baseline_points: Sequence[float], prompts: Sequence[object], **kwargs
+) -> Estimate:
+    """How much a predictor gains over a baseline on the same pairs: the mean of (its points − the baseline's)
+    over every pair (per-pair points, e.g. :func:`rewards.metrics.tie_aware_points`), its interval resampling the
+    pairs' ``prompts`` (a prompt's pairs share images, so they are not independent)."""
+    if not len(points) == len(baseline_points) == len(prompts):
+        raise ValueError("points, baseline_points and prompts must have one entry per pair")
+    difference = np.asarray(points, dtype=np.float64) - np.asarray(baseline_points, dtype=np.float64)
+    by_prompt: dict[object, list[float]] = {}
+    for prompt, value in zip(prompts, difference, strict=True):
+        by_prompt.setdefault(prompt, []).append(float(value))
+    groups = [np.asarray(values) for values in by_prompt.values()]
+
+    def statistic(chosen: Sequence[np.ndarray]) -> float:
+        return float(np.concatenate(chosen).mean()) if chosen else float("nan")
+
+    low, high = bootstrap(groups, statistic, **kwargs)
+    return Estimate(statistic(groups), low, high, len(groups), len(difference))
 
 
 # ------------------------------------------------------------------------------------------------ the flag

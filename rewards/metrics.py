@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "accuracy_gain",
     "DEFAULT_THRESHOLDS",
     "choose_threshold",
     "decisive_accuracy",
@@ -22,6 +23,7 @@ __all__ = [
     "log_loss",
     "pair_probabilities",
     "tie_aware_accuracy",
+    "tie_aware_points",
     "votes_by_pair",
 ]
 
@@ -41,16 +43,21 @@ def pair_probabilities(scores_a: Sequence[float], scores_b: Sequence[float]) -> 
     return 0.5 * (1.0 + np.tanh(0.5 * diff))  # a numerically stable sigmoid
 
 
-def tie_aware_accuracy(p_a: Sequence[float], label_a: Sequence[float], threshold: float) -> float:
-    """PickScore's accuracy: predict a tie when |p_a − p_b| ≤ t; 1 for a match, 0.5 when either side is a tie."""
+def tie_aware_points(p_a: Sequence[float], label_a: Sequence[float], threshold: float) -> np.ndarray:
+    """Each pair's points under PickScore's protocol: a tie is predicted when |p_a − p_b| ≤ t; 1 for a match,
+    0.5 when either side is a tie, 0 otherwise."""
     p = np.asarray(p_a, dtype=np.float64)
-    if not len(p):
-        return math.nan
     predicted = np.where(np.abs(2 * p - 1) <= threshold, 0, np.sign(p - 0.5)).astype(np.int64)
     truth = _outcome(label_a)
     points = np.where((predicted == 0) | (truth == 0), 0.5, (predicted == truth).astype(np.float64))
-    points = np.where((predicted == 0) & (truth == 0), 1.0, points)
-    return float(points.mean())
+    return np.where((predicted == 0) & (truth == 0), 1.0, points)
+
+
+def tie_aware_accuracy(p_a: Sequence[float], label_a: Sequence[float], threshold: float) -> float:
+    """PickScore's accuracy: the mean of :func:`tie_aware_points`; NaN with no pairs."""
+    if not len(p_a):
+        return math.nan
+    return float(tie_aware_points(p_a, label_a, threshold).mean())
 
 
 def choose_threshold(
@@ -63,6 +70,24 @@ def choose_threshold(
         if acc > best_acc + 1e-12:
             best_t, best_acc = float(t), acc
     return best_t, best_acc
+
+
+def accuracy_gain(
+    p_a: Sequence[float],
+    threshold: float,
+    baseline_p_a: Sequence[float],
+    baseline_threshold: float,
+    label_a: Sequence[float],
+    prompts: Sequence[object],
+) -> dict[str, float | int | None]:
+    """How far a model's tie-aware accuracy is above a baseline's (zero-shot) on the same pairs, each at its own
+    threshold: ``value`` (a fraction: 0.1 is ten points), the 95% bootstrap interval over ``prompts`` (``low``,
+    ``high``; None with fewer than two prompts), ``prompts`` and ``items`` (pairs)."""
+    from .metric_stats import paired_gain_estimate
+
+    return paired_gain_estimate(
+        tie_aware_points(p_a, label_a, threshold), tie_aware_points(baseline_p_a, label_a, baseline_threshold), prompts
+    ).as_dict()
 
 
 def decisive_accuracy(p_a: Sequence[float], label_a: Sequence[float]) -> float:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,7 +32,14 @@ from core.rng import rng_state, set_rng_state
 from .config import RewardTrainConfig, RewardTrainConfigError
 from .data import PreferenceDataset, PreferencePair, Splits, check_training_pairs, collate_batch
 from .losses import preference_loss
-from .metrics import choose_threshold, evaluate_predictions, human_ceiling, pair_probabilities, votes_by_pair
+from .metrics import (
+    accuracy_gain,
+    choose_threshold,
+    evaluate_predictions,
+    human_ceiling,
+    pair_probabilities,
+    votes_by_pair,
+)
 from .model import RewardModel
 
 __all__ = [
@@ -263,10 +270,12 @@ def _deterministic_kernels(enabled: bool) -> Iterator[None]:
 
 @dataclass
 class Baseline:
-    """The zero-shot backbone's metrics, measured once before the first step (the tie threshold chosen on val)."""
+    """The zero-shot backbone's metrics, measured once before the first step (the tie threshold chosen on val), and
+    its test probabilities (for the trained model's gain over it; None in a checkpoint older than them)."""
 
     val: dict[str, Any]
     test: dict[str, Any] | None
+    test_p_a: list[float] | None = None
 
 
 @dataclass
@@ -379,7 +388,12 @@ class RewardTrainer:
 
     def _start(self) -> None:
         val = self._validate()
-        self.baseline = Baseline(val=val, test=self._test_metrics(val["threshold"]))
+        p_test = self._test_predictions()
+        self.baseline = Baseline(
+            val=val,
+            test=self._test_metrics(p_test, val["threshold"]),
+            test_p_a=None if p_test is None else p_test.tolist(),
+        )
         self.best = BestWeights(step=0, val=val, weights=self.model.trainable_state_dict())
         if self.is_main:
             self.callbacks.log_metrics(0, {f"val_{k}": v for k, v in _finite(val).items()})
@@ -478,12 +492,27 @@ class RewardTrainer:
         threshold, _ = choose_threshold(p_val, labels)
         return evaluate_predictions(p_val, labels, threshold)
 
-    def _test_metrics(self, threshold: float) -> dict[str, Any] | None:
+    def _test_predictions(self) -> np.ndarray | None:
         if self.test_set is None:
             return None
         autocast = self.accelerator.autocast
-        p_test = predict_probabilities(self.model, self.test_set, self.config.eval_batch_size, autocast)
-        return evaluate_predictions(p_test, self.test_set.label_a.numpy(), threshold)
+        return predict_probabilities(self.model, self.test_set, self.config.eval_batch_size, autocast)
+
+    def _test_metrics(self, p_test: np.ndarray | None, threshold: float) -> dict[str, Any] | None:
+        return None if p_test is None else evaluate_predictions(p_test, self.test_set.label_a.numpy(), threshold)
+
+    def _test_gain(self, p_test: np.ndarray | None) -> dict[str, Any] | None:
+        """The best weights' tie-aware test accuracy above zero-shot's, with its interval over test prompts."""
+        if p_test is None or self.baseline.test_p_a is None:
+            return None
+        return accuracy_gain(
+            p_test,
+            self.best.val["threshold"],
+            self.baseline.test_p_a,
+            self.baseline.val["threshold"],
+            self.test_set.label_a.numpy(),
+            [pair.prompt for pair in self.test_pairs],
+        )
 
     # ------------------------------------------------------------------------------------ checkpoint and stop
     def _save_checkpoint(self) -> None:
@@ -494,7 +523,7 @@ class RewardTrainer:
         state = {
             "step": self.step,
             "train_seconds": self.train_seconds_total,
-            "baseline": {"val": self.baseline.val, "test": self.baseline.test},
+            "baseline": asdict(self.baseline),
             "best": {"step": self.best.step, "val": self.best.val, "model": self.best.weights},
             "version": CHECKPOINT_VERSION,
             "fingerprint": self.fingerprint,
@@ -519,16 +548,17 @@ class RewardTrainer:
     def _finish(self) -> dict[str, Any]:
         """Restore the best weights, test them, save them to ``output_dir``; the JSON-safe summary."""
         self.model.load_trainable_state_dict(self.best.weights)
-        test = self._test_metrics(self.best.val["threshold"])
+        p_test = self._test_predictions()
+        test = self._test_metrics(p_test, self.best.val["threshold"])
         if self.output_dir and self.is_main:
             self.model.save(self.output_dir)
         self.accelerator.wait_for_everyone()
-        result = self._summary(test)
+        result = self._summary(test, self._test_gain(p_test))
         if self.is_main:
             self.callbacks.report_progress(1.0, f"done: validation accuracy {self.best.val['accuracy']:.3f}")
         return _clean(result)
 
-    def _summary(self, test: dict[str, Any] | None) -> dict[str, Any]:
+    def _summary(self, test: dict[str, Any] | None, test_gain: dict[str, Any] | None) -> dict[str, Any]:
         processes, batch_size = self.accelerator.num_processes, self.config.batch_size
         baseline, best = self.baseline, self.best
         seconds = self.train_seconds_total
@@ -537,6 +567,7 @@ class RewardTrainer:
             "test_accuracy": test["accuracy"] if test else None,
             "baseline_val_accuracy": baseline.val["accuracy"],
             "baseline_test_accuracy": baseline.test["accuracy"] if baseline.test else None,
+            "test_gain": test_gain,
             "threshold": best.val["threshold"],
             "best_step": best.step,
             "val": best.val,

@@ -59,6 +59,9 @@ def test_rlhf_cycle_runs_every_stage_through_a_real_worker(start_worker, live_se
     reward = results["reward model"]
     assert RewardModel.objects.get(pk=reward["reward_model"]).dataset.campaigns.get() == collect
     assert reward["test_accuracy"] > reward["baseline_test_accuracy"], reward
+    gain = reward["test_gain"]  # with its interval over the test prompts, on the progress line too
+    assert gain["value"] == pytest.approx(reward["test_accuracy"] - reward["baseline_test_accuracy"])
+    assert f"test_gain={gain['value']:+.3f}" in progress
     assert reward["chosen"] in {candidate.name for candidate in search_candidates(RewardTrainConfig())}
     # The fine-tune made a child of the base version, and the arena compared them with a verdict.
     tune = FineTune.objects.get(run_id=results["fine-tune"]["run"])

@@ -10,6 +10,7 @@ import torch
 
 from rewards.losses import preference_loss, preference_loss_per_example
 from rewards.metrics import (
+    accuracy_gain,
     choose_threshold,
     decisive_accuracy,
     expected_calibration_error,
@@ -17,6 +18,7 @@ from rewards.metrics import (
     log_loss,
     pair_probabilities,
     tie_aware_accuracy,
+    tie_aware_points,
 )
 
 
@@ -66,6 +68,24 @@ def test_tie_aware_accuracy_by_hand():
     threshold, accuracy = choose_threshold(p_a, labels)
     assert accuracy == pytest.approx(0.7) and 0.1 <= threshold < 0.6
     assert decisive_accuracy(p_a, labels) == pytest.approx(0.5)
+    assert tie_aware_points(p_a, labels, 0.2).tolist() == [1.0, 0.0, 1.0, 1.0, 0.5]
+
+
+def test_accuracy_gain_is_paired_and_its_interval_resamples_prompts():
+    p_a = [0.9, 0.8, 0.55, 0.5, 0.8, 0.1]
+    labels = [1, 1, 0.5, 0.5, 0.5, 0]
+    prompts = ["x", "x", "y", "y", "z", "z"]
+    always_tie = [0.5] * 6  # what zero-shot does on a preference it ranks the wrong way
+    gain = accuracy_gain(p_a, 0.2, always_tie, 0.0, labels, prompts)
+    # points 1, 1, 1, 1, 0.5, 1 against 0.5, 0.5, 1, 1, 1, 0.5: +1 over 6 pairs.
+    expected = tie_aware_accuracy(p_a, labels, 0.2) - tie_aware_accuracy(always_tie, labels, 0.0)
+    assert gain["value"] == pytest.approx(expected) == pytest.approx(1 / 6)
+    assert gain["low"] <= gain["value"] <= gain["high"] and gain["low"] < gain["high"]
+    assert (gain["prompts"], gain["items"]) == (3, 6)
+    one_prompt = accuracy_gain(p_a, 0.2, always_tie, 0.0, labels, ["x"] * 6)
+    assert one_prompt["value"] == pytest.approx(1 / 6) and one_prompt["low"] is None and one_prompt["high"] is None
+    with pytest.raises(ValueError, match="one entry per pair"):
+        accuracy_gain(p_a, 0.2, always_tie, 0.0, labels, prompts[:-1])
 
 
 def test_probabilities_log_loss_and_ece():

@@ -78,6 +78,13 @@ def test_reward_train_run_records_a_reward_model_with_its_metrics_and_folder(med
     assert len(scores) == 2
 
 
+def _assert_gain_over_zero_shot(result: dict) -> None:
+    """The run reports its test accuracy above zero-shot's, paired on the test pairs, with an interval."""
+    gain = result["test_gain"]
+    assert gain["value"] == pytest.approx(result["test_accuracy"] - result["baseline_test_accuracy"])
+    assert gain["low"] <= gain["value"] <= gain["high"] and gain["items"] > gain["prompts"] >= 2
+
+
 def test_a_head_reward_train_run_saves_a_model_that_scores_with_its_head(media, client_for, users):
     from rewards.config import DEFAULT_HEAD
     from rewards.loading import reward_function_for
@@ -93,6 +100,7 @@ def test_a_head_reward_train_run_saves_a_model_that_scores_with_its_head(media, 
     run.refresh_from_db()
     assert run.result["head"] == DEFAULT_HEAD and run.result["candidates"] is None
     assert run.result["test_accuracy"] >= 0.9  # the brighter image wins: easily learnt
+    _assert_gain_over_zero_shot(run.result)
     assert {"val_accuracy", "temperature"} <= set(run.metric_points.values_list("key", flat=True))
     reward_model = RewardModel.objects.get(name="rm-head")
     assert reward_model.metrics["model"]["head"]["size"] == 2
@@ -120,6 +128,7 @@ def test_a_search_run_records_every_candidate_and_keeps_the_best_by_validation(m
     assert run.result["chosen"] == best["name"] and run.result["val_accuracy"] == best["val_accuracy"]
     assert all(0 <= c["val_accuracy"] <= 1 and c["seconds"] >= 0 for c in candidates)
     assert run.metric_points.filter(key="candidate_val_accuracy").count() == len(names)
+    _assert_gain_over_zero_shot(run.result)
 
 
 def test_a_heads_search_chooses_by_cross_validation_and_fits_only_the_winner(media, users):
@@ -147,6 +156,7 @@ def test_a_heads_search_chooses_by_cross_validation_and_fits_only_the_winner(med
     assert result["val_accuracy"] == best["cv_accuracy"] and refit["test_accuracy"] == result["test_accuracy"]
     assert refit["threshold"] == metrics["threshold"] and refit["calibrated_on"] == "out_of_bag"
     assert metrics["model"]["head"]["temperature"] == pytest.approx(refit["temperature"])
+    _assert_gain_over_zero_shot(result)
 
 
 def test_a_heads_search_without_refit_fits_the_winner_on_the_training_split(media, users):

@@ -150,6 +150,9 @@ def test_result_summary_metrics_and_progress(splits, tmp_path):
     for key in ("val_accuracy", "test_accuracy", "baseline_val_accuracy", "baseline_test_accuracy", "threshold"):
         assert isinstance(result[key], float), key
     assert result["val_accuracy"] >= result["baseline_val_accuracy"]  # step 0 (zero-shot) competes for "best"
+    gain = result["test_gain"]  # paired on the test pairs, each at its own validation threshold
+    assert gain["value"] == pytest.approx(result["test_accuracy"] - result["baseline_test_accuracy"])
+    assert gain["low"] <= gain["value"] <= gain["high"] and gain["items"] == len(splits.test)
     assert result["pairs_per_second"] > 0 and result["human_ceiling"]["pairs"] == 0
     assert result["model"]["trainable_layers"] == 1
     logged = {k for _, values in callbacks.metrics for k in values}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -96,7 +97,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
         def report(step: StepReport) -> None:
-            figures = ", ".join(f"{k}={v}" for k, v in step.figures.items() if not isinstance(v, dict | list))
+            shown = {k: _figure(v) for k, v in step.figures.items() if _shown(v)}
+            figures = ", ".join(f"{k}={v}" for k, v in shown.items())
             self.stderr.write(f"[{step.minutes:5.1f} min] {step.name}: {figures}")
 
         try:
@@ -127,3 +129,21 @@ class Command(BaseCommand):
             sandbox=options["sandbox"],
             created_by=getattr(acting_user(options["user"]), "pk", None),
         )
+
+
+def _is_estimate(value: Any) -> bool:
+    return isinstance(value, dict) and {"value", "low", "high"} <= value.keys()
+
+
+def _shown(value: Any) -> bool:
+    """Whether the progress line shows a figure: dicts and lists are left to the JSON summary, but estimates."""
+    return _is_estimate(value) or not isinstance(value, dict | list)
+
+
+def _figure(value: Any) -> Any:
+    """A figure as the progress line shows it: an estimate (e.g. ``test_gain``) as "value [low, high]"."""
+    if not _is_estimate(value):
+        return value
+    if value["low"] is None or value["high"] is None:
+        return f"{value['value']:+.3f}"
+    return f"{value['value']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]"
