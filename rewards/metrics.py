@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "accuracy_gain",
     "DEFAULT_THRESHOLDS",
+    "accuracy_gain",
     "choose_threshold",
     "decisive_accuracy",
     "evaluate_predictions",
