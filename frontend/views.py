@@ -97,9 +97,32 @@ def run_list(request):
 def run_detail(request, pk: int):
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     can_rerun = may_start_run(request.user, run.kind) and run.kind in {k.name for k in run_kinds.available()}
-    return render(
-        request, "frontend/run_detail.html", {"run": run, "is_live": run.state in LIVE_STATES, "can_rerun": can_rerun}
-    )
+    context = {
+        "run": run,
+        "is_live": run.state in LIVE_STATES,
+        "can_rerun": can_rerun,
+        "reward_gain": _reward_gain(run),
+    }
+    return render(request, "frontend/run_detail.html", context)
+
+
+def _reward_gain(run) -> dict | None:
+    """A reward_train run's held-out test figures for its page: its accuracy, zero-shot CLIP's, and the gain in
+    points with its 95% interval over the test prompts (the result's ``test_gain``); None for other runs."""
+    result = run.result if isinstance(run.result, dict) else {}
+    gain = result.get("test_gain") if run.kind == "reward_train" else None
+    if not isinstance(gain, dict) or gain.get("value") is None:
+        return None
+    low, high = gain.get("low"), gain.get("high")
+    return {
+        "accuracy": result.get("test_accuracy"),
+        "zero_shot": result.get("baseline_test_accuracy"),
+        "points": 100 * gain["value"],
+        "low": None if low is None else 100 * low,
+        "high": None if high is None else 100 * high,
+        "prompts": gain.get("prompts"),
+        "pairs": gain.get("items"),
+    }
 
 
 @role_required(Role.ENGINEER, Role.REVIEWER)

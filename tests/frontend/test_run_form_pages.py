@@ -65,3 +65,21 @@ def test_run_pages_link_run_again_only_for_kinds_the_user_may_start(client, user
 def test_the_runs_page_links_the_form(client, users):
     for role in ("engineer", "reviewer"):
         assert 'id="new-run" href="/runs/new/"' in _get(client, users[role], "/runs/").content.decode()
+
+
+def test_a_reward_train_run_page_shows_its_gain_over_zero_shot_with_the_interval(client, users):
+    gain = {"value": 0.227, "low": 0.182, "high": 0.277, "prompts": 11, "items": 132}
+    result = {"test_accuracy": 0.773, "baseline_test_accuracy": 0.545, "test_gain": gain}
+    run = Run.objects.create(kind="reward_train", config={}, queue="gpu", state="succeeded", result=result)
+    page = _get(client, users["reviewer"], f"/runs/{run.pk}/").content.decode()
+    shown = re.sub(r"\s+", " ", page[page.index('id="reward-gain"') :].split("</p>")[0])
+    assert "accuracy 0.773 against zero-shot CLIP's 0.545" in shown and "+22.7 points" in shown
+    assert "(95% interval +18.2 to +27.7 over 11 test prompts, 132 pairs)" in shown
+    # Without an interval (one test prompt) the figure stands alone; other runs and older results show nothing.
+    run.result = {**result, "test_gain": {**gain, "low": None, "high": None, "prompts": 1}}
+    run.save(update_fields=["result"])
+    shown = _get(client, users["reviewer"], f"/runs/{run.pk}/").content.decode()
+    assert "+22.7 points" in shown and "95% interval" not in shown
+    for kind, stored in (("reward_train", {"test_accuracy": 0.7}), ("diagnostic", result)):
+        other = Run.objects.create(kind=kind, config={}, queue="gpu", state="succeeded", result=stored)
+        assert 'id="reward-gain"' not in _get(client, users["engineer"], f"/runs/{other.pk}/").content.decode()
