@@ -80,26 +80,23 @@ class _Tables:
         self.test = pair_table(self.features, test) if test else None
         self.test_prompts = [pair.prompt for pair in test]
         self.seconds = time.perf_counter() - began
-        self._zero_shot: tuple[dict, np.ndarray | None] | None = None
+        scale = self.features.logit_scale
+        self.zero_shot_p_test = self.test.zero_shot_p_a(scale) if self.test is not None else None
 
     def zero_shot(self) -> dict:
-        """Zero-shot CLIP's figures (computed once): its tie threshold chosen on validation."""
-        if self._zero_shot is None:
-            scale = self.features.logit_scale
-            p_test = self.test.zero_shot_p_a(scale) if self.test is not None else None
-            self._zero_shot = (_metrics(self.val.zero_shot_p_a(scale), self.val, p_test, self.test), p_test)
-        return self._zero_shot[0]
+        """Zero-shot CLIP's figures, its tie threshold chosen on validation."""
+        scale = self.features.logit_scale
+        return _metrics(self.val.zero_shot_p_a(scale), self.val, self.zero_shot_p_test, self.test)
 
-    def test_gain(self, model: QuickRewardModel, threshold: float) -> dict | None:
-        """``model``'s tie-aware test accuracy above zero-shot's, with its 95% interval over the test prompts."""
+    def test_gain(self, model: QuickRewardModel, threshold: float, baseline: dict) -> dict | None:
+        """``model``'s tie-aware test accuracy above zero-shot's (``baseline``, :meth:`zero_shot`), with its 95%
+        interval over the test prompts."""
         if self.test is None:
             return None
-        baseline = self.zero_shot()
-        p_zero_shot = self._zero_shot[1]
         return accuracy_gain(
             model.predict_table(self.test).p_a,
             threshold,
-            p_zero_shot,
+            self.zero_shot_p_test,
             baseline["val"]["threshold"],
             self.test.label_a.numpy(),
             self.test_prompts,
@@ -240,7 +237,7 @@ def train_head_reward_model(
         described,
         steps=head.steps,
         train_seconds=fit["seconds"],
-        test_gain=tables.test_gain(model, metrics["val"]["threshold"]),
+        test_gain=tables.test_gain(model, metrics["val"]["threshold"], baseline),
     )
     result.update(head=head.to_dict(), ensemble_size=config.ensemble_size, temperature=fit["temperature"])
     result["feature_seconds"] = tables.seconds
@@ -436,7 +433,7 @@ def search_reward_models(
     model, metrics = fitted[chosen_index]
     test_gain = metrics.get("test_gain")
     if isinstance(model, QuickRewardModel):
-        test_gain = tables.test_gain(model, metrics["val"]["threshold"])
+        test_gain = tables.test_gain(model, metrics["val"]["threshold"], baseline)
         model = model.to_reward_model()
     model.to("cpu")
     described = model.describe()

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .metric_stats import paired_gain_estimate
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "accuracy_gain",
@@ -83,8 +85,6 @@ def accuracy_gain(
     """How far a model's tie-aware accuracy is above a baseline's (zero-shot) on the same pairs, each at its own
     threshold: ``value`` (a fraction: 0.1 is ten points), the 95% bootstrap interval over ``prompts`` (``low``,
     ``high``; None with fewer than two prompts), ``prompts`` and ``items`` (pairs)."""
-    from .metric_stats import paired_gain_estimate
-
     return paired_gain_estimate(
         tie_aware_points(p_a, label_a, threshold), tie_aware_points(baseline_p_a, label_a, baseline_threshold), prompts
     ).as_dict()
